@@ -1,0 +1,180 @@
+"""The one configuration tree: loaded and validated once, then passed down.
+
+YAML values may refer to the environment as `${NAME}` or `${NAME:-default}`. `community:` names a
+second YAML file (relative to the first); errors name the file, the key path inside it and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from commhub.community import Community
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(_Section):
+    """How to reach the broker."""
+
+    host: str = Field(default="127.0.0.1", description="Broker host.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    root: str = Field(default="commhub", pattern=r"^[A-Za-z0-9_-]+$", description="First topic level.")
+    username: str | None = Field(default=None, description="MQTT username, if the broker wants one.")
+    password: str | None = Field(default=None, description="MQTT password.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive.")
+
+
+class InfluxConfig(_Section):
+    """Where time series go."""
+
+    url: str = Field(default="http://127.0.0.1:8086", pattern=r"^https?://", description="InfluxDB base URL.")
+    transport: Literal["auto", "v1", "v2"] = Field(
+        default="auto", description="v1: POST /write (InfluxDB < 1.8); v2: /api/v2/write; auto: ask /ping.")
+    database: str = Field(default="commhub", min_length=1, description="v1 database; v2 bucket.")
+    retention_policy: str = Field(default="", description="v1 retention policy ('' = the default).")
+    org: str = Field(default="-", description="v2 organisation ('-' for InfluxDB 1.8+).")
+    token: str = Field(default="", description="v2 token; for 1.8+ 'user:password'.")
+    username: str = Field(default="", description="v1 user.")
+    password: str = Field(default="", description="v1 password.")
+    timeout_s: float = Field(default=10.0, gt=0, description="HTTP timeout per write.")
+    create_database: bool = Field(default=True, description="v1: CREATE DATABASE at start.")
+
+
+class SpoolConfig(_Section):
+    """The durable on-disk spool in front of the InfluxDB writer."""
+
+    dir: Path = Field(default=Path("run/hub/spool"), description="Spool directory (relative to the config).")
+    fsync: bool = Field(default=True, description="fsync each batch before it is acknowledged.")
+    max_points_per_write: int = Field(default=5000, ge=1, le=100000, description="Points per HTTP write.")
+    retry_initial_s: float = Field(default=0.2, gt=0, description="First retry delay after a failed write.")
+    retry_max_s: float = Field(default=10.0, gt=0, description="Longest retry delay.")
+
+
+class MetricsConfig(_Section):
+    """Prometheus exposition."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address of /metrics.")
+    port: int = Field(default=9108, ge=0, le=65535, description="Port of /metrics (0 = off).")
+
+
+class HubConfig(_Section):
+    """One hub worker."""
+
+    worker_id: str = Field(default="hub-1", pattern=r"^[A-Za-z0-9_-]+$", description="MQTT client id, unique.")
+    share_group: str = Field(default="hub", pattern=r"^[A-Za-z0-9_-]+$", description="Shared subscription group.")
+    batch_max: int = Field(default=2000, ge=1, le=65535, description="Messages per processing batch.")
+    batch_wait_ms: float = Field(default=20.0, ge=0, description="Longest wait to fill a batch.")
+    receive_maximum: int = Field(default=4000, ge=1, le=65535,
+                                 description="MQTT 5 receive maximum: un-acked QoS 1 messages in flight.")
+    dedup_window: int = Field(default=4096, ge=16, description="Recent seqs remembered per device.")
+    session_expiry_s: int = Field(default=86400, ge=0, description="Broker keeps the session this long.")
+    metrics: MetricsConfig = MetricsConfig()
+    spool: SpoolConfig = SpoolConfig()
+
+
+class SimulatorConfig(_Section):
+    """The simple facility/access simulator."""
+
+    rate_per_device_s: float = Field(default=0.2, gt=0, description="Messages per device per second.")
+
+
+class Config(_Section):
+    """The whole tree."""
+
+    mqtt: MqttConfig = MqttConfig()
+    influx: InfluxConfig = InfluxConfig()
+    hub: HubConfig = HubConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    community: Community
+    base_dir: Path = Field(default=Path("."), description="Directory relative paths are resolved from.")
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Config:
+        if not self.hub.spool.dir.is_absolute():
+            spool = self.hub.spool.model_copy(update={"dir": self.base_dir / self.hub.spool.dir})
+            hub = self.hub.model_copy(update={"spool": spool})
+            object.__setattr__(self, "hub", hub)
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, unreadable or invalid; the message says where and why."""
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, file: Path, path: str) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{file}: {path or '<root>'}: environment variable {name} is not set")
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, file, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, file, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{file}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: <root>: expected a mapping, got {type(data).__name__}")
+    return _expand(data, file, "")
+
+
+def _format(file: Path, err: ValidationError, prefix: tuple[str | int, ...] = ()) -> str:
+    lines = []
+    for e in err.errors():
+        loc = e["loc"][len(prefix):] if e["loc"][: len(prefix)] == prefix else e["loc"]
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "<root>"
+        lines.append(f"{file}: {path}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_community(file: Path) -> Community:
+    """Load and validate a community file."""
+    data = _read_yaml(file)
+    try:
+        return Community.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format(file, e)) from None
+
+
+def load(file: str | Path) -> Config:
+    """Load the configuration tree from a YAML file, or raise ConfigError naming file, key and reason."""
+    file = Path(file).resolve()
+    data = _read_yaml(file)
+    community_ref = data.pop("community", None)
+    if not isinstance(community_ref, str) or not community_ref:
+        raise ConfigError(f"{file}: community: expected the path of a community file")
+    community = load_community((file.parent / community_ref).resolve())
+    data["base_dir"] = file.parent
+    try:
+        return Config.model_validate({**data, "community": community})
+    except ValidationError as e:
+        raise ConfigError(_format(file, e)) from None
