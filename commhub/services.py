@@ -1,0 +1,199 @@
+"""Run Debian's mosquitto and influxd on loopback, with data under a directory of ours.
+
+Used by `commhub up`, the benchmarks and the test fixtures, so all three start the services the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A service binary is missing or did not come up."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _which(binary: str, package: str) -> str:
+    path = shutil.which(binary) or next(
+        (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.access(p, os.X_OK)), None)
+    if path is None:
+        raise ServiceError(f"{binary} not found: install Debian's {package} package (apt-get install {package})")
+    return path
+
+
+def _wait_tcp(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes], name: str, logf: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{name} exited with {proc.returncode}; see {logf}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"{name} did not listen on {host}:{port} within {timeout}s; see {logf}")
+
+
+class _Service:
+    name = "service"
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logfile = self.workdir / f"{self.name}.log"
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> None:
+        """Block until the service answers."""
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the service and wait until it answers."""
+        if self.running:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = self._command()
+        with open(self.logfile, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_tcp(self.host, self.port, timeout, self.proc, self.name, self.logfile)
+        self._ready()
+        log.info("%s listening on %s:%d", self.name, self.host, self.port)
+
+    @property
+    def running(self) -> bool:
+        """Whether our process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, kill: bool = False, timeout: float = 15.0) -> None:
+        """Stop the service (SIGTERM, or SIGKILL with kill=True) and wait for it."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Mosquitto(_Service):
+    """A mosquitto broker with persistence and queues sized for the hub."""
+
+    name = "mosquitto"
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None,
+                 max_queued_messages: int = 1_000_000, extra_conf: str = "") -> None:
+        super().__init__(workdir, host, port)
+        self.max_queued_messages = max_queued_messages
+        self.extra_conf = extra_conf
+
+    def config_text(self) -> str:
+        """The mosquitto.conf we run with."""
+        # Stock max_queued_messages (1000) dropped 10-27 % of messages to a slow subscriber: size it.
+        return "\n".join([
+            "per_listener_settings false",
+            # As root, mosquitto would switch to its own user, who cannot write our data dir.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 30",
+            f"max_queued_messages {self.max_queued_messages}",
+            "max_queued_bytes 0",
+            "max_inflight_messages 0",
+            "set_tcp_nodelay true",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "connection_messages false",
+            self.extra_conf,
+            "",
+        ])
+
+    def _command(self) -> list[str]:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self.config_text())
+        return [_which("mosquitto", "mosquitto"), "-c", str(conf)]
+
+
+class Influxd(_Service):
+    """An InfluxDB 1.x server (Debian's influxdb 1.6.7) with data under workdir."""
+
+    name = "influxd"
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        super().__init__(workdir, host, port)
+        self.rpc_port = free_port(host)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://{self.host}:{self.port}"
+
+    def config_text(self) -> str:
+        """The influxd.conf we run with."""
+        d = self.workdir
+        return f"""reporting-disabled = true
+bind-address = "{self.host}:{self.rpc_port}"
+[meta]
+  dir = "{d}/meta"
+  logging-enabled = false
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+  trace-logging-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  enabled = true
+  bind-address = "{self.host}:{self.port}"
+  log-enabled = false
+  max-body-size = 0
+[continuous_queries]
+  enabled = false
+[logging]
+  level = "warn"
+"""
+
+    def _command(self) -> list[str]:
+        conf = self.workdir / "influxd.conf"
+        conf.write_text(self.config_text())
+        return [_which("influxd", "influxdb"), "-config", str(conf)]
+
+    def _ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as r:
+                    if r.status == 204:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise ServiceError(f"influxd did not answer /ping; see {self.logfile}")
