@@ -328,6 +328,7 @@ class DeviceKind(StrEnum):
     DOOR_CONTACT = "door_contact"
     PATROL = "patrol"
     ENV = "env"
+    AGENT = "agent"  # the edge agent process itself: its state is the MQTT will (see edge_agents/base)
 
 
 _ACCESS = ("access_granted", "access_denied", "door_opened", "door_closed", "exit_request", "passage",
@@ -354,6 +355,7 @@ KIND_BODIES: dict[DeviceKind, frozenset[str]] = {
     DeviceKind.DOOR_CONTACT: frozenset(("door_contact", *_COMMON)),
     DeviceKind.PATROL: frozenset(("patrol_scan", *_COMMON)),
     DeviceKind.ENV: frozenset(("env_reading", *_COMMON)),
+    DeviceKind.AGENT: frozenset(("heartbeat", "birth", "state")),
 }
 
 KIND_LAYER: dict[DeviceKind, Layer] = {
@@ -376,6 +378,7 @@ KIND_LAYER: dict[DeviceKind, Layer] = {
     DeviceKind.DOOR_CONTACT: Layer.PEOPLE,
     DeviceKind.PATROL: Layer.PEOPLE,
     DeviceKind.ENV: Layer.FACILITY,
+    DeviceKind.AGENT: Layer.TECHNICAL,
 }
 
 BODY_TYPES: dict[str, type[_Body]] = {
@@ -413,6 +416,67 @@ class DeadLetter(_Wire):
     payload_bytes: int = Field(ge=0)
     received_at: AwareDatetime
     worker: str
+
+
+Severity = Literal["critical", "high", "medium", "low"]
+AlertState = Literal["open", "acknowledged", "escalated", "resolved", "closed", "false_alarm"]
+Transition = Literal["opened", "reopened", "severity_raised", "escalated", "acknowledged", "resolved", "closed",
+                     "false_alarm", "merged"]
+
+
+class EventRef(_Wire):
+    """One triggering event of an alert, with the snapshot it links to."""
+
+    device_id: Ident
+    seq: int = Field(ge=0)
+    ts: AwareDatetime
+    type: Label
+    snapshot: Ident | None = None
+
+
+class Recipient(_Wire):
+    """Who an alert was routed to: a staff id, or an opaque household/contact ref."""
+
+    role: Label
+    id: str = Field(min_length=1, max_length=80)
+
+
+class AlertRoute(_Wire):
+    """The route chosen for an alert, and why."""
+
+    tier: int = Field(ge=0)
+    recipients: tuple[Recipient, ...] = ()
+    reason: str = Field(max_length=1000)
+    group: str = Field(default="", max_length=200)
+    suppressed: str | None = Field(default=None, max_length=200, description="silence/maintenance/inhibit id")
+
+
+class AlertNotice(_Wire):
+    """One alert transition, as published on topics.alert(...) and the live feed."""
+
+    notice_id: int = Field(ge=0, description="Unique per transition; consumers de-duplicate by it.")
+    alert_id: int = Field(ge=0)
+    rule: Label
+    code: Label
+    subject: str = Field(min_length=1, max_length=200)
+    severity: Severity
+    layer: Layer
+    site: Ident
+    grid: Ident
+    building: Ident | None = None
+    unit: Ident | None = None
+    device_id: Ident | None = None
+    state: AlertState
+    transition: Transition
+    by: str = Field(max_length=80, description="'system' or a staff id")
+    note: str = Field(default="", max_length=1000)
+    count: int = Field(ge=1, description="How many times the condition fired into this alert.")
+    incident: str | None = Field(default=None, max_length=200)
+    events: tuple[EventRef, ...] = ()
+    thresholds: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    route: AlertRoute
+    opened_at: AwareDatetime
+    ts: AwareDatetime
 
 
 def now_utc() -> datetime:
