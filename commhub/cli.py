@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             modules[name].add_arguments(p)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3"):  # one line per request otherwise
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return int(modules[args.command].run(args) or 0)
     except ConfigError as e:

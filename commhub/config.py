@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from commhub.agent_config import AgentSettings
 from commhub.community import Community
 
 
@@ -78,12 +79,43 @@ class HubConfig(_Section):
     session_expiry_s: int = Field(default=86400, ge=0, description="Broker keeps the session this long.")
     metrics: MetricsConfig = MetricsConfig()
     spool: SpoolConfig = SpoolConfig()
+    snapshots_dir: Path = Field(default=Path("run/hub/snapshots"),
+                                description="Where camera snapshots are stored (relative to the config).")
+    snapshot_max_bytes: int = Field(default=2_000_000, ge=1000, description="Largest snapshot accepted.")
 
 
 class SimulatorConfig(_Section):
     """The simple facility/access simulator."""
 
     rate_per_device_s: float = Field(default=0.2, gt=0, description="Messages per device per second.")
+
+
+class WebhookConfig(_Section):
+    """One webhook receiver of alert notifications."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Receiver name, unique.")
+    url: str = Field(pattern=r"^https?://", description="URL notices are POSTed to as JSON.")
+    roles: tuple[str, ...] = Field(default=(), description="Only notices routed to these roles (empty = all).")
+    timeout_s: float = Field(default=5.0, gt=0, description="HTTP timeout per attempt.")
+    max_attempts: int = Field(default=20, ge=1, description="Attempts before a notice is given up (kept in SQL).")
+    backoff_initial_s: float = Field(default=0.5, gt=0, description="First retry delay.")
+    backoff_max_s: float = Field(default=300.0, gt=0, description="Longest retry delay.")
+
+
+class AlertsConfig(_Section):
+    """Rules, alerts, routing and notifiers (the hub's alerting sink)."""
+
+    enabled: bool = Field(default=False, description="Run the rules -> alerts -> routing -> notifiers chain.")
+    db_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite at db_path.")
+    db_path: Path = Field(default=Path("run/hub/alerts.db"), description="SQLite file when db_url is empty.")
+    rules_file: Path | None = Field(default=None, description="Rule pack YAML (default: the shipped rules.yaml).")
+    routing_file: Path | None = Field(default=None, description="Routing YAML (default: the shipped routing.yaml).")
+    tick_s: float = Field(default=0.25, gt=0, le=60, description="Timer period: hold times, absence, escalation.")
+    auto_close_s: float = Field(default=86400.0, gt=0, description="A resolved alert is closed after this long.")
+    outbox_lease_s: float = Field(default=30.0, gt=0, description="How long a worker owns a notice it is sending.")
+    live_feed_size: int = Field(default=1000, ge=1, description="Notices the live feed keeps for late readers.")
+    mqtt_qos: int = Field(default=1, ge=0, le=2, description="QoS of alert notices on MQTT.")
+    webhooks: tuple[WebhookConfig, ...] = ()
 
 
 class Config(_Section):
@@ -93,6 +125,8 @@ class Config(_Section):
     influx: InfluxConfig = InfluxConfig()
     hub: HubConfig = HubConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    agent: AgentSettings = AgentSettings()
+    alerts: AlertsConfig = AlertsConfig()
     community: Community
     base_dir: Path = Field(default=Path("."), description="Directory relative paths are resolved from.")
 
@@ -100,8 +134,14 @@ class Config(_Section):
     def _resolve_paths(self) -> Config:
         if not self.hub.spool.dir.is_absolute():
             spool = self.hub.spool.model_copy(update={"dir": self.base_dir / self.hub.spool.dir})
-            hub = self.hub.model_copy(update={"spool": spool})
-            object.__setattr__(self, "hub", hub)
+            object.__setattr__(self, "hub", self.hub.model_copy(update={"spool": spool}))
+        if not self.hub.snapshots_dir.is_absolute():
+            snaps = self.base_dir / self.hub.snapshots_dir
+            object.__setattr__(self, "hub", self.hub.model_copy(update={"snapshots_dir": snaps}))
+        paths = {k: self.base_dir / v for k in ("db_path", "rules_file", "routing_file")
+                 if (v := getattr(self.alerts, k)) is not None and not v.is_absolute()}
+        if paths:
+            object.__setattr__(self, "alerts", self.alerts.model_copy(update=paths))
         return self
 
 

@@ -1,0 +1,56 @@
+"""`commhub hub --config FILE`: run one hub worker until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import threading
+from types import FrameType
+
+from commhub.config import Config, load
+from hub.ingest.message import Sink
+from hub.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `commhub hub`."""
+    parser.add_argument("--config", default="configs/commhub.yaml", help="configuration file")
+    parser.add_argument("--worker-id", help="override hub.worker_id (each worker needs its own)")
+    parser.add_argument("--metrics-port", type=int, help="override hub.metrics.port (0 = off)")
+
+
+def build_sinks(cfg: Config) -> list[Sink]:
+    """The downstream sinks the configuration asks for (the alerting chain, when enabled)."""
+    if not cfg.alerts.enabled:
+        return []
+    alerting = importlib.import_module("hub.alerting")
+    return [alerting.build_sink(cfg)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until signalled."""
+    cfg = load(args.config)
+    hub = cfg.hub
+    if args.worker_id:
+        hub = hub.model_copy(update={"worker_id": args.worker_id})
+    if args.metrics_port is not None:
+        hub = hub.model_copy(update={"metrics": hub.metrics.model_copy(update={"port": args.metrics_port})})
+    cfg = cfg.model_copy(update={"hub": hub})
+    worker = Worker(cfg, build_sinks(cfg))
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    log.info("hub worker %s running; metrics on %s:%d", hub.worker_id, hub.metrics.host, hub.metrics.port)
+    done.wait()
+    worker.stop()
+    return 0

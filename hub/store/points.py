@@ -1,0 +1,78 @@
+"""The time-series schema: an accepted message becomes one line-protocol point.
+
+Measurement: the body type (e.g. `gas_reading`, `access_denied`), so field types never clash across types.
+Tags: site, grid, building, layer, device_kind, device_id (bounded, never a person or free text).
+Fields: the body's values (nested boxes flattened, zone lists joined), plus `seq` and `historical`.
+Timestamp: the device's `ts` in microseconds, so points from one device never overwrite each other.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from commhub.wire import KIND_LAYER, DeadLetter, DeviceKind
+from hub.ingest.message import Accepted
+from hub.store.lineproto import escape_measurement, field_set, line, tag_set
+
+PRECISION = "us"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+UNASSIGNED = "_unassigned"
+
+
+def to_us(ts: datetime) -> int:
+    """A timezone-aware datetime as integer microseconds since the epoch, exactly."""
+    return (ts - _EPOCH) // _US
+
+
+class PointBuilder:
+    """Turns accepted messages into lines; caches each device's escaped tag set."""
+
+    def __init__(self) -> None:
+        self._tags: dict[tuple[str, str, str], str] = {}
+
+    def _tag_part(self, msg: Accepted) -> str:
+        t = msg.topic
+        key = (t.site, t.device_kind, t.device_id)
+        cached = self._tags.get(key)
+        if cached is None:
+            d = msg.device
+            if d is not None:
+                grid, building, layer = d.grid, d.building or UNASSIGNED, d.effective_layer.value
+            else:
+                grid, building = UNASSIGNED, UNASSIGNED
+                layer = KIND_LAYER[DeviceKind(t.device_kind)].value
+            cached = tag_set([("site", t.site), ("grid", grid), ("building", building), ("layer", layer),
+                              ("device_kind", t.device_kind), ("device_id", t.device_id)])
+            if len(self._tags) > 200_000:
+                self._tags.clear()
+            self._tags[key] = cached
+        return cached
+
+    def build(self, msg: Accepted) -> str:
+        """The point for one message."""
+        env = msg.envelope
+        body = env.body
+        fields: dict[str, Any] = {"seq": env.seq, "historical": env.historical}
+        for name, value in body.__dict__.items():
+            if name == "type" or value is None:
+                continue
+            if isinstance(value, tuple):
+                fields[name] = ",".join(value)
+            elif hasattr(value, "__dict__") and not isinstance(value, str | int | float | bool):
+                for sub, v in value.__dict__.items():
+                    fields[f"{name}_{sub}"] = v
+            else:
+                fields[name] = value
+        return f"{escape_measurement(body.type)}{self._tag_part(msg)} {field_set(fields)} {to_us(env.ts)}"
+
+
+def dead_letter_point(dl: DeadLetter, site: str = "") -> str:
+    """A dead letter as a point (reason as tag; the untrusted topic only as a field; no payload)."""
+    tags = {"reason": dl.reason, "worker": dl.worker}
+    if site:
+        tags["site"] = site
+    return line("hub_dead_letter", tags, {"topic": dl.topic[:512], "payload_bytes": dl.payload_bytes,
+                                          "detail": dl.detail[:512]}, to_us(dl.received_at))
+
