@@ -89,6 +89,6 @@ def from_corpus_point(point: dict[str, Any]) -> Point:
     fields: dict[str, Any] = {}
     for f in point["fields"]:
         (kind, v), = f["value"].items()
-        fields[f["key"]] = {"float": float, "int": lambda x: ("int", int(x)), "uint": lambda x: ("uint", int(x)),
-                            "bool": bool, "string": str}[kind](v)
+        fields[f["key"]] = ((kind, int(v)) if kind in ("int", "uint") else
+                            {"float": float, "bool": bool, "string": str}[kind](v))
     return point["name"], tags, fields, point["time"]
