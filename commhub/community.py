@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re
+from datetime import datetime
+from typing import Literal
 
-from commhub.wire import KIND_LAYER, DeviceKind, Ident, Layer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from commhub.wire import KIND_LAYER, DeviceKind, Ident, Layer, PersonRef
 
 
 class _Model(BaseModel):
@@ -55,12 +59,80 @@ class Device(_Model):
         return self.layer or KIND_LAYER[self.kind]
 
 
+StaffRole = Literal["grid_worker", "property", "police_liaison", "control_room", "security_supervisor",
+                    "maintenance", "fire_maintenance", "gas_company", "municipal", "street_office"]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
+
+
+class Shift(_Model):
+    """A weekly on-duty window in the site's timezone; `end` before `start` runs past midnight."""
+
+    days: tuple[Day, ...] = _DAYS
+    start: str = Field(default="00:00", description="HH:MM, local time.")
+    end: str = Field(default="24:00", description="HH:MM, local time; 24:00 is the end of the day.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError(f"expected HH:MM (00:00..24:00), got {v!r}")
+        return v
+
+    def covers(self, local: datetime) -> bool:
+        """Whether this shift is on at a local (site timezone) time."""
+        def minutes(hhmm: str) -> int:
+            h, m = hhmm.split(":")
+            return int(h) * 60 + int(m)
+        start, end = minutes(self.start), minutes(self.end)
+        now = local.hour * 60 + local.minute
+        day = _DAYS[local.weekday()]
+        prev = _DAYS[(local.weekday() - 1) % 7]
+        if start < end:
+            return day in self.days and start <= now < end
+        # An overnight shift: its evening part belongs to the listed day, its morning part to the day after.
+        return (day in self.days and now >= start) or (prev in self.days and now < end)
+
+
+class Staff(_Model):
+    """A person or desk that alerts are routed to; contact details stay outside the hub."""
+
+    id: Ident
+    role: StaffRole
+    name: str = Field(default="", max_length=64, description="Display name of the desk or post, e.g. '物业值班室'.")
+    grids: tuple[Ident, ...] = Field(default=(), description="Grid cells covered (empty = the whole site).")
+    jurisdiction: Ident | None = Field(default=None, description="Police liaison: the jurisdiction served.")
+    shifts: tuple[Shift, ...] = Field(default=(Shift(),), description="On-duty windows (default: always).")
+
+    def on_duty(self, local: datetime) -> bool:
+        """Whether any shift covers this local time."""
+        return any(s.covers(local) for s in self.shifts)
+
+    def covers_grid(self, grid: str) -> bool:
+        """Whether this person serves a grid cell."""
+        return not self.grids or grid in self.grids
+
+
+class Resident(_Model):
+    """A resident who opted in to welfare checks, known only by an opaque id."""
+
+    ref: PersonRef
+    grid: Ident
+    building: Ident
+    unit: Ident | None = None
+    devices: tuple[Ident, ...] = Field(default=(), description="Door contact / water meter watched for them.")
+    emergency_contact: PersonRef | None = Field(default=None, description="Opaque ref of the family contact.")
+
+
 class Community(_Model):
     """The validated community tree."""
 
     site: Site
     grids: tuple[Grid, ...] = Field(min_length=1)
     devices: tuple[Device, ...] = ()
+    staff: tuple[Staff, ...] = ()
+    residents: tuple[Resident, ...] = ()
 
     @model_validator(mode="after")
     def _check_places(self) -> Community:
@@ -88,7 +160,40 @@ class Community(_Model):
                     raise ValueError(f"{where}: unknown unit {d.unit!r} in building {d.building!r}")
             elif d.unit is not None:
                 raise ValueError(f"{where}: a unit needs a building")
+        self._check_people(grid_ids, buildings)
         return self
+
+    def _check_people(self, grid_ids: list[str], buildings: dict[str, tuple[str, Building]]) -> None:
+        staff_ids: set[str] = set()
+        for i, s in enumerate(self.staff):
+            where = f"staff[{i}] ({s.id})"
+            if s.id in staff_ids:
+                raise ValueError(f"{where}: duplicate staff id")
+            staff_ids.add(s.id)
+            for g in s.grids:
+                if g not in grid_ids:
+                    raise ValueError(f"{where}: unknown grid {g!r}")
+            if s.role == "grid_worker" and not s.grids:
+                raise ValueError(f"{where}: a grid worker needs at least one grid")
+            if s.role == "police_liaison" and s.jurisdiction is None:
+                raise ValueError(f"{where}: a police liaison needs a jurisdiction")
+        devices = self.device_index()
+        refs: set[str] = set()
+        for i, r in enumerate(self.residents):
+            where = f"residents[{i}]"
+            if r.ref in refs:
+                raise ValueError(f"{where}: duplicate resident ref")
+            refs.add(r.ref)
+            if r.building not in buildings or buildings[r.building][0] != r.grid:
+                raise ValueError(f"{where}: building {r.building!r} is not in grid {r.grid!r}")
+            if r.unit is not None and r.unit not in buildings[r.building][1].units:
+                raise ValueError(f"{where}: unknown unit {r.unit!r} in building {r.building!r}")
+            for dev in r.devices:
+                if dev not in devices:
+                    raise ValueError(f"{where}: unknown device {dev!r}")
+                if devices[dev].kind not in (DeviceKind.DOOR_CONTACT, DeviceKind.WATER_METER):
+                    raise ValueError(f"{where}: device {dev!r} is a {devices[dev].kind}, "
+                                     "not a door_contact or water_meter")
 
     def device_index(self) -> dict[str, Device]:
         """Devices by id."""

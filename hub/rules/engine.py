@@ -1,0 +1,155 @@
+"""The rule engine: routes each event to the rules that read its type, keeps state per (rule, key)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
+
+from hub.rules.event import Ctx, Event, Signal, State
+from hub.rules.kinds.absence import Absence
+from hub.rules.kinds.base import Rule
+from hub.rules.kinds.correlation import Correlation
+from hub.rules.kinds.instant import Instant
+from hub.rules.kinds.rate import Rate
+from hub.rules.kinds.sequence import Sequence
+from hub.rules.kinds.threshold import Threshold
+from hub.rules.spec import RulePack
+
+log = logging.getLogger(__name__)
+
+# The one list of rule kinds.
+KINDS: dict[str, type[Rule]] = {
+    "instant": Instant, "threshold": Threshold, "sequence": Sequence, "absence": Absence, "rate": Rate,
+    "correlation": Correlation,
+}
+
+
+class StateStore(Protocol):
+    """Where rule state lives between events (SQL in the hub, a dict in unit tests)."""
+
+    def load(self, rule: str, key: str) -> State | None:
+        """The state of one key, or None."""
+
+    def save(self, rule: str, key: str, state: State) -> None:
+        """Store (or, when empty with no timer, delete) one key's state."""
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """Keys whose timer is due."""
+
+    def known(self, rule: str) -> set[str]:
+        """Keys with state under a rule."""
+
+
+class MemoryStates:
+    """A StateStore in a dict (unit tests, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, str], State] = {}
+
+    def load(self, rule: str, key: str) -> State | None:
+        """The state of one key, or None."""
+        st = self.states.get((rule, key))
+        return None if st is None else State(dict(st.data), st.due)
+
+    def save(self, rule: str, key: str, state: State) -> None:
+        """Store or delete."""
+        if not state.data and state.due is None:
+            self.states.pop((rule, key), None)
+        else:
+            self.states[(rule, key)] = State(dict(state.data), state.due)
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """Due keys."""
+        return [k for k, s in self.states.items() if s.due is not None and s.due <= now]
+
+    def known(self, rule: str) -> set[str]:
+        """Keys of a rule."""
+        return {k for r, k in self.states if r == rule}
+
+
+class Engine:
+    """Feeds events and timer ticks to the rules; pure apart from the StateStore it is given."""
+
+    def __init__(self, pack: RulePack, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.rules: dict[str, Rule] = {}
+        for spec in pack.enabled():
+            if spec.kind in KINDS:
+                self.rules[spec.id] = KINDS[spec.kind](spec, ctx)
+        self.by_type: dict[str, list[Rule]] = defaultdict(list)
+        self.any_type: list[Rule] = []
+        self.correlations: dict[str, list[Correlation]] = defaultdict(list)
+        for rule in self.rules.values():
+            types = rule.types()
+            if types is None:
+                self.any_type.append(rule)
+            else:
+                for t in types:
+                    self.by_type[t].append(rule)
+            if isinstance(rule, Correlation):
+                for member in rule.spec.members:
+                    self.correlations[member].append(rule)
+
+    def seed(self, store: StateStore, now: float) -> int:
+        """Create absence timers for subjects that have never reported; returns how many."""
+        n = 0
+        for rule in self.rules.values():
+            for key, st in rule.seed(store.known(rule.id), now).items():
+                store.save(rule.id, key, st)
+                n += 1
+        return n
+
+    def process(self, events: Iterable[Event], store: StateStore) -> list[Signal]:
+        """Feed events in order; returns the signals they caused."""
+        out: list[Signal] = []
+        for ev in events:
+            for rule in (*self.by_type.get(ev.type, ()), *self.any_type):
+                for key in rule.keys(ev):
+                    st = store.load(rule.id, key) or State()
+                    try:
+                        sigs = rule.on_event(st, ev)
+                    except Exception:
+                        # One bad rule/event pair must not stop the others.
+                        log.exception("rule %s failed on %s seq %d", rule.id, ev.device_id, ev.seq)
+                        continue
+                    store.save(rule.id, key, st)
+                    out.extend(self._correlate(sigs, store))
+        return out
+
+    def tick(self, store: StateStore, now: float) -> list[Signal]:
+        """Run every due timer."""
+        out: list[Signal] = []
+        for rule_id, key in store.due(now):
+            rule = self.rules.get(rule_id)
+            st = store.load(rule_id, key)
+            if st is None:
+                continue
+            if rule is None:  # a rule removed from the pack: drop its timers
+                st.due = None
+                store.save(rule_id, key, st)
+                continue
+            try:
+                sigs = rule.on_timer(st, key, now)
+            except Exception:
+                log.exception("rule %s timer failed for %s", rule_id, key)
+                st.due = None
+                sigs = []
+            store.save(rule_id, key, st)
+            out.extend(self._correlate(sigs, store))
+        return out
+
+    def _correlate(self, sigs: list[Signal], store: StateStore) -> list[Signal]:
+        out = list(sigs)
+        for sig in sigs:
+            if sig.action != "fire":
+                continue
+            for corr in self.correlations.get(sig.rule, ()):
+                key = corr.place_key(sig.place)
+                if key is None:
+                    continue
+                st = store.load(corr.id, key) or State()
+                out.extend(corr.on_signal(st, key, sig))
+                store.save(corr.id, key, st)
+        return out

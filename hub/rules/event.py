@@ -1,0 +1,185 @@
+"""What rules read (Event, Ctx) and what they emit (Signal), plus the per-key State they keep."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from commhub.community import Community, Device
+from commhub.wire import Envelope
+from hub.rules.spec import Hours, KeyBy, Match
+
+MAX_REFS = 10  # triggering events kept per signal/alert
+
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
+    "!=": operator.ne, "contains": lambda a, b: b in a, "in": lambda a, b: a in b,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where something happened."""
+
+    site: str
+    grid: str
+    building: str | None = None
+    unit: str | None = None
+    device: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """For JSON state."""
+        return {"site": self.site, "grid": self.grid, "building": self.building, "unit": self.unit,
+                "device": self.device}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Place:
+        """From JSON state."""
+        return cls(d["site"], d["grid"], d.get("building"), d.get("unit"), d.get("device"))
+
+
+UNASSIGNED = "unassigned"  # grid of a device missing from the registry
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One accepted message, as the rules see it."""
+
+    device_id: str
+    kind: str
+    type: str
+    t: float  # device timestamp, seconds since the epoch
+    seq: int
+    body: Any  # the pydantic body
+    place: Place
+    device: Device | None = None
+    historical: bool = False
+
+    @classmethod
+    def from_envelope(cls, env: Envelope, kind: str, place: Place, device: Device | None) -> Event:
+        """Build from a validated envelope."""
+        return cls(env.device_id, kind, env.body.type, env.ts.timestamp(), env.seq, env.body, place, device,
+                   env.historical)
+
+    def get(self, name: str) -> Any:
+        """A body field, or None."""
+        return getattr(self.body, name, None)
+
+    def ref(self) -> dict[str, Any]:
+        """The reference an alert keeps to this event."""
+        return {"device_id": self.device_id, "seq": self.seq, "t": self.t, "type": self.type,
+                "snapshot": getattr(self.body, "snapshot", None)}
+
+
+@dataclass(slots=True)
+class Signal:
+    """A rule's verdict about one subject: fire (or re-fire) or clear."""
+
+    action: str  # "fire" | "clear"
+    rule: str
+    code: str
+    subject: str
+    severity: str
+    layer: str
+    place: Place
+    t: float
+    refs: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    incident: str | None = None
+    members: list[tuple[str, str]] = field(default_factory=list)  # (rule, subject) merged into this incident
+
+
+@dataclass(slots=True)
+class State:
+    """A rule's JSON-able memory for one key, and when its timer is due (None = no timer)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    due: float | None = None
+
+
+class Ctx:
+    """Read-only lookups the rules need: the community, its timezone and residents."""
+
+    def __init__(self, community: Community) -> None:
+        self.community = community
+        self.tz = ZoneInfo(community.site.timezone)
+        self.devices = community.device_index()
+        self.resident_of = {d: r for r in community.residents for d in r.devices}
+
+    def place(self, device_id: str) -> Place:
+        """The place of a device; unregistered devices land in the 'unassigned' grid."""
+        d = self.devices.get(device_id)
+        if d is None:
+            return Place(self.community.site.id, UNASSIGNED, device=device_id)
+        return Place(self.community.site.id, d.grid, d.building, d.unit, d.id)
+
+    def local(self, t: float) -> datetime:
+        """A timestamp in the site's timezone."""
+        return datetime.fromtimestamp(t, UTC).astimezone(self.tz)
+
+    def in_hours(self, hours: Hours | None, t: float) -> bool:
+        """Whether t falls inside a daily window (always, when there is none)."""
+        if hours is None:
+            return True
+        h = self.local(t).hour
+        if hours.start <= hours.end:
+            return hours.start <= h < hours.end
+        return h >= hours.start or h < hours.end
+
+
+def matches(ms: tuple[Match, ...], ev: Event) -> bool:
+    """Whether any matcher accepts the event."""
+    return any(_match(m, ev) for m in ms)
+
+
+def _match(m: Match, ev: Event) -> bool:
+    if ev.type not in m.type or (m.kinds and ev.kind not in m.kinds):
+        return False
+    for name, cond in m.where.items():
+        value = ev.get(name)
+        if isinstance(cond, dict):
+            for op, ref in cond.items():
+                if value is None or not OPS[op](value, ref):
+                    return False
+        elif value != cond:
+            return False
+    return True
+
+
+def subject_key(key: KeyBy, ev: Event, ctx: Ctx) -> str | None:
+    """The subject an event is about under a rule's `key`, or None when it has none."""
+    if key == "device":
+        return ev.device_id
+    if key == "door":
+        door = ev.get("door")
+        return f"{ev.device_id}/{door}" if door else ev.device_id
+    if key == "zone":
+        zone = ev.get("zone")
+        zones = ev.get("zones")
+        z = zone or (zones[0] if zones else None)
+        return f"{ev.device_id}/{z}" if z else ev.device_id
+    if key == "port":
+        return f"{ev.device_id}/{ev.get('port')}"
+    if key == "ref":
+        ref = ev.get("credential_ref")
+        return str(ref) if ref else None
+    if key == "building":
+        return ev.place.building
+    if key == "grid":
+        return ev.place.grid
+    if key == "resident":
+        r = ctx.resident_of.get(ev.device_id)
+        return r.ref if r else None
+    return f"{ev.device_id}/{ev.seq}"
+
+
+def add_ref(refs: list[dict[str, Any]], ref: dict[str, Any]) -> list[dict[str, Any]]:
+    """Append a triggering-event ref, keeping the first one and the latest ones."""
+    out = [*refs, ref]
+    if len(out) > MAX_REFS:
+        out = [out[0], *out[-(MAX_REFS - 1):]]
+    return out

@@ -1,0 +1,142 @@
+"""sequence: door and credential state machines.
+
+- unauthorized_open: the door opens with no grant or exit request in the previous window_s (forced door);
+  clears when it closes.
+- held_open: the door is still open hold_s after an authorized opening; severity steps up over time.
+- repeat_without: a credential enters twice without exiting in between (anti-passback), within window_s.
+- count_per_grant: more than max_count passages within window_s of one grant (tailgating).
+"""
+
+from __future__ import annotations
+
+from hub.rules.event import Event, Signal, State, subject_key
+from hub.rules.kinds.base import Rule
+
+_AUTH = ("access_granted", "exit_request")
+_DOOR = ("door_opened", "door_closed")
+
+
+class Sequence(Rule):
+    """One of the door/credential patterns above."""
+
+    def types(self) -> set[str] | None:
+        """Body types the pattern reads."""
+        p = self.spec.pattern
+        if p == "repeat_without":
+            return {"access_granted"}
+        if p == "count_per_grant":
+            return {"access_granted", "passage"}
+        return {*_AUTH, *_DOOR}
+
+    def keys(self, ev: Event) -> list[str]:
+        """Subject by door, or by credential for anti-passback."""
+        if self.spec.kinds and ev.kind not in self.spec.kinds:
+            return []
+        if self.spec.pattern == "repeat_without" and not ev.get("credential_ref"):
+            return []
+        key = subject_key(self.spec.key, ev, self.ctx)
+        return [key] if key else []
+
+    def on_event(self, st: State, ev: Event) -> list[Signal]:
+        """Dispatch to the pattern."""
+        key = self.key_of(ev)
+        out: list[Signal] = getattr(self, "_" + self.spec.pattern)(st, key, ev)
+        return out
+
+    def _unauthorized_open(self, st: State, key: str, ev: Event) -> list[Signal]:
+        d = st.data
+        if ev.type in _AUTH:
+            d["auth"] = ev.t
+            return []
+        if ev.type == "door_closed":
+            out = self.clear(st, key, ev.t)
+            d.pop("place", None)
+            return out
+        auth = d.get("auth")
+        if auth is not None and 0 <= ev.t - auth <= self.spec.window_s:
+            return []
+        self.remember(st, ev)
+        since = None if auth is None else round(ev.t - auth, 3)
+        return self.fire(st, key, ev.t, window_s=self.spec.window_s, last_grant_s_before=since or -1)
+
+    def _held_open(self, st: State, key: str, ev: Event) -> list[Signal]:
+        d = st.data
+        if ev.type in _AUTH:
+            d["auth"] = ev.t
+            return []
+        if ev.type == "door_closed":
+            out = self.clear(st, key, ev.t)
+            for k in ("open_since", "step", "place"):
+                d.pop(k, None)
+            st.due = None
+            return out
+        auth = d.get("auth")
+        if auth is None or not 0 <= ev.t - auth <= self.spec.window_s or "open_since" in d:
+            return []  # forced, or already open: held_open times authorized openings only
+        d["open_since"] = ev.t
+        self.remember(st, ev)
+        st.due = ev.t + self.spec.hold_s
+        return []
+
+    def on_timer(self, st: State, key: str, now: float) -> list[Signal]:
+        """held_open: fire at hold_s, then raise severity at each step."""
+        st.due = None
+        d = st.data
+        since = d.get("open_since")
+        if self.spec.pattern != "held_open" or since is None:
+            return self._expire(st, now)
+        out: list[Signal] = []
+        open_s = now - since
+        if not d.get("active") and open_s >= self.spec.hold_s:
+            out = self.fire(st, key, now, hold_s=self.spec.hold_s, open_s=round(open_s, 1))
+        step = d.get("step", 0)
+        while d.get("active") and step < len(self.spec.steps) and open_s >= self.spec.steps[step].after_s:
+            s = self.spec.steps[step]
+            step += 1
+            d["step"] = step
+            out = [*out, self.signal("fire", st, key, now, s.severity, after_s=s.after_s,
+                                     open_s=round(open_s, 1))]
+        if step < len(self.spec.steps):
+            st.due = since + self.spec.steps[step].after_s
+        return out
+
+    def _expire(self, st: State, now: float) -> list[Signal]:
+        # Old grants and passages need no memory once their window is over.
+        d = st.data
+        if d.get("auth") is not None and now - d["auth"] > self.spec.window_s and not d.get("active"):
+            d.pop("auth", None)
+        return []
+
+    def _repeat_without(self, st: State, key: str, ev: Event) -> list[Signal]:
+        d = st.data
+        direction = ev.get("direction")
+        last, last_t = d.get("dir"), d.get("t")
+        d["dir"], d["t"] = direction, ev.t
+        if direction == "in" and last == "in" and last_t is not None and ev.t - last_t <= self.spec.window_s:
+            self.remember(st, ev)
+            out = self.fire(st, key, ev.t, window_s=self.spec.window_s)
+            d.pop("refs", None)
+            d["active"] = False  # each repeat is its own violation; the alert store merges re-fires
+            return out
+        return []
+
+    def _count_per_grant(self, st: State, key: str, ev: Event) -> list[Signal]:
+        d = st.data
+        if ev.type == "access_granted":
+            d.update(grant=ev.t, passed=0)
+            d.pop("refs", None)
+            st.due = ev.t + self.spec.window_s
+            return []
+        if ev.get("direction") != "in":
+            return []
+        grant = d.get("grant")
+        if grant is None or not 0 <= ev.t - grant <= self.spec.window_s:
+            return []
+        d["passed"] = d.get("passed", 0) + int(ev.get("count") or 1)
+        self.remember(st, ev)
+        if d["passed"] > self.spec.max_count:
+            out = self.fire(st, key, ev.t, passages=d["passed"], max_count=self.spec.max_count)
+            d.pop("grant", None)
+            d["active"] = False
+            return out
+        return []

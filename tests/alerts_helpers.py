@@ -1,0 +1,248 @@
+"""Shared helpers for the rules/alerts/routing tests: a small community and envelope builders."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from commhub.community import Community
+from commhub.wire import BODY_TYPES, Envelope
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "configs" / "rules.yaml"
+ROUTING = ROOT / "configs" / "routing.yaml"
+RESIDENT = "ab12cd34ef56ab78"
+CONTACT = "cc00dd11ee22ff33"
+STRANGER = "5eed5eed5eed5eed"
+
+
+def community(site: str = "s1") -> Community:
+    """Two grids, three buildings, one device of every kind that matters, staff and a resident."""
+    devices: list[dict[str, Any]] = []
+
+    def dev(i: str, kind: str, grid: str, building: str | None = None, unit: str | None = None,
+            interval: float = 60.0) -> None:
+        d: dict[str, Any] = {"id": i, "kind": kind, "grid": grid, "interval_s": interval}
+        if building:
+            d["building"] = building
+        if unit:
+            d["unit"] = unit
+        devices.append(d)
+
+    for b, g in (("b1", "g1"), ("b2", "g1"), ("b3", "g2")):
+        dev(f"door-{b}", "door_controller", g, b, "u1", 300)
+        dev(f"fgate-{b}", "face_gate", g, b, "u1", 300)
+        dev(f"cam-{b}", "camera", g, b, "u1", 10)
+        dev(f"smoke-{b}-1", "smoke", g, b, "u1", 3600)
+        dev(f"smoke-{b}-2", "smoke", g, b, "u1", 3600)
+        dev(f"gas-{b}", "gas", g, b, "u1")
+        dev(f"leak-{b}", "water_leak", g, b, "u1", 3600)
+        dev(f"hydrant-{b}", "hydrant", g, b, "u1")
+        dev(f"firedoor-{b}", "fire_door", g, b, "u1", 600)
+        dev(f"elev-{b}", "elevator", g, b, "u1", 300)
+        dev(f"elec-{b}", "electrical", g, b)
+        dev(f"panic-{b}", "panic_button", g, b, "u1", 3600)
+        dev(f"dc-{b}", "door_contact", g, b, "u1", 3600)
+        dev(f"wm-{b}", "water_meter", g, b, "u1", 900)
+    for g in ("g1", "g2"):
+        dev(f"gate-{g}", "turnstile", g, None, None, 300)
+        dev(f"ir-{g}", "intrusion", g, None, None, 300)
+        dev(f"charger-{g}", "charger", g)
+        dev(f"manhole-{g}", "manhole", g, None, None, 600)
+        dev(f"patrol-{g}", "patrol", g, None, None, 3600)
+    return Community.model_validate({
+        "site": {"id": site, "timezone": "Asia/Shanghai", "jurisdiction": "pcs-1"},
+        "grids": [{"id": "g1", "buildings": [{"id": "b1", "units": ["u1"]}, {"id": "b2", "units": ["u1"]}]},
+                  {"id": "g2", "buildings": [{"id": "b3", "units": ["u1"]}]}],
+        "devices": devices,
+        "staff": [
+            {"id": "gw-day-g1", "role": "grid_worker", "grids": ["g1"],
+             "shifts": [{"start": "08:00", "end": "20:00"}]},
+            {"id": "gw-night-g1", "role": "grid_worker", "grids": ["g1"],
+             "shifts": [{"start": "20:00", "end": "08:00"}]},
+            {"id": "gw-g2", "role": "grid_worker", "grids": ["g2"]},
+            {"id": "prop-1", "role": "property"},
+            {"id": "police-1", "role": "police_liaison", "jurisdiction": "pcs-1"},
+            {"id": "police-other", "role": "police_liaison", "jurisdiction": "pcs-9"},
+            {"id": "ctrl-1", "role": "control_room"},
+            {"id": "maint-1", "role": "maintenance"},
+            {"id": "sup-1", "role": "security_supervisor"},
+        ],
+        "residents": [{"ref": RESIDENT, "grid": "g1", "building": "b1", "unit": "u1",
+                       "devices": ["dc-b1", "wm-b1"], "emergency_contact": CONTACT}],
+    })
+
+
+_SEQ = itertools.count(1)
+
+
+def env(device_id: str, body_type: str, t: float, seq: int | None = None, **fields: Any) -> Envelope:
+    """An envelope with a body of the given type at time t (seconds since the epoch)."""
+    body = BODY_TYPES[body_type](**fields)
+    return Envelope(device_id=device_id, ts=datetime.fromtimestamp(t, UTC), seq=next(_SEQ) if seq is None else seq,
+                    body=body)  # type: ignore[arg-type]
+
+
+def kind_of(c: Community, device_id: str) -> str:
+    """The device kind of a registered device."""
+    return str(c.device_index()[device_id].kind)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, s: float) -> float:
+        """Move forward and return the new time."""
+        self.t += s
+        return self.t
+
+
+# ---- catalogue scenarios: (rule id, subject, steps that fire it, near-miss steps that must not) ---------
+# A step is ("msg", device_id, body_type, seconds_after_previous_step, fields) or ("wait", seconds).
+# T0 is 07:00 local time on a Wednesday, so "night" and "06-22 h" windows are reachable by waiting.
+T0 = datetime(2026, 6, 2, 23, 0, tzinfo=UTC).timestamp()
+PASSER = "a11ce000a11ce000"
+D = {"door": "d1"}
+Step = tuple[Any, ...]
+
+
+def msg(device: str, body_type: str, dt: float = 0.0, **fields: Any) -> Step:
+    """A message step."""
+    return ("msg", device, body_type, dt, fields)
+
+
+def wait(s: float) -> Step:
+    """A wait step."""
+    return ("wait", s)
+
+
+def _grant(device: str, dt: float = 0.0, **kw: Any) -> Step:
+    return msg(device, "access_granted", dt, door=kw.pop("door", "d1"), credential_ref=kw.pop("ref", PASSER),
+               method=kw.pop("method", "card"), **kw)
+
+
+def _water(total: float, dt: float) -> Step:
+    return msg("wm-b1", "water_meter", dt, total_l=total, flow_l=0.0)
+
+
+def _stranger(dt: float) -> Step:
+    return _grant("fgate-b1", dt, ref=STRANGER, method="face", registered=False)
+
+
+def _obj(label: str, dwell: float, zones: tuple[str, ...] = (), phase: str = "update", dt: float = 0.0) -> Step:
+    return msg("cam-b1", "camera_object", dt, event_id="e1", phase=phase, label=label, score=0.9, zones=zones,
+               dwell_s=dwell)
+
+
+SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
+    "sos_button": ("device:panic-b1", [msg("panic-b1", "panic_press")], [msg("panic-b1", "heartbeat")]),
+    "elderly_no_door": (f"resident:{RESIDENT}",
+                        [msg("dc-b1", "door_contact", open=True), wait(86401)],
+                        [msg("dc-b1", "door_contact", open=True), wait(80000),
+                         msg("dc-b1", "door_contact", open=True), wait(10000)]),
+    "elderly_low_water": (f"resident:{RESIDENT}",
+                          [_water(1000 + 0.5 * i, 0 if i == 0 else 3600) for i in range(13)],
+                          [_water(1000 + 2.0 * i, 0 if i == 0 else 3600) for i in range(13)]),
+    "stranger_entries": (f"ref:{STRANGER}", [_stranger(0 if i == 0 else 86400) for i in range(5)],
+                         [_stranger(0 if i == 0 else 86400) for i in range(4)]),
+    "stranger_nights": (f"ref:{STRANGER}", [wait(19 * 3600), _stranger(0), _stranger(86400), _stranger(86400)],
+                        [wait(19 * 3600), _stranger(0), _stranger(86400), _stranger(10 * 3600)]),
+    "crowd_gathering": ("zone:cam-b1/plaza",
+                        [msg("cam-b1", "camera_crowd", zone="plaza", count=25),
+                         msg("cam-b1", "camera_crowd", 30, zone="plaza", count=24), wait(31)],
+                        [msg("cam-b1", "camera_crowd", zone="plaza", count=25),
+                         msg("cam-b1", "camera_crowd", 59, zone="plaza", count=18), wait(10)]),
+    "patrol_missed": ("device:patrol-g1",
+                      [msg("patrol-g1", "patrol_scan", checkpoint="cp1", guard_ref=PASSER), wait(8101)],
+                      [msg("patrol-g1", "patrol_scan", checkpoint="cp1", guard_ref=PASSER),
+                       msg("patrol-g1", "patrol_scan", 8000, checkpoint="cp1", guard_ref=PASSER), wait(200)]),
+    "perimeter_beam": ("device:ir-g1", [msg("ir-g1", "door_opened", door="fence1")],
+                       [msg("ir-g1", "door_closed", door="fence1")]),
+    "perimeter_camera": ("device:cam-b1", [_obj("person", 6.0, ("perimeter",))],
+                         [_obj("person", 4.0, ("perimeter",))]),
+    "door_forced_open": ("door:door-b1/d1", [msg("door-b1", "door_opened", **D)],
+                         [_grant("door-b1"), msg("door-b1", "door_opened", 3, **D),
+                          msg("door-b1", "door_closed", 5, **D)]),
+    "door_held_open": ("door:door-b1/d1", [_grant("door-b1"), msg("door-b1", "door_opened", 1, **D), wait(31)],
+                       [_grant("door-b1"), msg("door-b1", "door_opened", 1, **D),
+                        msg("door-b1", "door_closed", 28, **D), wait(60)]),
+    "invalid_credential_burst": ("door:door-b1/d1",
+                                 [msg("door-b1", "access_denied", dt, door="d1", method="card",
+                                      reason="unknown_credential") for dt in (0, 20, 20)],
+                                 [msg("door-b1", "access_denied", dt, door="d1", method="card",
+                                      reason="unknown_credential") for dt in (0, 35, 35)]),
+    "anti_passback": (f"ref:{PASSER}", [_grant("gate-g1", direction="in"), _grant("gate-g1", 60, direction="in")],
+                      [_grant("gate-g1", direction="in"), _grant("gate-g1", 30, direction="out"),
+                       _grant("gate-g1", 30, direction="in")]),
+    "tailgating": ("door:gate-g1/t1", [_grant("gate-g1", door="t1"), msg("gate-g1", "passage", 1, door="t1", count=2)],
+                   [_grant("gate-g1", door="t1"), msg("gate-g1", "passage", 1, door="t1", count=1)]),
+    "duress": ("door:door-b1/d1", [msg("door-b1", "duress", **D)], [_grant("door-b1")]),
+    "device_offline": ("device:gas-b1",
+                       [msg("gas-b1", "birth", session=1, agent="sim", version="1", interval_s=60.0), wait(181)],
+                       [msg("gas-b1", "birth", session=1, agent="sim", version="1", interval_s=60.0), wait(170),
+                        msg("gas-b1", "heartbeat"), wait(100)]),
+    "device_tamper": ("device:cam-b1", [msg("cam-b1", "tamper", kind="covered", active=True)],
+                      [msg("cam-b1", "tamper", kind="covered", active=False)]),
+    "high_altitude_throw": ("device:cam-b1", [msg("cam-b1", "falling_object", event_id="f1", est_floor=12,
+                                                  snapshot="snap-f1")],
+                            [msg("cam-b1", "camera_motion", active=True)]),
+    "loitering": ("device:cam-b1", [wait(16 * 3600), _obj("person", 130.0)], [_obj("person", 130.0)]),
+    "forced_entry_incident": ("building:b1",
+                              [msg("door-b1", "door_opened", **D), _obj("person", 0.0, phase="new", dt=5)],
+                              [msg("door-b1", "door_opened", **D),
+                               msg("cam-b3", "camera_object", 5, event_id="e2", phase="new", label="person",
+                                   score=0.9)]),
+    "smoke_alarm": ("device:smoke-b1-1", [msg("smoke-b1-1", "smoke_state", alarm=True)],
+                    [msg("smoke-b1-1", "smoke_state", alarm=False)]),
+    "smoke_confirmed": ("building:b1", [msg("smoke-b1-1", "smoke_state", alarm=True),
+                                        msg("smoke-b1-2", "smoke_state", 10, alarm=True)],
+                        [msg("smoke-b1-1", "smoke_state", alarm=True),
+                         msg("smoke-b1-1", "smoke_state", 10, alarm=True)]),
+    "gas_leak": ("device:gas-b1", [msg("gas-b1", "gas_reading", lel_pct=25.0)],
+                 [msg("gas-b1", "gas_reading", lel_pct=19.0)]),
+    "water_leak": ("device:leak-b1", [msg("leak-b1", "water_leak", wet=True), wait(61)],
+                   [msg("leak-b1", "water_leak", wet=True), msg("leak-b1", "water_leak", 59, wet=False), wait(10)]),
+    "hydrant_pressure_low": ("device:hydrant-b1",
+                             [msg("hydrant-b1", "hydrant_pressure", pressure_mpa=0.08),
+                              msg("hydrant-b1", "hydrant_pressure", 300, pressure_mpa=0.08), wait(301)],
+                             [msg("hydrant-b1", "hydrant_pressure", pressure_mpa=0.08),
+                              msg("hydrant-b1", "hydrant_pressure", 590, pressure_mpa=0.11), wait(100)]),
+    "hydrant_pressure_drop": ("device:hydrant-b1",
+                              [msg("hydrant-b1", "hydrant_pressure", pressure_mpa=0.30),
+                               msg("hydrant-b1", "hydrant_pressure", 30, pressure_mpa=0.24)],
+                              [msg("hydrant-b1", "hydrant_pressure", pressure_mpa=0.30),
+                               msg("hydrant-b1", "hydrant_pressure", 30, pressure_mpa=0.27),
+                               msg("hydrant-b1", "hydrant_pressure", 60, pressure_mpa=0.24)]),
+    "fire_door_open": ("device:firedoor-b1", [msg("firedoor-b1", "fire_door_state", open=True), wait(301)],
+                       [msg("firedoor-b1", "fire_door_state", open=True),
+                        msg("firedoor-b1", "fire_door_state", 299, open=False), wait(10)]),
+    "fire_lane_blocked": ("zone:cam-b1/fire_lane", [_obj("vehicle", 310.0, ("fire_lane",))],
+                          [_obj("vehicle", 290.0, ("fire_lane",))]),
+    "ebike_in_elevator": ("device:elev-b1",
+                          [msg("elev-b1", "elevator_ebike", floor=1, detected=True, source="camera"),
+                           msg("elev-b1", "elevator_ebike", 2, floor=1, detected=True, source="camera")],
+                          [msg("elev-b1", "elevator_ebike", floor=1, detected=True, source="camera"),
+                           msg("elev-b1", "elevator_ebike", 2, floor=5, detected=True, source="camera")]),
+    "electrical_residual": ("device:elec-b1", [msg("elec-b1", "electrical_reading", residual_ma=350.0, temp_c=30.0)],
+                            [msg("elec-b1", "electrical_reading", residual_ma=290.0, temp_c=30.0)]),
+    "electrical_temperature": ("device:elec-b1",
+                               [msg("elec-b1", "electrical_reading", residual_ma=10.0, temp_c=85.0)],
+                               [msg("elec-b1", "electrical_reading", residual_ma=10.0, temp_c=75.0)]),
+    "manhole_displaced": ("device:manhole-g1", [msg("manhole-g1", "manhole_tilt", tilt_deg=20.0), wait(3)],
+                          [msg("manhole-g1", "manhole_tilt", tilt_deg=20.0),
+                           msg("manhole-g1", "manhole_tilt", 1, tilt_deg=5.0), wait(5)]),
+    "charging_temperature": ("port:charger-g1/1", [msg("charger-g1", "charger_reading", port=1, temp_c=75.0,
+                                                       current_a=5.0)],
+                             [msg("charger-g1", "charger_reading", port=1, temp_c=65.0, current_a=5.0)]),
+    "charging_current": ("port:charger-g1/1", [msg("charger-g1", "charger_reading", port=1, temp_c=30.0,
+                                                   current_a=20.0)],
+                         [msg("charger-g1", "charger_reading", port=1, temp_c=30.0, current_a=15.0)]),
+}
