@@ -26,7 +26,7 @@ MAX_SLEEP_S = 0.05
 class Publisher(Protocol):
     """Where simulated messages go; the real one is the edge agents' BaseAgent."""
 
-    def publish(self, device_id: str, body: _Body, ts: datetime | None = None) -> int:
+    def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None) -> int:
         """Publish one body for a device at (simulated) time ts; returns the seq."""
         ...
 
@@ -169,7 +169,7 @@ class Simulation:
                     tie += 1
                 stats.injected += 1
             assert out is not None
-            publish(device_id, out, datetime.fromtimestamp(ts, UTC))
+            publish(device_id, out, ts=datetime.fromtimestamp(ts, UTC))
             stats.published += 1
             stats.sim_ts = ts
             kind = out.type  # type: ignore[attr-defined]

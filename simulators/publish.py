@@ -24,7 +24,7 @@ class CountingPublisher:
         self.count = 0
         self.seqs: dict[str, int] = {}
 
-    def publish(self, device_id: str, body: _Body, ts: datetime | None = None) -> int:
+    def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None) -> int:
         """Count one message and return its per-device seq."""
         seq = self.seqs.get(device_id, -1) + 1
         self.seqs[device_id] = seq

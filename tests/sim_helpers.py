@@ -57,7 +57,7 @@ class ListPublisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, _Body, datetime]] = []
 
-    def publish(self, device_id: str, body: _Body, ts: datetime | None = None) -> int:
+    def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None) -> int:
         """Record one message."""
         assert ts is not None
         self.sent.append((device_id, body, ts))

@@ -74,10 +74,10 @@ def test_paced_clock_never_publishes_ahead_of_simulated_time() -> None:
     seen: list[tuple[float, float]] = []
 
     class Probe(ListPublisher):
-        def publish(self, device_id: str, body: _Body, ts: datetime | None = None) -> int:
+        def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None) -> int:
             assert ts is not None
             seen.append((ts.timestamp(), clock.now()))
-            return super().publish(device_id, body, ts)
+            return super().publish(device_id, body, ts=ts)
     t0 = time.monotonic()
     Simulation(community().devices, Probe(), clock, context(), 1, end=MIDNIGHT + 600).run()
     wall = time.monotonic() - t0

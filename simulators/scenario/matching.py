@@ -1,0 +1,113 @@
+"""Scoring: which expected alerts were raised and how late, and which alerts nobody expected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from simulators.scenario.alerts import ObservedAlert
+from simulators.scenario.spec import Expect, Scenario
+
+# An alert opened this long before its incident still counts (clock granularity of the rules' timers).
+EARLY_TOLERANCE_S = 2.0
+
+
+@dataclass
+class Expected:
+    """The verdict on one expected alert."""
+
+    code: str
+    where: dict[str, str]
+    reference: float  # simulated epoch seconds the deadline counts from
+    deadline_s: float
+    status: str = "missed"  # on_time | late | missed
+    alert_id: int | None = None
+    raised_at: float | None = None
+    late_s: float | None = None
+
+
+@dataclass
+class Unexpected:
+    """An alert no expectation accounts for."""
+
+    alert_id: int
+    code: str
+    severity: str
+    where: dict[str, str]
+    raised_at: float
+    in_scope: bool  # about a simulated device or place (else an artefact of a partial fleet)
+
+
+@dataclass
+class Score:
+    """The outcome of one scenario run."""
+
+    expected: list[Expected] = field(default_factory=list)
+    unexpected: list[Unexpected] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Every expected alert on time and nothing unexpected about the simulated devices."""
+        return all(e.status == "on_time" for e in self.expected) and not any(u.in_scope for u in self.unexpected)
+
+    def to_dict(self) -> dict[str, Any]:
+        """For JSON."""
+        return {"passed": self.passed, "expected": [asdict(e) for e in self.expected],
+                "unexpected": [asdict(u) for u in self.unexpected]}
+
+
+def _where(a: ObservedAlert) -> dict[str, str]:
+    return {k: v for k, v in (("grid", a.grid), ("building", a.building), ("unit", a.unit),
+                              ("device", a.device_id)) if v}
+
+
+def _matches(exp: Expect, a: ObservedAlert) -> bool:
+    return (a.code == exp.code and (exp.device is None or a.device_id == exp.device)
+            and (exp.grid is None or a.grid == exp.grid) and (exp.building is None or a.building == exp.building)
+            and (exp.unit is None or a.unit == exp.unit))
+
+
+def score(scenario: Scenario, observed: Sequence[ObservedAlert], raised_at: Callable[[ObservedAlert], float],
+          in_scope: Callable[[ObservedAlert], bool]) -> Score:
+    """Match each expectation to the earliest fitting alert raised after its reference time; the rest are unexpected.
+
+    raised_at gives an alert's raise time on the simulated clock; in_scope says whether an alert is about
+    something the scenario simulated.
+    """
+    start = scenario.start_ts
+    # One entry per alert id: its first sighting (re-triggers and later transitions are the same alert).
+    first: dict[int, ObservedAlert] = {}
+    for a in observed:
+        first.setdefault(a.alert_id, a)
+    alerts = sorted(first.values(), key=raised_at)
+    used: set[int] = set()
+    out = Score()
+    for exp in scenario.expect:
+        ref = start + scenario.reference(exp)
+        where = {k: v for k, v in (("device", exp.device), ("grid", exp.grid), ("building", exp.building),
+                                   ("unit", exp.unit)) if v}
+        verdict = Expected(exp.code, where, ref, exp.within)
+        for a in alerts:
+            if a.alert_id in used or not _matches(exp, a):
+                continue
+            t = raised_at(a)
+            if t < ref - EARLY_TOLERANCE_S:
+                continue
+            used.add(a.alert_id)
+            verdict.alert_id, verdict.raised_at, verdict.late_s = a.alert_id, t, round(t - ref, 3)
+            verdict.status = "on_time" if t - ref <= exp.within else "late"
+            break
+        out.expected.append(verdict)
+    allowed = set(scenario.allow) | {e.code for e in scenario.expect}
+    for a in alerts:
+        if a.alert_id in used:
+            continue
+        t = raised_at(a)
+        if t < start - EARLY_TOLERANCE_S:
+            continue  # opened before this run: not ours to judge
+        if a.code in allowed and any(_matches(e, a) for e in scenario.expect):
+            continue  # a second alert of an expected kind at the expected place (e.g. a re-opened one)
+        out.unexpected.append(Unexpected(a.alert_id, a.code, a.severity, _where(a), t,
+                                         in_scope(a) and a.code not in scenario.allow))
+    return out

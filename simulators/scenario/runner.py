@@ -1,0 +1,138 @@
+"""Run one scenario against a running hub: publish life plus incidents, listen for alerts, score them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from commhub.community import Device
+from commhub.config import Config
+from simulators.clock import SimClock
+from simulators.engine import Simulation, Stats
+from simulators.fleet import select
+from simulators.models import ModelContext
+from simulators.publish import AGENT_NAME, make_agent
+from simulators.recordings import Recordings
+from simulators.rhythm import LocalTime
+from simulators.scenario.alerts import AlertListener, ObservedAlert
+from simulators.scenario.incidents import plan
+from simulators.scenario.matching import Score, score
+from simulators.scenario.report import Progress
+from simulators.scenario.spec import Background, Scenario
+
+log = logging.getLogger(__name__)
+
+# An alert stamped further than this from the simulated window was stamped on the wall clock.
+SIM_WINDOW_SLACK_S = 3600.0
+
+
+@dataclass
+class RunResult:
+    """A scored run, with what was published."""
+
+    score: Score
+    stats: Stats
+    meta: dict[str, Any]
+
+
+def background(devices: Sequence[Device], bg: Background) -> list[Device]:
+    """The devices of normal life a scenario asks for."""
+    chosen = [d for d in devices
+              if (bg.grids is None or d.grid in bg.grids)
+              and (bg.buildings is None or d.building in bg.buildings)
+              and (bg.kinds is None or d.kind.value in bg.kinds)
+              and (bg.devices is None or d.id in bg.devices)]
+    if bg.limit is not None:
+        chosen = select(chosen, bg.limit) if bg.limit and chosen else []
+    return chosen
+
+
+class ScenarioRunner:
+    """Publishes a scenario through the agent publish path and scores the alerts the hub raises."""
+
+    def __init__(self, cfg: Config, scenario: Scenario, *, speed: float | None = None, grace_s: float = 20.0,
+                 settle_s: float = 3.0, recordings: Recordings | None = None, agent_name: str = AGENT_NAME,
+                 state_dir: Path | None = None, out: TextIO | None = sys.stderr) -> None:
+        self.cfg = cfg
+        self.scenario = scenario
+        self.speed = speed if speed is not None else scenario.speed
+        self.grace_s = grace_s
+        self.settle_s = settle_s
+        self.recordings = recordings
+        self.agent_name = agent_name
+        self.state_dir = state_dir
+        self.out = out
+
+    def run(self) -> RunResult:
+        """Run the scenario to its end, wait for late alerts, and score; raises PlanError on a bad scenario."""
+        sc = self.scenario
+        community = self.cfg.community
+        site = community.site.id
+        index = community.device_index()
+        local = LocalTime(community.site.timezone)
+        the_plan = plan(sc, index, local, site)
+        fleet = background(community.devices, sc.background)
+        ids = {d.id for d in fleet}
+        fleet += [index[i] for i in sorted(the_plan.devices) if i not in ids]
+        start, end = sc.start_ts, sc.start_ts + sc.duration
+        clock = SimClock(start, self.speed)
+        listener = AlertListener(self.cfg.mqtt, site)
+        agent = make_agent(self.cfg, fleet, name=self.agent_name, state_dir=self.state_dir)
+        progress = Progress(sc.name, sc.duration, self.out) if self.out is not None else None
+
+        def on_progress(s: Stats) -> None:
+            if progress is not None:
+                progress.update((s.sim_ts if s.sim_ts == s.sim_ts else start) - start, s.published,
+                                len(listener.snapshot()))
+        ctx = ModelContext(site=site, local=local, recordings=self.recordings)
+        sim = Simulation(fleet, agent, clock, ctx, sc.seed, end=end, injections=the_plan.injections,
+                         overrides=the_plan.overrides, progress=on_progress, progress_every_s=0.25)
+        fleet_ids = {d.id for d in sim.devices}
+        places = {(d.grid, d.building, d.unit) for d in sim.devices}
+
+        def raised_at(a: ObservedAlert) -> float:
+            if start - SIM_WINDOW_SLACK_S <= a.opened_at <= end + SIM_WINDOW_SLACK_S:
+                return a.opened_at  # the hub stamps alerts with device (simulated) time
+            return clock.sim_at(a.received_mono)
+
+        def in_scope(a: ObservedAlert) -> bool:
+            if a.device_id is not None:
+                return a.device_id in fleet_ids
+            return any(g == a.grid and (a.building is None or b == a.building) and (a.unit is None or u == a.unit)
+                       for g, b, u in places)
+
+        listener.start()
+        wall0 = time.monotonic()
+        try:
+            agent.start()
+            try:
+                stats = sim.run()
+                acked = bool(agent.flush(30.0))
+                self._wait(listener, raised_at, in_scope)
+            finally:
+                agent.stop()
+        finally:
+            if progress is not None:
+                progress.done()
+            listener.stop()
+        result = score(sc, listener.snapshot(), raised_at, in_scope)
+        meta = {"site": site, "seed": sc.seed, "speed": self.speed, "start": sc.start, "duration_s": sc.duration,
+                "devices": stats.devices, "published": stats.published, "injected": stats.injected,
+                "all_acknowledged": acked, "wall_s": round(time.monotonic() - wall0, 3),
+                "invalid_notices": listener.invalid}
+        return RunResult(result, stats, meta)
+
+    def _wait(self, listener: AlertListener, raised_at: Any, in_scope: Any) -> None:
+        """Give the hub time for its last alerts: until every expectation is met, or the grace runs out."""
+        deadline = time.monotonic() + (self.grace_s if self.scenario.expect else self.settle_s)
+        while time.monotonic() < deadline:
+            current = score(self.scenario, listener.snapshot(), raised_at, in_scope)
+            if self.scenario.expect and all(e.status != "missed" for e in current.expected):
+                time.sleep(min(self.settle_s, max(0.0, deadline - time.monotonic())))
+                return
+            time.sleep(0.1)

@@ -1,0 +1,75 @@
+"""`commhub scenario run|check`: score a running hub on incident scenarios, or validate scenario files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from commhub import config as config_mod
+from simulators.cli import recordings
+from simulators.recordings import RecordingError
+from simulators.rhythm import LocalTime
+from simulators.scenario.incidents import PlanError, plan
+from simulators.scenario.report import as_json, table
+from simulators.scenario.runner import ScenarioRunner
+from simulators.scenario.spec import ScenarioError, load_scenario
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `commhub scenario`."""
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run_p = sub.add_parser("run", help="run scenarios against a running hub and score its alerts")
+    check_p = sub.add_parser("check", help="validate scenario files against the community, publish nothing")
+    for p in (run_p, check_p):
+        p.add_argument("files", nargs="+", type=Path, help="scenario YAML files")
+        p.add_argument("--config", default="configs/commhub.yaml", help="commhub config (community, mqtt, agent)")
+    run_p.add_argument("--json", type=Path, default=None, help="write the report as JSON to this file")
+    run_p.add_argument("--speed", type=float, default=None, help="override the scenario's simulated speed")
+    run_p.add_argument("--grace", type=float, default=20.0,
+                       help="wall seconds to wait after the end for alerts still expected")
+    run_p.add_argument("--data-dir", type=Path, default=None, help="recordings folder (default ../shared/data)")
+    run_p.add_argument("--no-replay", action="store_true", help="synthesize env/electrical readings instead")
+    run_p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 when every scenario passed, 1 when one failed, 2 on bad input."""
+    cfg = config_mod.load(args.config)
+    try:
+        scenarios = [load_scenario(f) for f in args.files]
+        local = LocalTime(cfg.community.site.timezone)
+        for f, sc in zip(args.files, scenarios, strict=True):
+            try:
+                plan(sc, cfg.community.device_index(), local, cfg.community.site.id)
+            except PlanError as e:
+                raise ScenarioError(f"{f}: {e}") from None
+    except ScenarioError as e:
+        print(f"commhub scenario: {e}", file=sys.stderr)
+        return 2
+    if args.action == "check":
+        for f, sc in zip(args.files, scenarios, strict=True):
+            print(f"{f}: ok ({sc.name}: {len(sc.incidents)} incidents, {len(sc.expect)} expected alerts)")
+        return 0
+    try:
+        recs = recordings(args)
+    except RecordingError as e:
+        print(f"commhub scenario: {e}", file=sys.stderr)
+        return 2
+    reports = []
+    failed = 0
+    for sc in scenarios:
+        runner = ScenarioRunner(cfg, sc, speed=args.speed, grace_s=args.grace, recordings=recs,
+                                out=None if args.quiet else sys.stderr)
+        result = runner.run()
+        print(table(sc.name, result.score), flush=True)
+        reports.append(as_json(sc.name, result.meta, result.score))
+        failed += 0 if result.score.passed else 1
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = reports[0] if len(reports) == 1 else {"scenarios": reports, "failed": failed}
+        args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if len(scenarios) > 1:
+        print(f"{len(scenarios) - failed}/{len(scenarios)} scenarios passed")
+    return 1 if failed else 0
