@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+import paho.mqtt.client as paho
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from commhub.community import Community, Device
 from commhub.wire import DeviceKind, _Body
@@ -62,3 +70,55 @@ class ListPublisher:
         assert ts is not None
         self.sent.append((device_id, body, ts))
         return len(self.sent) - 1
+
+
+def write_config(tmp: Path, port: int, comm: Community | None = None, extra: str = "") -> Path:
+    """A commhub.yaml (and community file) pointing at a test broker, with agent state under tmp."""
+    comm = comm or community()
+    (tmp / "community.yaml").write_text(yaml.safe_dump(comm.model_dump(mode="json", exclude_none=True)))
+    cfg = tmp / "commhub.yaml"
+    cfg.write_text(f"community: community.yaml\nmqtt: {{port: {port}}}\nagent: {{state_dir: {tmp / 'agent'}}}\n"
+                   + extra)
+    return cfg
+
+
+class Collector:
+    """A raw paho subscriber (not the project's publisher) recording every message under a filter."""
+
+    def __init__(self, port: int, topic_filter: str) -> None:
+        self.port = port
+        self.filter = topic_filter
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"collect-{uuid.uuid4().hex[:8]}",
+                                  protocol=paho.MQTTv5)
+        self.client.on_connect = lambda c, *_a: c.subscribe(self.filter, qos=1)
+        self.client.on_subscribe = lambda *_a: self._ready.set()
+        self.client.on_message = self._on_message
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def __enter__(self) -> Collector:
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        assert self._ready.wait(10), "no SUBACK"
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def wait_for(self, n: int, timeout: float = 30.0) -> list[tuple[str, bytes]]:
+        """Wait until at least n messages arrived (or the timeout); returns them all."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= n:
+                    break
+            time.sleep(0.05)
+        time.sleep(0.2)  # anything more than expected shows up too
+        with self._lock:
+            return list(self.messages)
