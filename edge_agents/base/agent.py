@@ -214,9 +214,9 @@ class BaseAgent:
         channel = body.channel
         topic = dev.topics[channel]
         link = self._link
-        # Historical: produced while the agent knew the broker to be unreachable (a failed connect or a lost
-        # connection), not merely during the first milliseconds of connecting.
-        historical = link is not None and not link.up and link.ever_down and session == 0
+        # Historical: produced while there was no broker connection (also before the first CONNACK, so callers
+        # that want their first messages live call wait_connected() after start()).
+        historical = session == 0 and not (link is not None and link.up)
         when = ts or now_utc()
         with self._lock:
             if not self._running:

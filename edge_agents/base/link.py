@@ -52,7 +52,6 @@ class Link:
         self.generation = 0  # grows per established connection
         self.session = 0
         self.up = False
-        self.ever_down = False  # a connect failed or a connection was lost since start()
         self.receive_maximum = 65535
         self.connects = 0
         self.failures = 0
@@ -126,7 +125,6 @@ class Link:
             client, connack = self._new_client(session, generation)
             if not self._connect(client, connack):
                 self.failures += 1
-                self.ever_down = True
                 self._close(client)
                 delay = backoff.next()
                 log.info("broker %s:%d unreachable; retrying in %.2fs", self.mqtt.host, self.mqtt.port, delay)
@@ -155,7 +153,6 @@ class Link:
                 self._disconnect(client)
                 self._on_change()
                 break
-            self.ever_down = True
             log.warning("connection to %s:%d lost (session %d)", self.mqtt.host, self.mqtt.port, session)
             self._close(client)
             self._on_change()
