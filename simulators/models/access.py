@@ -63,11 +63,15 @@ def _passages(dev: Device, rng: random.Random, start: float, ctx: ModelContext) 
                                         reason="unknown_credential")))
             busy_until = t + 1.0
         elif kind is DeviceKind.DOOR_CONTROLLER:
-            cred, direction = people.pick(rng)
+            first: _Body
+            if rng.random() < tune.visitor_share:
+                first = ExitRequest(door=DOOR)  # a visitor leaving by the exit button
+            else:
+                # Residents badge out as well as in, so anti-passback stays quiet in normal life.
+                cred, direction = people.pick(rng)
+                first = AccessGranted(door=DOOR, credential_ref=cred, method="card", direction=direction)
             opened = t + rng.uniform(0.5, 2.0)
             closed = opened + rng.uniform(2.0, 9.0)
-            first: _Body = (ExitRequest(door=DOOR) if direction == "out"
-                            else AccessGranted(door=DOOR, credential_ref=cred, method="card"))
             out += [(t, first), (opened, DoorOpened(door=DOOR)), (closed, DoorClosed(door=DOOR))]
             busy_until = closed
         else:

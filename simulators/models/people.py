@@ -44,14 +44,18 @@ def door_contact(dev: Device, rng: random.Random, start: float, ctx: ModelContex
 
 def patrol(dev: Device, rng: random.Random, start: float, ctx: ModelContext) -> Iterator[Event]:
     """A checkpoint scanned once per interval, on a schedule aligned to local midnight, at most 5 min late."""
-    guards = [ref(ctx.site, "guard", str(i)) for i in range(GUARDS)]
-    period = dev.interval_s
-    anchor = ctx.local.midnight_before(start)
-    k = int((start - anchor) // period) + 1
-    while True:
-        slot = anchor + k * period
-        yield slot + rng.uniform(0.0, PATROL_MAX_LATE_S), PatrolScan(checkpoint=dev.id, guard_ref=guards[k % GUARDS])
-        k += 1
+    def scans() -> Iterator[Event]:
+        guards = [ref(ctx.site, "guard", str(i)) for i in range(GUARDS)]
+        period = dev.interval_s
+        anchor = ctx.local.midnight_before(start)
+        k = int((start - anchor) // period) + 1
+        while True:
+            slot = anchor + k * period
+            yield (slot + rng.uniform(0.0, PATROL_MAX_LATE_S),
+                   PatrolScan(checkpoint=dev.id, guard_ref=guards[k % GUARDS]))
+            k += 1
+    # The checkpoint reader has its own heartbeat, so a missed round is not mistaken for a dead reader.
+    return merge(heartbeats(dev, rng, start), scans())
 
 
 def patrol_slots(dev: Device, start: float, end: float, local_midnight: float) -> list[float]:
