@@ -391,9 +391,12 @@ BODY_TYPES: dict[str, type[_Body]] = {
 }
 
 
+_CHANNELS = {name: cls.channel for name, cls in BODY_TYPES.items()}  # ClassVar lookups on models are slow
+
+
 def body_channel(body_type: str) -> str:
     """The channel a body type travels on."""
-    return BODY_TYPES[body_type].channel
+    return _CHANNELS[body_type]
 
 
 ENVELOPE = TypeAdapter(Envelope)

@@ -7,8 +7,11 @@ acknowledged comes back as a duplicate with the same timestamp and tags, which I
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import queue
+import select
+import socket
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -35,6 +38,10 @@ from hub.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
+_PUBACK = struct.Struct("!BBH")
+# After one select() wakes us, read up to this many packets before looking at the clock again.
+_READS_PER_WAKEUP = 256
+
 
 @dataclass(slots=True)
 class _Inbound:
@@ -60,7 +67,9 @@ class Worker:
         self.snapshots = SnapshotStore(hub.snapshots_dir, hub.snapshot_max_bytes)
         self.dedup = Deduplicator(hub.dedup_window)
         self.points = PointBuilder()
-        self._inbox: queue.SimpleQueue[_Inbound | None] = queue.SimpleQueue()
+        self._pending: list[_Inbound] = []
+        self._pending_since = 0.0
+        self._stopping = threading.Event()
         self._generation = 0
         self._connected = threading.Event()
         self._client: paho.Client | None = None
@@ -85,17 +94,15 @@ class Worker:
         mc = self.cfg.hub.metrics
         if mc.port:
             self._http = start_http_server(mc.port, mc.host, registry=m.registry)
-        self._thread = threading.Thread(target=self._process_loop, name="hub-process", daemon=True)
-        self._thread.start()
         client = make_client(self.cfg.hub.worker_id, self.cfg.mqtt, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.reconnect_delay_set(1, 10)
         self._client = client
         connect(client, self.cfg.mqtt, clean_start=False, session_expiry_s=self.cfg.hub.session_expiry_s,
                 receive_maximum=self.cfg.hub.receive_maximum, asynchronous=True)
-        client.loop_start()
+        self._thread = threading.Thread(target=self._network_loop, name="hub-mqtt", daemon=True)
+        self._thread.start()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         """Block until subscribed to the broker."""
@@ -103,12 +110,9 @@ class Worker:
 
     def stop(self, flush_timeout: float = 10.0) -> None:
         """Process what has arrived, disconnect, write the spool out for up to flush_timeout, and stop."""
-        self._inbox.put(None)
+        self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
         for sink in self.sinks:
             sink.stop()
         self.drainer.stop(flush_timeout)
@@ -116,6 +120,62 @@ class Worker:
             server, thread = self._http
             server.shutdown()
             thread.join(timeout=5)
+
+    # ---- the network loop ------------------------------------------------------------------------
+
+    def _network_loop(self) -> None:
+        """Our own paho loop: one thread reads, processes in batches and acks, with no hand-over queue.
+
+        paho's loop_forever() selects once per packet and loop_start() wakes a socketpair for every ack;
+        reading all pending packets after one select, and acking from the same thread, avoids both.
+        """
+        client = self._client
+        assert client is not None
+        wait = self.cfg.hub.batch_wait_ms / 1000
+        delay = 0.5
+        while not self._stopping.is_set():
+            sock = client.socket()
+            if sock is None:
+                self._flush()  # acks would be for a dead connection: the broker redelivers those messages
+                try:
+                    client.reconnect()
+                    delay = 0.5
+                except OSError as e:
+                    log.warning("cannot reach the broker at %s:%d (%s); retrying in %.1fs",
+                                self.cfg.mqtt.host, self.cfg.mqtt.port, e, delay)
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 10.0)
+                continue
+            timeout = wait if self._pending else 1.0
+            try:
+                readable, _, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout)
+            except (OSError, ValueError):
+                readable = []
+            rc = paho.MQTT_ERR_SUCCESS
+            if readable:
+                for _ in range(_READS_PER_WAKEUP):
+                    before = len(self._pending)
+                    rc = client.loop_read()
+                    # A read that brought no message found no data (or a non-PUBLISH packet): back to select.
+                    if (rc != paho.MQTT_ERR_SUCCESS or len(self._pending) == before
+                            or len(self._pending) >= self.cfg.hub.batch_max):
+                        break
+            if self._pending and (len(self._pending) >= self.cfg.hub.batch_max
+                                  or time.monotonic() - self._pending_since >= wait or not readable):
+                self._flush()
+            if client.socket() is not None and client.want_write():
+                rc = client.loop_write() if rc == paho.MQTT_ERR_SUCCESS else rc
+            if client.socket() is not None:
+                client.loop_misc()
+            if rc != paho.MQTT_ERR_SUCCESS and client.socket() is not None:
+                log.debug("loop rc %s", rc)
+        self._flush()
+        if client.socket() is not None:
+            client.disconnect()
+            for _ in range(50):  # write the last acks and the DISCONNECT
+                if client.socket() is None or not client.want_write():
+                    break
+                client.loop_write()
 
     # ---- MQTT callbacks: hand messages on, nothing else ------------------------------------------
 
@@ -136,42 +196,22 @@ class Worker:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._inbox.put(_Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, time.time()))
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(_Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation,
+                                      time.time()))
 
     # ---- processing ---------------------------------------------------------------------------------
 
-    def _process_loop(self) -> None:
-        hub = self.cfg.hub
-        wait = hub.batch_wait_ms / 1000
-        while True:
-            first = self._inbox.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.monotonic() + wait
-            stop = False
-            while len(batch) < hub.batch_max:
-                try:
-                    item = self._inbox.get_nowait()
-                except queue.Empty:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        item = self._inbox.get(timeout=left)
-                    except queue.Empty:
-                        break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            try:
-                self._process(batch)
-            except Exception:
-                # Nothing in the batch was acknowledged, so the broker will deliver it again.
-                log.exception("batch of %d failed; left unacknowledged for redelivery", len(batch))
-            if stop:
-                return
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            self._process(batch)
+        except Exception:
+            # Nothing in the batch was acknowledged, so the broker will deliver it again.
+            log.exception("batch of %d failed; left unacknowledged for redelivery", len(batch))
 
     def _process(self, batch: list[_Inbound]) -> None:
         lines: list[str] = []
@@ -239,6 +279,28 @@ class Worker:
         if client is None:
             return
         generation = self._generation
+        mids = [item.mid for item in batch if item.qos == 1 and item.generation == generation]
+        sock = client.socket()
+        if mids and isinstance(sock, socket.socket) and not client.want_write():
+            # paho sends each PUBACK with its own send(); with its queue empty (this is the only thread
+            # using the client) we may write them all at once. A QoS 1 ack is a bare PUBACK in paho too.
+            data = b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids)
+            try:
+                sock.settimeout(5.0)
+                sock.sendall(data)
+                mids = []
+            except OSError:
+                # Part of a packet may be on the wire: drop the connection; the broker redelivers what we
+                # did not ack, and dedup drops the repeats.
+                log.warning("acknowledgements failed; reconnecting")
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.setblocking(False)
+        for mid in mids:
+            client.ack(mid, 1)
         for item in batch:
-            if item.qos > 0 and item.generation == generation:
-                client.ack(item.mid, item.qos)
+            if item.qos == 2 and item.generation == generation:
+                client.ack(item.mid, 2)
