@@ -110,7 +110,6 @@ class FakeClock:
 # T0 is 07:00 local time on a Wednesday, so "night" and "06-22 h" windows are reachable by waiting.
 T0 = datetime(2026, 6, 2, 23, 0, tzinfo=UTC).timestamp()
 PASSER = "a11ce000a11ce000"
-D = {"door": "d1"}
 Step = tuple[Any, ...]
 
 
@@ -168,12 +167,12 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
                        [msg("ir-g1", "door_closed", door="fence1")]),
     "perimeter_camera": ("device:cam-b1", [_obj("person", 6.0, ("perimeter",))],
                          [_obj("person", 4.0, ("perimeter",))]),
-    "door_forced_open": ("door:door-b1/d1", [msg("door-b1", "door_opened", **D)],
-                         [_grant("door-b1"), msg("door-b1", "door_opened", 3, **D),
-                          msg("door-b1", "door_closed", 5, **D)]),
-    "door_held_open": ("door:door-b1/d1", [_grant("door-b1"), msg("door-b1", "door_opened", 1, **D), wait(31)],
-                       [_grant("door-b1"), msg("door-b1", "door_opened", 1, **D),
-                        msg("door-b1", "door_closed", 28, **D), wait(60)]),
+    "door_forced_open": ("door:door-b1/d1", [msg("door-b1", "door_opened", door="d1")],
+                         [_grant("door-b1"), msg("door-b1", "door_opened", 3, door="d1"),
+                          msg("door-b1", "door_closed", 5, door="d1")]),
+    "door_held_open": ("door:door-b1/d1", [_grant("door-b1"), msg("door-b1", "door_opened", 1, door="d1"), wait(31)],
+                       [_grant("door-b1"), msg("door-b1", "door_opened", 1, door="d1"),
+                        msg("door-b1", "door_closed", 28, door="d1"), wait(60)]),
     "invalid_credential_burst": ("door:door-b1/d1",
                                  [msg("door-b1", "access_denied", dt, door="d1", method="card",
                                       reason="unknown_credential") for dt in (0, 20, 20)],
@@ -184,7 +183,7 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
                        _grant("gate-g1", 30, direction="in")]),
     "tailgating": ("door:gate-g1/t1", [_grant("gate-g1", door="t1"), msg("gate-g1", "passage", 1, door="t1", count=2)],
                    [_grant("gate-g1", door="t1"), msg("gate-g1", "passage", 1, door="t1", count=1)]),
-    "duress": ("door:door-b1/d1", [msg("door-b1", "duress", **D)], [_grant("door-b1")]),
+    "duress": ("door:door-b1/d1", [msg("door-b1", "duress", door="d1")], [_grant("door-b1")]),
     "device_offline": ("device:gas-b1",
                        [msg("gas-b1", "birth", session=1, agent="sim", version="1", interval_s=60.0), wait(181)],
                        [msg("gas-b1", "birth", session=1, agent="sim", version="1", interval_s=60.0), wait(170),
@@ -196,8 +195,8 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
                             [msg("cam-b1", "camera_motion", active=True)]),
     "loitering": ("device:cam-b1", [wait(16 * 3600), _obj("person", 130.0)], [_obj("person", 130.0)]),
     "forced_entry_incident": ("building:b1",
-                              [msg("door-b1", "door_opened", **D), _obj("person", 0.0, phase="new", dt=5)],
-                              [msg("door-b1", "door_opened", **D),
+                              [msg("door-b1", "door_opened", door="d1"), _obj("person", 0.0, phase="new", dt=5)],
+                              [msg("door-b1", "door_opened", door="d1"),
                                msg("cam-b3", "camera_object", 5, event_id="e2", phase="new", label="person",
                                    score=0.9)]),
     "smoke_alarm": ("device:smoke-b1-1", [msg("smoke-b1-1", "smoke_state", alarm=True)],
@@ -246,3 +245,74 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
                                                    current_a=20.0)],
                          [msg("charger-g1", "charger_reading", port=1, temp_c=30.0, current_a=15.0)]),
 }
+
+
+# ---- the alerting sink without a broker -----------------------------------------------------------------
+
+def make_config(tmp: Path, c: Community | None = None, db_url: str = "", **alerts: Any) -> Any:
+    """A Config with the alerting section on, SQLite under tmp unless db_url says otherwise."""
+    from commhub.config import AlertsConfig, Config
+    a = AlertsConfig(enabled=True, db_url=db_url or f"sqlite:///{tmp}/alerts.db", rules_file=RULES,
+                     routing_file=ROUTING, **alerts)
+    return Config(community=c or community(), alerts=a)
+
+
+def accepted(cfg: Any, e: Envelope) -> Any:
+    """Wrap an envelope as the worker hands it to sinks."""
+    from commhub.topics import Channel, TopicParts
+    from hub.ingest.message import Accepted
+    dev = cfg.community.device_index().get(e.device_id)
+    kind = str(dev.kind) if dev else "panic_button"
+    return Accepted(TopicParts(cfg.mqtt.root, cfg.community.site.id, kind, e.device_id, Channel.EVT), e, dev,
+                    e.ts.timestamp())
+
+
+class SinkDriver:
+    """Plays scenario steps into an AlertingSink (no MQTT) with a fake clock."""
+
+    def __init__(self, cfg: Any, clock: FakeClock) -> None:
+        from hub.alerting import AlertingSink
+        self.cfg = cfg
+        self.clock = clock
+        self.sink = AlertingSink(cfg, clock=clock, mqtt=False)
+
+    def start(self) -> SinkDriver:
+        """Start the sink (its own timer is slow: the driver ticks by hand)."""
+        self.sink.start()
+        return self
+
+    def send(self, device: str, body_type: str, dt: float = 0.0, **fields: Any) -> None:
+        """One message dt seconds from now."""
+        self.wait(dt)
+        self.sink.handle([accepted(self.cfg, env(device, body_type, self.clock(), **fields))])
+
+    def wait(self, s: float, step: float = 0.0) -> None:
+        """Advance the clock, ticking at every rule timer and escalation deadline on the way."""
+        from sqlalchemy import text
+        end = self.clock() + s
+        while True:
+            with self.sink.db.connect() as conn:
+                due = conn.execute(text("SELECT min(due) FROM rule_state WHERE due IS NOT NULL")).scalar()
+                esc = conn.execute(text("SELECT min(escalate_at) FROM alerts WHERE escalate_at IS NOT NULL "
+                                        "AND state IN ('open', 'escalated')")).scalar()
+            nxt = min([x for x in (due, esc) if x is not None and x <= end] or [end])
+            self.clock.t = max(nxt, self.clock())
+            self.sink.tick()
+            if nxt >= end:
+                return
+
+    def run(self, steps: list[Step]) -> None:
+        """Play scenario steps."""
+        for st in steps:
+            if st[0] == "wait":
+                self.wait(st[1])
+            else:
+                self.send(st[1], st[2], st[3], **st[4])
+
+    def alerts(self, **where: Any) -> list[dict[str, Any]]:
+        """Alert rows."""
+        return self.sink.store.alerts(**where)
+
+    def stop(self) -> None:
+        """Stop the sink."""
+        self.sink.stop()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from alerts_helpers import RULES, SCENARIOS, T0, FakeClock, Step, community, env, kind_of, msg, wait
 
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event, Signal
 from hub.rules.spec import RulesError, load_rules
-from alerts_helpers import RULES, SCENARIOS, T0, FakeClock, Step, community, env, kind_of, msg, wait
 
 
 class Harness:

@@ -1,0 +1,152 @@
+"""The alerting sink: accepted messages -> rules -> alerts (SQL) -> routing -> notifiers.
+
+`build_sink(cfg)` is what the hub worker calls. The sink runs one timer thread for hold times, absence
+deadlines, escalation and auto-close; its clock is injectable so tests can move time by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
+
+from commhub.config import Config
+from commhub.wire import AlertNotice
+from hub.alerts.db import make_engine
+from hub.alerts.store import AlertStore
+from hub.ingest.message import Accepted
+from hub.notify.live import LiveFeed
+from hub.notify.mqtt import MqttNotifier
+from hub.notify.webhook import WebhookNotifier
+from hub.routing.router import Router
+from hub.routing.spec import load_routing
+from hub.rules.engine import Engine
+from hub.rules.event import Ctx, Event
+from hub.rules.spec import load_rules
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+_RETRIES = 5
+_PURGE_EVERY_S = 3600.0
+_KEEP_DELIVERED_S = 7 * 86400.0
+
+
+def db_url(cfg: Config) -> str:
+    """The configured SQLAlchemy URL (SQLite at alerts.db_path by default)."""
+    return cfg.alerts.db_url or f"sqlite:///{cfg.alerts.db_path}"
+
+
+class AlertingSink:
+    """A hub Sink that turns accepted messages into routed, notified alerts."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time, mqtt: bool = True) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.mqtt_enabled = mqtt
+        a = cfg.alerts
+        self.pack = load_rules(a.rules_file or CONFIGS / "rules.yaml")
+        self.routing = load_routing(a.routing_file or CONFIGS / "routing.yaml")
+        self.ctx = Ctx(cfg.community)
+        self.engine = Engine(self.pack, self.ctx)
+        self.live = LiveFeed(a.live_feed_size)
+        self.db = make_engine(db_url(cfg))
+        self.store = AlertStore(self.db, Router(self.routing, cfg.community), {r.id: r for r in self.pack.rules},
+                                cfg.community.site.id, a.webhooks, clock, cfg.hub.worker_id, a.auto_close_s,
+                                a.outbox_lease_s)
+        self.mqtt: MqttNotifier | None = None
+        self.webhooks = [WebhookNotifier(self.store, w) for w in a.webhooks]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_purge = 0.0
+
+    def start(self) -> None:
+        """Migrate the schema, start absence timers, notifiers and the timer thread."""
+        self.store.lease_own_mqtt = self.mqtt_enabled
+        self.store.on_notices = self._notify
+        self.store.start()
+        with self.store.tx() as tx:
+            n = self.engine.seed(tx, self.clock())
+        log.info("alerting: %d rules, %d new absence timers", len(self.engine.rules), n)
+        if self.mqtt_enabled:
+            self.mqtt = MqttNotifier(self.store, self.cfg.mqtt, f"{self.cfg.hub.worker_id}-alerts",
+                                     self.cfg.alerts.mqtt_qos)
+            self.mqtt.start()
+        for w in self.webhooks:
+            w.start()
+        self._thread = threading.Thread(target=self._timer, name="alerts-timer", daemon=True)
+        self._thread.start()
+
+    def handle(self, batch: Sequence[Accepted]) -> None:
+        """Run the rules over one batch and apply their signals, in one transaction."""
+        events = []
+        for a in batch:
+            try:
+                events.append(Event.from_envelope(a.envelope, a.topic.device_kind,
+                                                  self.ctx.place(a.envelope.device_id), a.device))
+            except Exception:
+                log.exception("cannot read %s seq %d for the rules", a.envelope.device_id, a.envelope.seq)
+        if events:
+            self._retry(lambda: self._process(events))
+
+    def _process(self, events: list[Event]) -> None:
+        with self.store.tx() as tx:
+            tx.apply(self.engine.process(events, tx))
+
+    def tick(self) -> None:
+        """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""
+        def timers() -> None:
+            with self.store.tx() as tx:
+                tx.apply(self.engine.tick(tx, self.clock()))
+        self._retry(timers)
+        self._retry(self.store.escalate_due)
+        now = self.clock()
+        if now - self._last_purge > _PURGE_EVERY_S:
+            self._last_purge = now
+            self.store.purge(_KEEP_DELIVERED_S)
+
+    def stop(self) -> None:
+        """Stop the timer, then the notifiers; undelivered notices stay in the outbox."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        for w in self.webhooks:
+            w.stop()
+        self.db.dispose()
+
+    def _timer(self) -> None:
+        while not self._stop.wait(self.cfg.alerts.tick_s):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("alert timers failed; trying again next tick")
+
+    def _notify(self, notices: list[AlertNotice]) -> None:
+        self.live.publish(notices)
+        if self.mqtt is not None:
+            self.mqtt.send(notices)
+        for w in self.webhooks:
+            w.wake()
+
+    def _retry(self, fn: Callable[[], object]) -> None:
+        # A deadlock or a busy database rolls the whole transaction back, so running it again is safe.
+        for attempt in range(_RETRIES):
+            try:
+                fn()
+                return
+            except OperationalError as e:
+                if attempt == _RETRIES - 1:
+                    raise
+                log.warning("alert store busy (%s); retrying", str(e).splitlines()[0][:200])
+                time.sleep(0.05 * (attempt + 1))
+
+
+def build_sink(cfg: Config) -> AlertingSink:
+    """The whole rules -> alerts -> routing -> notifiers chain, as a hub Sink."""
+    return AlertingSink(cfg)

@@ -1,0 +1,1 @@
+"""Alerts in SQL: identity (rule, subject), lifecycle with an audit trail, rule state and the notice outbox."""

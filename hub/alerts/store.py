@@ -1,0 +1,474 @@
+"""The alert store: applies rule signals and human actions to alerts in one SQL transaction each.
+
+Rule state, alert rows, the audit trail and the notice outbox change together, so a crash at any point
+leaves either all of a change or none of it. Alert identity is (rule, subject): the unique `active_key`
+column with INSERT ... ON CONFLICT makes a re-trigger update the open alert even when workers race.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+from sqlalchemy import Connection, Engine, Table, delete, or_, select, update
+
+from commhub.config import WebhookConfig
+from commhub.wire import AlertNotice
+from hub.alerts import notice as notices
+from hub.alerts.db import migrate
+from hub.alerts.models import Alert, Outbox, RuleState, Silence, Transition
+from hub.alerts.sql import insert, locked
+from hub.routing.router import Decision, Router, matches
+from hub.routing.spec import Window
+from hub.rules.event import MAX_REFS, Signal, State
+
+log = logging.getLogger(__name__)
+
+A = cast(Table, Alert.__table__)
+T = cast(Table, Transition.__table__)
+RS = cast(Table, RuleState.__table__)
+OB = cast(Table, Outbox.__table__)
+SI = cast(Table, Silence.__table__)
+
+LIVE = ("open", "acknowledged", "escalated")
+ACTIVE = (*LIVE, "resolved")  # a re-trigger of these updates the same alert
+ALLOWED = {
+    "acknowledged": ("open", "escalated"),
+    "resolved": ("open", "escalated", "acknowledged"),
+    "closed": ("acknowledged", "resolved"),
+    "false_alarm": ("open", "escalated", "acknowledged", "resolved"),
+}
+
+
+class AlertError(Exception):
+    """A human action that cannot be applied (unknown alert, wrong state)."""
+
+
+class AckRefused(AlertError):
+    """The alert's condition must clear first (e.g. a forced door that is still open)."""
+
+
+class AlertStore:
+    """SQL-backed alerts; every public method is one transaction."""
+
+    def __init__(self, engine: Engine, router: Router, rules: Mapping[str, Any], site: str,
+                 webhooks: Sequence[WebhookConfig], clock: Callable[[], float], worker_id: str,
+                 auto_close_s: float = 86400.0, lease_s: float = 30.0) -> None:
+        self.engine = engine
+        self.router = router
+        self.rules = dict(rules)
+        self.site = site
+        self.webhooks = list(webhooks)
+        self.clock = clock
+        self.worker_id = worker_id
+        self.auto_close_s = auto_close_s
+        self.lease_s = lease_s
+        self.on_notices: Callable[[list[AlertNotice]], None] = lambda _n: None
+        # The hub sets this: it publishes its own MQTT notices right after the commit, so it leases them at once.
+        self.lease_own_mqtt = False
+
+    def start(self) -> None:
+        """Create or upgrade the schema, and take back notices this worker was sending when it stopped."""
+        migrate(self.engine)
+        with self.engine.begin() as conn:
+            conn.execute(update(OB).where(OB.c.lease_owner == self.worker_id, OB.c.delivered_at.is_(None))
+                         .values(lease_owner=None, lease_until=None))
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        """One transaction; its notices are handed to on_notices after the commit."""
+        with self.engine.begin() as conn:
+            tx = Tx(self, conn, self.clock())
+            yield tx
+        if tx.notices:
+            self.on_notices(tx.notices)
+
+    # ---- human actions ---------------------------------------------------------------------------
+
+    def act(self, alert_id: int, action: str, by: str, note: str = "") -> AlertNotice:
+        """acknowledged / resolved / closed / false_alarm, by a person, with a note."""
+        with self.tx() as tx:
+            return tx.act(alert_id, action, by, note)
+
+    def acknowledge(self, alert_id: int, by: str, note: str = "") -> AlertNotice:
+        """Acknowledge (refused while an ack-requires-clear condition is still active)."""
+        return self.act(alert_id, "acknowledged", by, note)
+
+    def open_report(self, category: str, grid: str, by: str, building: str | None = None,
+                    unit: str | None = None, note: str = "") -> AlertNotice:
+        """A resident report becomes a ticket (an alert of the resident_report rule)."""
+        spec = self.rules.get("resident_report")
+        if spec is None:
+            raise AlertError("no resident_report rule in the rule pack")
+        severity = spec.categories.get(category, spec.severity)
+        subject = f"report:{uuid.uuid4().hex[:16]}"
+        with self.tx() as tx:
+            return tx.open_alert(spec, subject, severity, {"site": self.site, "grid": grid, "building": building,
+                                                           "unit": unit, "device": None},
+                                 [], {"category": category}, None, by=by, note=note)
+
+    def add_silence(self, matchers: Mapping[str, Any], starts_at: float, ends_at: float, by: str,
+                    comment: str = "", kind: str = "silence") -> int:
+        """Add a silence or maintenance window at run time."""
+        Window(id="x", matchers=dict(matchers))  # validates the labels
+        with self.engine.begin() as conn:
+            return int(conn.execute(insert(conn, SI).values(kind=kind, matchers=dict(matchers), starts_at=starts_at,
+                                                            ends_at=ends_at, created_by=by, comment=comment)
+                                    .returning(SI.c.id)).scalar_one())
+
+    # ---- reads -----------------------------------------------------------------------------------
+
+    def get(self, alert_id: int) -> dict[str, Any] | None:
+        """One alert row."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(A).where(A.c.id == alert_id)).mappings().first()
+            return dict(row) if row else None
+
+    def alerts(self, **where: Any) -> list[dict[str, Any]]:
+        """Alert rows matching column equalities, oldest first."""
+        stmt = select(A).where(*[A.c[k] == v for k, v in where.items()]).order_by(A.c.id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def transitions(self, alert_id: int) -> list[dict[str, Any]]:
+        """The audit trail of one alert."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(T).where(T.c.alert_id == alert_id).order_by(T.c.id))
+                    .mappings()]
+
+    # ---- timers ----------------------------------------------------------------------------------
+
+    def escalate_due(self) -> int:
+        """Escalate alerts past their deadline; close resolved alerts past auto_close_s. Returns changes."""
+        with self.tx() as tx:
+            return tx.escalate_due() + tx.auto_close()
+
+    # ---- outbox ----------------------------------------------------------------------------------
+
+    def claim(self, channel: str, limit: int = 200) -> list[tuple[int, str, int]]:
+        """Lease pending notices of one channel: (outbox id, payload, attempts so far)."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            stmt = (select(OB.c.id).where(OB.c.channel == channel, OB.c.delivered_at.is_(None),
+                                          OB.c.failed_at.is_(None), OB.c.next_at <= now,
+                                          or_(OB.c.lease_until.is_(None), OB.c.lease_until < now))
+                    .order_by(OB.c.id).limit(limit))
+            ids = list(conn.execute(locked(conn, stmt, skip=True)).scalars())
+            if not ids:
+                return []
+            conn.execute(update(OB).where(OB.c.id.in_(ids)).values(lease_owner=self.worker_id,
+                                                                    lease_until=now + self.lease_s))
+            rows = conn.execute(select(OB.c.id, OB.c.payload, OB.c.attempts).where(OB.c.id.in_(ids))
+                                .order_by(OB.c.id)).all()
+            return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def delivered(self, ids: Sequence[int]) -> None:
+        """Mark notices as delivered."""
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(OB).where(OB.c.id.in_(list(ids))).values(
+                    delivered_at=self.clock(), lease_owner=None, lease_until=None))
+
+    def delivered_notices(self, channel: str, notice_ids: Sequence[int]) -> None:
+        """Mark one channel's rows of these notices as delivered."""
+        if notice_ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(OB).where(OB.c.channel == channel, OB.c.notice_id.in_(list(notice_ids)))
+                             .values(delivered_at=self.clock(), lease_owner=None, lease_until=None))
+
+    def retry_later(self, outbox_id: int, error: str, delay_s: float | None) -> None:
+        """Record a failed attempt; delay_s None gives the notice up (it stays in SQL with its error)."""
+        now = self.clock()
+        values: dict[str, Any] = {"attempts": OB.c.attempts + 1, "last_error": error[:2000], "lease_owner": None,
+                                  "lease_until": None}
+        if delay_s is None:
+            values["failed_at"] = now
+        else:
+            values["next_at"] = now + delay_s
+        with self.engine.begin() as conn:
+            conn.execute(update(OB).where(OB.c.id == outbox_id).values(**values))
+
+    def pending(self, channel: str | None = None) -> int:
+        """Notices not yet delivered nor given up."""
+        stmt = select(OB.c.id).where(OB.c.delivered_at.is_(None), OB.c.failed_at.is_(None))
+        if channel:
+            stmt = stmt.where(OB.c.channel == channel)
+        with self.engine.connect() as conn:
+            return len(conn.execute(stmt).all())
+
+    def purge(self, older_than_s: float) -> int:
+        """Delete delivered notices older than this."""
+        with self.engine.begin() as conn:
+            res = conn.execute(delete(OB).where(OB.c.delivered_at < self.clock() - older_than_s))
+            return int(res.rowcount or 0)
+
+
+class Tx:
+    """One transaction: the rules' StateStore plus alert changes; collects the notices it produced."""
+
+    def __init__(self, store: AlertStore, conn: Connection, now: float) -> None:
+        self.s = store
+        self.conn = conn
+        self.now = now
+        self.notices: list[AlertNotice] = []
+        self._states: dict[tuple[str, str], tuple[str | None, float | None]] = {}
+        self._silences: list[Window] | None = None
+
+    # ---- StateStore --------------------------------------------------------------------------------
+
+    def load(self, rule: str, key: str) -> State | None:
+        """One key's state, locked for this transaction."""
+        conn = self.conn
+        stmt = locked(conn, select(RS.c.data, RS.c.due).where(RS.c.rule == rule, RS.c.key == key))
+        row = conn.execute(stmt).first()
+        if row is None and conn.dialect.name == "postgresql":
+            # Insert a placeholder so a racing worker waits on our row lock instead of losing an update.
+            conn.execute(insert(conn, RS).values(rule=rule, key=key, data="{}", due=None)
+                         .on_conflict_do_nothing(index_elements=["rule", "key"]))
+            row = conn.execute(stmt).first()
+        if row is None:
+            self._states[(rule, key)] = (None, None)
+            return None
+        self._states[(rule, key)] = (row[0], row[1])
+        return State(json.loads(row[0]), row[1])
+
+    def save(self, rule: str, key: str, state: State) -> None:
+        """Write the state if it changed (delete it when empty with no timer)."""
+        text = json.dumps(state.data, separators=(",", ":"), sort_keys=True)
+        before = self._states.get((rule, key))
+        if before == (text, state.due):
+            return
+        self._states[(rule, key)] = (text, state.due)
+        conn = self.conn
+        if not state.data and state.due is None:
+            conn.execute(delete(RS).where(RS.c.rule == rule, RS.c.key == key))
+            return
+        conn.execute(insert(conn, RS).values(rule=rule, key=key, data=text, due=state.due)
+                     .on_conflict_do_update(index_elements=["rule", "key"], set_={"data": text, "due": state.due}))
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """Keys whose timer is due (skipping rows another worker holds)."""
+        stmt = select(RS.c.rule, RS.c.key).where(RS.c.due <= now).order_by(RS.c.due).limit(1000)
+        return [(r[0], r[1]) for r in self.conn.execute(locked(self.conn, stmt, skip=True))]
+
+    def known(self, rule: str) -> set[str]:
+        """Keys with state under a rule."""
+        return set(self.conn.execute(select(RS.c.key).where(RS.c.rule == rule)).scalars())
+
+    # ---- signals -----------------------------------------------------------------------------------
+
+    def apply(self, signals: Sequence[Signal]) -> None:
+        """Turn rule signals into alert changes."""
+        for sig in signals:
+            spec = self.s.rules.get(sig.rule)
+            if spec is None:
+                log.warning("signal from unknown rule %s ignored", sig.rule)
+                continue
+            if sig.action == "fire":
+                self._fire(sig, spec)
+            else:
+                self._clear(sig, spec)
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute(locked(self.conn, select(A).where(A.c.active_key == key))).mappings().first()
+        return dict(row) if row else None
+
+    def _fire(self, sig: Signal, spec: Any) -> None:
+        key = f"{sig.rule}|{sig.subject}"
+        refs = [notices.event_ref(r) for r in sig.refs]
+        row = self._get(key)
+        if row is None:
+            row = self.open_alert(spec, sig.subject, sig.severity, sig.place.to_dict(), refs, sig.thresholds,
+                                  sig.incident, insert_only=True)
+            if row is not None:
+                self._merge(sig)
+                return
+            row = self._get(key)  # another worker opened it between our read and our insert
+            if row is None:
+                return
+        changes: dict[str, Any] = {"count": row["count"] + 1, "last_fired_at": self.now, "updated_at": self.now,
+                                   "condition_active": True, "events": _merge_refs(row["events"], refs),
+                                   "thresholds": {**(row["thresholds"] or {}), **sig.thresholds}}
+        if sig.incident:
+            changes["incident"] = sig.incident
+        transition = None
+        if row["state"] == "resolved":
+            transition = "reopened"
+            changes.update(state="open", resolved_at=None)
+        if notices.SEVERITY_RANK[sig.severity] > notices.SEVERITY_RANK[row["severity"]]:
+            transition = transition or "severity_raised"
+            changes["severity"] = sig.severity
+        if transition:
+            row.update(changes)
+            d = self._decide(row, row["tier"])
+            changes.update(route=d.to_dict(), escalate_at=self._deadline(row, d))
+        self._update(row, changes)
+        if transition:
+            self._record(row, transition, row["state"] if transition != "reopened" else "resolved", "system", "")
+        self._merge(sig)
+
+    def _merge(self, sig: Signal) -> None:
+        # A correlation signal names the member alerts that are now part of its incident.
+        for rule, subject in sig.members:
+            member = self._get(f"{rule}|{subject}")
+            if member is not None and member["incident"] != sig.incident:
+                self._update(member, {"incident": sig.incident, "updated_at": self.now})
+                self._record(member, "merged", member["state"], "system", f"part of incident {sig.incident}")
+
+    def _clear(self, sig: Signal, spec: Any) -> None:
+        row = self._get(f"{sig.rule}|{sig.subject}")
+        if row is None:
+            return
+        changes: dict[str, Any] = {"condition_active": False, "updated_at": self.now}
+        if row["auto_resolve"] and row["state"] in LIVE:
+            changes.update(state="resolved", resolved_at=self.now, escalate_at=None)
+            self._update(row, changes)
+            self._record(row, "resolved", None, "system", "condition cleared")
+        else:
+            self._update(row, changes)
+
+    def open_alert(self, spec: Any, subject: str, severity: str, place: Mapping[str, Any],
+                   refs: list[dict[str, Any]], thresholds: Mapping[str, Any], incident: str | None,
+                   by: str = "system", note: str = "", insert_only: bool = False) -> Any:
+        """Insert a new open alert with its route; None (insert_only) when one is already active."""
+        row: dict[str, Any] = {
+            "active_key": f"{spec.id}|{subject}", "rule": spec.id, "code": spec.code, "subject": subject,
+            "severity": severity, "layer": str(spec.layer), "site": place["site"], "grid": place["grid"],
+            "building": place.get("building"), "unit": place.get("unit"), "device_id": place.get("device"),
+            "state": "open", "condition_active": True, "ack_requires_clear": spec.ack_requires_clear,
+            "auto_resolve": spec.auto_resolve, "count": 1, "incident": incident, "events": refs[-MAX_REFS:],
+            "thresholds": dict(thresholds), "tier": 0, "opened_at": self.now, "updated_at": self.now,
+            "last_fired_at": self.now, "acked_at": None, "resolved_at": None, "closed_at": None,
+        }
+        d = self._decide(row, 0)
+        row["route"] = d.to_dict()
+        row["escalate_at"] = self._deadline(row, d)
+        stmt = insert(self.conn, A).values(**row).on_conflict_do_nothing(index_elements=["active_key"])
+        new_id = self.conn.execute(stmt.returning(A.c.id)).scalar()
+        if new_id is None:
+            if insert_only:
+                return None
+            raise AlertError(f"alert {row['active_key']} is already active")
+        row["id"] = int(new_id)
+        n = self._record(row, "opened", None, by, note)
+        return row if insert_only else n
+
+    # ---- human actions and timers -------------------------------------------------------------------
+
+    def act(self, alert_id: int, action: str, by: str, note: str) -> AlertNotice:
+        """Apply a person's transition, or raise AlertError / AckRefused."""
+        if action not in ALLOWED:
+            raise AlertError(f"unknown action {action!r}; use one of {', '.join(ALLOWED)}")
+        row = self.conn.execute(locked(self.conn, select(A).where(A.c.id == alert_id))).mappings().first()
+        if row is None:
+            raise AlertError(f"no alert {alert_id}")
+        a = dict(row)
+        if a["state"] not in ALLOWED[action]:
+            raise AlertError(f"alert {alert_id} is {a['state']}; cannot go to {action}")
+        if action in ("acknowledged", "resolved") and a["ack_requires_clear"] and a["condition_active"]:
+            raise AckRefused(f"alert {alert_id} ({a['code']}) cannot be {action} while its condition is active")
+        changes: dict[str, Any] = {"state": action, "updated_at": self.now, "escalate_at": None}
+        if action == "acknowledged":
+            changes["acked_at"] = self.now
+        elif action == "resolved":
+            changes["resolved_at"] = self.now
+        else:
+            changes.update(closed_at=self.now, active_key=None)  # the identity is free for a new alert
+        before = a["state"]
+        self._update(a, changes)
+        return self._record(a, action, before, by, note)
+
+    def escalate_due(self) -> int:
+        """Escalate open alerts nobody acknowledged in time."""
+        stmt = (select(A).where(A.c.escalate_at <= self.now, A.c.state.in_(("open", "escalated")))
+                .order_by(A.c.escalate_at).limit(200))
+        n = 0
+        for row in self.conn.execute(locked(self.conn, stmt, skip=True)).mappings().all():
+            a = dict(row)
+            current = self._decide(a, a["tier"])
+            if current.suppressed:  # silenced or inhibited: look again later, tell nobody new
+                self._update(a, {"escalate_at": self.now + (current.deadline_s or 60.0)})
+                continue
+            if current.last_tier:
+                self._update(a, {"escalate_at": None})
+                continue
+            d = self._decide(a, a["tier"] + 1)
+            before = a["state"]
+            self._update(a, {"state": "escalated", "tier": d.tier, "route": d.to_dict(), "updated_at": self.now,
+                             "escalate_at": self._deadline(a, d)})
+            self._record(a, "escalated", before, "system", f"not acknowledged in time; now tier {d.tier}")
+            n += 1
+        return n
+
+    def auto_close(self) -> int:
+        """Close alerts that have been resolved for auto_close_s."""
+        stmt = select(A).where(A.c.state == "resolved", A.c.resolved_at <= self.now - self.s.auto_close_s).limit(200)
+        rows = [dict(r) for r in self.conn.execute(locked(self.conn, stmt, skip=True)).mappings().all()]
+        for a in rows:
+            self._update(a, {"state": "closed", "closed_at": self.now, "active_key": None, "updated_at": self.now})
+            self._record(a, "closed", "resolved", "system", "resolved long enough")
+        return len(rows)
+
+    # ---- helpers -----------------------------------------------------------------------------------
+
+    def _update(self, row: dict[str, Any], changes: Mapping[str, Any]) -> None:
+        row.update(changes)
+        self.conn.execute(update(A).where(A.c.id == row["id"]).values(**changes))
+
+    def _labels(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {"code": row["code"], "rule": row["rule"], "layer": row["layer"], "severity": row["severity"],
+                "site": row["site"], "grid": row["grid"], "building": row["building"], "unit": row["unit"],
+                "device": row["device_id"], "subject": row["subject"]}
+
+    def _decide(self, row: Mapping[str, Any], tier: int) -> Decision:
+        labels = self._labels(row)
+        active: list[dict[str, Any]] = []
+        if any(matches(i.target, labels) for i in self.s.router.inhibitors()):
+            stmt = select(A).where(A.c.state.in_(LIVE), A.c.site == row["site"], A.c.grid == row["grid"])
+            active = [self._labels(dict(r)) for r in self.conn.execute(stmt).mappings()]
+        return self.s.router.decide(labels, row["subject"], tier, self.now, self._active_silences(), active)
+
+    def _deadline(self, row: Mapping[str, Any], d: Decision) -> float | None:
+        if d.last_tier and not d.suppressed:
+            return None
+        return self.now + (d.deadline_s or 60.0)
+
+    def _active_silences(self) -> list[Window]:
+        if self._silences is None:
+            rows = self.conn.execute(select(SI).where(SI.c.starts_at <= self.now, SI.c.ends_at > self.now)).all()
+            self._silences = [Window(id=f"{r.kind}-{r.id}", matchers=r.matchers, starts_at=r.starts_at,
+                                     ends_at=r.ends_at, comment=r.comment) for r in rows]
+        return self._silences
+
+    def _record(self, row: dict[str, Any], transition: str, before: str | None, by: str, note: str) -> AlertNotice:
+        tid = self.conn.execute(insert(self.conn, T).values(
+            alert_id=row["id"], transition=transition, from_state=before, to_state=row["state"], by=by, note=note,
+            at=self.now).returning(T.c.id)).scalar_one()
+        n = notices.build(row, int(tid), transition, by, note, self.now)
+        payload = n.model_dump_json()
+        outbox = [{"channel": "mqtt", "notice_id": tid, "payload": payload, "created_at": self.now, "attempts": 0,
+                   "next_at": self.now, "lease_owner": None, "lease_until": None}]
+        roles = {r.role for r in n.route.recipients}
+        if not n.route.suppressed:
+            for w in self.s.webhooks:
+                if not w.roles or roles & set(w.roles):
+                    outbox.append({**outbox[0], "channel": f"webhook:{w.name}"})
+        if self.s.lease_own_mqtt:
+            outbox[0] = {**outbox[0], "lease_owner": self.s.worker_id, "lease_until": self.now + self.s.lease_s}
+        self.conn.execute(insert(self.conn, OB), outbox)
+        self.notices.append(n)
+        return n
+
+
+def _merge_refs(old: list[dict[str, Any]] | None, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = list(old or [])
+    seen = {(r["device_id"], r["seq"]) for r in out}
+    out.extend(r for r in new if (r["device_id"], r["seq"]) not in seen)
+    if len(out) > MAX_REFS:
+        out = [out[0], *out[-(MAX_REFS - 1):]]
+    return out
+

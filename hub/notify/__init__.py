@@ -1,0 +1,1 @@
+"""Notifiers: the MQTT alert topic, webhooks with retry, and the in-process live feed."""

@@ -1,0 +1,234 @@
+"""The alert store behind the sink, on SQLite with a fake clock: identity, lifecycle, escalation, restart."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alerts_helpers import CONTACT, RESIDENT, SCENARIOS, T0, FakeClock, SinkDriver, community, make_config, msg, wait
+
+from hub.alerts.db import VERSION_TABLE, make_engine, migrate
+from hub.alerts.models import Base
+from hub.alerts.store import AckRefused, AlertError
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Any:
+    d = SinkDriver(make_config(tmp_path, tick_s=60), FakeClock(T0)).start()
+    yield d
+    d.stop()
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/m.db")
+    migrate(engine)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        diff = [d for d in compare_metadata(ctx, Base.metadata) if not (isinstance(d, tuple) and d[0] == "add_index")]
+    assert diff == []
+
+
+def test_retrigger_updates_the_open_alert(driver: SinkDriver) -> None:
+    for _ in range(3):
+        driver.send("panic-b1", "panic_press", 5)
+    rows = driver.alerts(rule="sos_button")
+    assert len(rows) == 1 and rows[0]["count"] == 3 and len(rows[0]["events"]) == 3
+    assert rows[0]["route"]["recipients"] == [{"role": "control_room", "id": "ctrl-1"}]
+    assert rows[0]["grid"] == "g1" and rows[0]["building"] == "b1" and rows[0]["layer"] == "people"
+
+
+def test_lifecycle_records_who_when_and_note(driver: SinkDriver) -> None:
+    driver.send("gas-b1", "gas_reading", lel_pct=30.0)
+    a = driver.alerts(rule="gas_leak")[0]
+    store = driver.sink.store
+    driver.clock.advance(10)
+    store.acknowledge(a["id"], "prop-1", "on my way")
+    with pytest.raises(AlertError):
+        store.act(a["id"], "acknowledged", "prop-1")  # twice
+    store.act(a["id"], "resolved", "prop-1", "valve closed")
+    store.act(a["id"], "closed", "ctrl-1", "checked")
+    trail = [(t["transition"], t["by"], t["note"]) for t in store.transitions(a["id"])]
+    assert trail == [("opened", "system", ""), ("acknowledged", "prop-1", "on my way"),
+                     ("resolved", "prop-1", "valve closed"), ("closed", "ctrl-1", "checked")]
+    assert store.transitions(a["id"])[1]["at"] == T0 + 10
+    driver.send("gas-b1", "gas_reading", 1, lel_pct=5.0)
+    driver.send("gas-b1", "gas_reading", 1, lel_pct=30.0)  # a new leak after closing: a new alert
+    assert [r["state"] for r in driver.alerts(rule="gas_leak")] == ["closed", "open"]
+
+
+def test_forced_door_cannot_be_acknowledged_while_open(driver: SinkDriver) -> None:
+    driver.send("door-b1", "door_opened", door="d1")
+    a = driver.alerts(rule="door_forced_open")[0]
+    with pytest.raises(AckRefused):
+        driver.sink.store.acknowledge(a["id"], "prop-1")
+    driver.send("door-b1", "door_closed", 20, door="d1")
+    n = driver.sink.store.acknowledge(a["id"], "prop-1", "door shut, checked cameras")
+    assert n.state == "acknowledged" and n.transition == "acknowledged"
+    assert driver.alerts(rule="door_forced_open")[0]["state"] == "acknowledged"  # not auto-resolved
+
+
+def test_escalation_on_time_and_stops_after_ack(driver: SinkDriver) -> None:
+    driver.send("panic-b1", "panic_press")
+    a = driver.alerts(rule="sos_button")[0]
+    driver.wait(119)
+    assert driver.alerts(rule="sos_button")[0]["state"] == "open"
+    driver.wait(2)
+    a = driver.alerts(rule="sos_button")[0]
+    assert a["state"] == "escalated" and a["tier"] == 1
+    # 07:02 local: the day grid worker is not on duty yet (08-20), the night one is.
+    assert a["route"]["recipients"] == [{"role": "grid_worker", "id": "gw-night-g1"}]
+    driver.sink.store.acknowledge(a["id"], "gw-night-g1", "calling the resident")
+    driver.wait(3600)
+    a = driver.alerts(rule="sos_button")[0]
+    assert a["state"] == "acknowledged" and a["tier"] == 1
+    assert [t["transition"] for t in driver.sink.store.transitions(a["id"])] == ["opened", "escalated",
+                                                                                   "acknowledged"]
+
+
+def test_escalation_walks_every_tier_then_stops(driver: SinkDriver) -> None:
+    driver.send("panic-b2", "panic_press")
+    driver.wait(3 * 120 + 5)
+    a = driver.alerts(rule="sos_button")[0]
+    assert a["tier"] == 2 and a["route"]["recipients"] == [{"role": "police_liaison", "id": "police-1"}]
+    assert a["escalate_at"] is None
+    assert [t["transition"] for t in driver.sink.store.transitions(a["id"])] == ["opened", "escalated", "escalated"]
+
+
+def test_low_severity_deadline_is_one_working_day(driver: SinkDriver) -> None:
+    driver.run(SCENARIOS["anti_passback"][1])
+    a = driver.alerts(rule="anti_passback")[0]
+    assert a["severity"] == "low" and a["escalate_at"] == pytest.approx(driver.clock() + 86400)  # Wed -> Thu
+
+
+def test_smoke_alarm_inhibits_door_held_open_in_its_building(driver: SinkDriver) -> None:
+    driver.send("smoke-b1-1", "smoke_state", alarm=True)
+    for door in ("door-b1", "door-b2"):
+        driver.run([msg(door, "access_granted", door="d1", credential_ref="a11ce000a11ce000", method="card"),
+                    msg(door, "door_opened", 1, door="d1")])
+    driver.wait(31)
+    held = {r["building"]: r for r in driver.alerts(rule="door_held_open")}
+    assert held["b1"]["route"]["suppressed"] == "inhibit:0"
+    assert held["b2"]["route"]["suppressed"] is None
+
+
+def test_silence_quiets_routing_but_keeps_the_alert(driver: SinkDriver) -> None:
+    store = driver.sink.store
+    store.add_silence({"code": "water_leak", "building": "b1"}, T0, T0 + 4 * 3600, "maint-1", "replacing pipes")
+    driver.run(SCENARIOS["water_leak"][1])
+    a = driver.alerts(rule="water_leak")[0]
+    assert a["route"]["suppressed"].startswith("silence:")
+    assert store.pending("webhook:x") == 0
+    driver.wait(3 * 3600)
+    assert driver.alerts(rule="water_leak")[0]["state"] == "open"  # silenced: not escalated
+    driver.wait(2 * 3600)
+    assert driver.alerts(rule="water_leak")[0]["state"] == "escalated"  # the silence is over
+
+
+def test_correlated_incident_links_members(driver: SinkDriver) -> None:
+    driver.run(SCENARIOS["forced_entry_incident"][1])
+    inc = driver.alerts(rule="forced_entry_incident")
+    member = driver.alerts(rule="door_forced_open")[0]
+    assert len(inc) == 1 and inc[0]["incident"] == "building:b1" and member["incident"] == "building:b1"
+    assert "merged" in [t["transition"] for t in driver.sink.store.transitions(member["id"])]
+    assert {e["device_id"] for e in inc[0]["events"]} == {"door-b1", "cam-b1"}
+
+
+def test_resident_report_becomes_a_ticket_for_grid_staff(driver: SinkDriver) -> None:
+    n = driver.sink.store.open_report("fire", "g2", by=RESIDENT, building="b3", note="smell of burning")
+    assert n.code == "resident_report" and n.severity == "critical" and n.by == RESIDENT
+    assert n.route.recipients[0].role == "grid_worker" and n.route.recipients[0].id == "gw-g2"
+
+
+def test_elderly_inactivity_goes_to_the_emergency_contact(driver: SinkDriver) -> None:
+    driver.run(SCENARIOS["elderly_no_door"][1])
+    a = driver.alerts(rule="elderly_no_door")[0]
+    assert a["route"]["recipients"] == [{"role": "emergency_contact", "id": CONTACT}]
+    assert a["subject"] == f"resident:{RESIDENT}"
+
+
+def test_rule_state_survives_restart_mid_sequence(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, tick_s=60)
+    clock = FakeClock(T0)
+    d1 = SinkDriver(cfg, clock).start()
+    d1.run([msg("door-b1", "access_granted", door="d1", credential_ref="a11ce000a11ce000", method="card"),
+            msg("door-b1", "door_opened", 1, door="d1"), wait(10)])
+    d1.stop()
+    d2 = SinkDriver(cfg, clock).start()  # a new hub process on the same database
+    d2.wait(25)
+    d2.stop()
+    d3 = SinkDriver(cfg, clock).start()
+    d3.wait(10)
+    rows = d3.alerts(rule="door_held_open")
+    d3.stop()
+    assert len(rows) == 1 and rows[0]["count"] == 1
+
+
+def test_inactivity_timer_survives_restart(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, tick_s=60)
+    clock = FakeClock(T0)
+    d1 = SinkDriver(cfg, clock).start()
+    d1.send("dc-b1", "door_contact", open=True)
+    d1.wait(80000)
+    d1.stop()
+    clock.advance(7000)  # the hub is down when the deadline passes
+    d2 = SinkDriver(cfg, clock).start()
+    d2.wait(1)
+    d2.stop()
+    d3 = SinkDriver(cfg, clock).start()
+    d3.wait(100)
+    rows = d3.alerts(rule="elderly_no_door")
+    d3.stop()
+    assert len(rows) == 1 and rows[0]["state"] == "open"
+
+
+def test_two_sinks_racing_on_one_database_make_one_alert(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, tick_s=60)
+    clock = FakeClock(T0)
+    drivers = [SinkDriver(cfg, clock).start(), SinkDriver(cfg, clock).start()]
+    errors: list[BaseException] = []
+
+    def press(d: SinkDriver) -> None:
+        try:
+            for _ in range(30):
+                d.send("panic-b3", "panic_press")
+                d.send("smoke-b3-1", "smoke_state", alarm=True)
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=press, args=(d,)) for d in drivers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = drivers[0].alerts(rule="sos_button") + drivers[0].alerts(rule="smoke_alarm")
+    for d in drivers:
+        d.stop()
+    assert not errors
+    assert len(rows) == 2 and all(r["count"] == 60 for r in rows)
+
+
+def test_outbox_keeps_notices_until_delivered(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, tick_s=60)
+    d = SinkDriver(cfg, FakeClock(T0)).start()
+    d.send("panic-b1", "panic_press")
+    store = d.sink.store
+    assert store.pending("mqtt") == 1  # no MQTT notifier in this sink: it stays for the next start
+    rows = store.claim("mqtt")
+    assert len(rows) == 1 and store.claim("mqtt") == []  # leased
+    store.delivered([rows[0][0]])
+    assert store.pending("mqtt") == 0
+    d.stop()
+
+
+def test_community_rejects_bad_staff() -> None:
+    base = community().model_dump(mode="json")
+    base["staff"] = [{"id": "x", "role": "grid_worker", "grids": ["nope"]}]
+    with pytest.raises(ValueError, match="unknown grid 'nope'"):
+        type(community()).model_validate(base)
+    base["staff"] = [{"id": "x", "role": "police_liaison"}]
+    with pytest.raises(ValueError, match="needs a jurisdiction"):
+        type(community()).model_validate(base)
