@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,16 +130,25 @@ class _Expander:
         self.inject(dev, t + inc.alarm_for, SmokeState(alarm=False, obscuration_pct_m=0.1))
 
     def hydrant_drop(self, inc: s.HydrantDrop, dev: Device, t: float) -> None:
+        # A ramp starts from the last normal reading, so its first step is as gentle as the rest.
+        seen = {"from": NOMINAL_MPA}
+
         def level(ts: float) -> float:
             if inc.ramp <= 0:
                 return inc.to_mpa
             frac = min(1.0, max(0.0, (ts - t) / inc.ramp))
-            return round(NOMINAL_MPA + (inc.to_mpa - NOMINAL_MPA) * frac, 4)
+            return round(seen["from"] + (inc.to_mpa - seen["from"]) * frac, 4)
 
         def low(ts: float, b: _Body) -> _Body | None:
-            return HydrantPressure(pressure_mpa=level(ts)) if isinstance(b, HydrantPressure) else b
-        self.override(dev, t, t + inc.lasts, low)
-        self.inject(dev, t, HydrantPressure(pressure_mpa=level(t)))
+            if not isinstance(b, HydrantPressure):
+                return b
+            if ts < t:
+                seen["from"] = b.pressure_mpa
+                return b
+            return HydrantPressure(pressure_mpa=level(ts))
+        self.override(dev, t - 3 * dev.interval_s, t + inc.lasts, low)
+        if inc.ramp <= 0:
+            self.inject(dev, t, HydrantPressure(pressure_mpa=inc.to_mpa))
         self.inject(dev, t + inc.lasts, HydrantPressure(pressure_mpa=NOMINAL_MPA))
 
     def gas(self, inc: s.GasLeak, dev: Device, t: float) -> None:
@@ -210,9 +220,12 @@ class _Expander:
             self.override(dev, t, t + inc.silence, _mute)
         for j, m in enumerate(inc.messages):
             try:
-                body = BODY.validate_python(m.body)
+                # JSON mode, as on the wire: strict models take lists for tuples there.
+                body = BODY.validate_json(json.dumps(m.body))
             except ValidationError as e:
-                raise PlanError(f"incidents[{index}].messages[{j}].body: {e.errors()[0]['msg']}") from None
+                err = e.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                raise PlanError(f"incidents[{index}].messages[{j}].body: {loc}: {err['msg']}") from None
             self.inject(dev, t + m.after, body)
 
 

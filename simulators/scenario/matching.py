@@ -65,7 +65,7 @@ def _where(a: ObservedAlert) -> dict[str, str]:
 def _matches(exp: Expect, a: ObservedAlert) -> bool:
     return (a.code == exp.code and (exp.device is None or a.device_id == exp.device)
             and (exp.grid is None or a.grid == exp.grid) and (exp.building is None or a.building == exp.building)
-            and (exp.unit is None or a.unit == exp.unit))
+            and (exp.unit is None or a.unit == exp.unit) and (exp.severity is None or a.severity == exp.severity))
 
 
 def score(scenario: Scenario, observed: Sequence[ObservedAlert], raised_at: Callable[[ObservedAlert], float],

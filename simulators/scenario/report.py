@@ -65,14 +65,17 @@ def table(name: str, score: Score) -> str:
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     else:
         lines.append("no alert expected")
-    if score.unexpected:
-        lines.append(f"unexpected alerts: {len(score.unexpected)}")
-        for u in score.unexpected:
-            scope = "" if u.in_scope else "  (outside the simulated devices: not counted)"
-            lines.append(f"  {u.code} [{u.severity}] {_where(u.where)} raised {_clock(u.raised_at)}"
-                         f" alert {u.alert_id}{scope}")
-    else:
-        lines.append("unexpected alerts: none")
+    counted = [u for u in score.unexpected if u.in_scope]
+    ignored = [u for u in score.unexpected if not u.in_scope]
+    lines.append(f"unexpected alerts: {len(counted) or 'none'}")
+    for u in counted:
+        lines.append(f"  {u.code} [{u.severity}] {_where(u.where)} raised {_clock(u.raised_at)} alert {u.alert_id}")
+    if ignored:
+        by_code: dict[str, int] = {}
+        for u in ignored:
+            by_code[u.code] = by_code.get(u.code, 0) + 1
+        summary = ", ".join(f"{code} x{n}" for code, n in sorted(by_code.items()))
+        lines.append(f"not counted (about devices this scenario does not simulate, or allowed): {summary}")
     return "\n".join(lines)
 
 

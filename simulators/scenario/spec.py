@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from commhub.wire import Ident, Label
+from commhub.wire import Ident, Label, Severity
 from simulators.units import parse_duration, parse_start
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
@@ -183,6 +183,7 @@ class Expect(_Spec):
     grid: Ident | None = None
     building: Ident | None = None
     unit: Ident | None = None
+    severity: Severity | None = Field(default=None, description="Only an alert of this severity counts.")
     after: Seconds | None = Field(default=None, description="Reference time (default: the first incident's at).")
     within: Seconds = Field(description="Deadline after the reference time (simulated).")
 
