@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what commhub needs on a fresh Debian machine: mosquitto and influxdb from Debian, and a Python venv
+# with the pinned dependencies. Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  # policy-rc.d stops the packages from starting system-wide services: commhub runs its own on loopback.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.commhub-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python dependencies (pinned in requirements.lock)"
+  if ! { .venv/bin/python -m pip install -q --upgrade "pip==26.3" &&
+         .venv/bin/python -m pip install -q -c requirements.lock -e '.[dev,postgres]'; } >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    exit 1
+  fi
+  rm -f .venv/.commhub-*
+  touch "$stamp"
+fi
