@@ -91,6 +91,7 @@ class _Device:
     interval_s: float
     topics: dict[str, str]
     last_publish: float = 0.0
+    reachable: bool = True
 
 
 class BaseAgent:
@@ -116,6 +117,7 @@ class BaseAgent:
         self._persisted_upto = 0
         self._outstanding = 0
         self._running = False
+        self._failure = ""
         self._births_session = 0
         self._started_at = 0.0
         self._counts = dict.fromkeys(("published", "persisted", "sent", "acked", "dropped", "rejected",
@@ -145,6 +147,14 @@ class BaseAgent:
                     self._enqueue_birth(device_id, dev, self._births_session)
         if self._running:
             self._work.set()
+
+    def set_reachable(self, device_id: str, reachable: bool) -> None:
+        """Mark a device's source (Modbus server, controller) reachable or not: no heartbeats while it is not."""
+        dev = self._devices.get(device_id)
+        if dev is None or dev.kind is DeviceKind.AGENT:
+            raise ValueError(f"unknown device {device_id!r}")
+        # Heartbeats vouch for the device, not for the agent: silence lets the hub's liveness timer fire.
+        dev.reachable = reachable
 
     def _make_device(self, device_id: str, kind: DeviceKind, interval_s: float) -> _Device:
         root = self.mqtt.root
@@ -220,7 +230,7 @@ class BaseAgent:
         when = ts or now_utc()
         with self._lock:
             if not self._running:
-                raise RuntimeError("agent is not running: call start() first (or it was stopped)")
+                raise RuntimeError(self._failure or "agent is not running: call start() first (or it was stopped)")
             seq = self._seq[device_id] + 1
             self._seq[device_id] = seq
             payload = Envelope(device_id=device_id, ts=when, seq=seq, historical=historical, body=body).to_json()
@@ -370,12 +380,17 @@ class BaseAgent:
             self._dirty_seqs[device_id] = seq
             self._counts["published"] += 1
             self._outstanding += 1
+        dev.last_publish = time.monotonic()
 
     def _pump_main(self) -> None:
         try:
             _Pump(self).run()
-        except Exception:
-            log.exception("agent pump failed; messages stay in the spool")
+        except BaseException as e:
+            # Without the pump nothing reaches disk or broker: make publish() fail loudly from now on.
+            with self._lock:
+                self._failure = f"agent pump failed: {e!r}"
+                self._running = False
+            log.exception("agent pump failed; what was committed stays in the spool")
             raise
 
 
@@ -556,7 +571,7 @@ class _Pump:
         session = a._births_session
         uptime = now - a._started_at
         for device_id, dev in list(a._devices.items()):
-            if now - dev.last_publish >= dev.interval_s:
+            if dev.reachable and now - dev.last_publish >= dev.interval_s:
                 try:
                     a._enqueue(device_id, dev, Heartbeat(uptime_s=uptime), session=session)
                 except RuntimeError:

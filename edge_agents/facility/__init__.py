@@ -1,0 +1,1 @@
+"""Facility agent: per-kind report rules, a simulated adapter and a Modbus TCP adapter."""
