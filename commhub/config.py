@@ -156,9 +156,10 @@ def _expand(value: Any, file: Path, path: str) -> Any:
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
+            value = os.environ.get(name)
+            if value is not None and (value or default is None):
+                return value
+            if default is not None:  # as in the shell, ${NAME:-x} also replaces an empty value
                 return default
             raise ConfigError(f"{file}: {path or '<root>'}: environment variable {name} is not set")
         return _ENV.sub(sub, value)
