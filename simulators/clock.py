@@ -33,6 +33,12 @@ class SimClock:
             return math.inf
         return self.start_ts + (self._monotonic() - self._wall0) * self.speed
 
+    def current(self) -> float:
+        """Simulated now for outside readers (e.g. a hub's alert timers): start before begin(), then now()."""
+        if self._wall0 is None or not self.paced:
+            return self.start_ts
+        return self.now()
+
     def sim_at(self, wall_monotonic: float) -> float:
         """The simulated time at a given monotonic wall reading."""
         if self._wall0 is None or not self.paced:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from commhub import config as config_mod
@@ -32,6 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_p.add_argument("--data-dir", type=Path, default=None, help="recordings folder (default ../shared/data)")
     run_p.add_argument("--no-replay", action="store_true", help="synthesize env/electrical readings instead")
     run_p.add_argument("--quiet", action="store_true", help="no progress bar")
+    hub = run_p.add_mutually_exclusive_group()
+    hub.add_argument("--with-hub", action="store_true",
+                     help="run a hub worker in-process on the scenario's simulated clock (own topic root, alert "
+                          "database and InfluxDB database '<db>_scenarios'); needs only broker and InfluxDB")
+    hub.add_argument("--wall-clock", action="store_true",
+                     help="for a running hub that keeps wall-clock time: start the scenario now, at speed 1")
+    run_p.add_argument("--rules", type=Path, default=None, help="with --with-hub: this rule pack instead")
+    run_p.add_argument("--workdir", type=Path, default=Path("run/scenarios"),
+                       help="with --with-hub: where its spool and alert database go")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,10 +70,17 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     failed = 0
     for sc in scenarios:
+        workdir = None
+        if args.with_hub:
+            workdir = (args.workdir / f"{sc.name}-{int(time.time())}").resolve()
         runner = ScenarioRunner(cfg, sc, speed=args.speed, grace_s=args.grace, recordings=recs,
-                                out=None if args.quiet else sys.stderr)
+                                out=None if args.quiet else sys.stderr, with_hub=workdir, rules_file=args.rules,
+                                wall_clock=args.wall_clock)
         result = runner.run()
         print(table(sc.name, result.score), flush=True)
+        if result.meta["alert_clock"] == "wall" and not args.wall_clock:
+            print("warning: the hub stamps alerts on the wall clock, not on simulated time: its hold times and "
+                  "absence timers do not follow the scenario. Use --with-hub, or --wall-clock.", file=sys.stderr)
         reports.append(as_json(sc.name, result.meta, result.score))
         failed += 0 if result.score.passed else 1
     if args.json is not None:

@@ -7,10 +7,12 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
-from commhub.community import Device
+from commhub.community import Community, Device
 from commhub.config import Config
 from simulators.clock import SimClock
 from simulators.engine import Simulation, Stats
@@ -20,6 +22,7 @@ from simulators.publish import AGENT_NAME, make_agent
 from simulators.recordings import Recordings
 from simulators.rhythm import LocalTime
 from simulators.scenario.alerts import AlertListener, ObservedAlert
+from simulators.scenario.hub_harness import ScenarioHub, isolated
 from simulators.scenario.incidents import plan
 from simulators.scenario.matching import Score, score
 from simulators.scenario.report import Progress
@@ -52,15 +55,37 @@ def background(devices: Sequence[Device], bg: Background) -> list[Device]:
     return chosen
 
 
+def restrict(community: Community, fleet: Sequence[Device]) -> Community:
+    """The community with only the simulated devices, so an isolated hub does not wait for the others."""
+    keep = {d.id for d in fleet}
+    data = community.model_dump(mode="json", exclude_none=True)
+    data["devices"] = [d for d in data["devices"] if d["id"] in keep]
+    residents = []
+    for r in data.get("residents", []):
+        r["devices"] = [d for d in r.get("devices", []) if d in keep]
+        if r["devices"]:
+            residents.append(r)
+    data["residents"] = residents
+    return Community.model_validate(data)
+
+
 class ScenarioRunner:
     """Publishes a scenario through the agent publish path and scores the alerts the hub raises."""
 
     def __init__(self, cfg: Config, scenario: Scenario, *, speed: float | None = None, grace_s: float = 20.0,
                  settle_s: float = 3.0, recordings: Recordings | None = None, agent_name: str = AGENT_NAME,
-                 state_dir: Path | None = None, out: TextIO | None = sys.stderr) -> None:
+                 state_dir: Path | None = None, out: TextIO | None = sys.stderr, with_hub: Path | None = None,
+                 rules_file: Path | None = None, wall_clock: bool = False) -> None:
+        if wall_clock:
+            # A hub that keeps wall-clock time needs the scenario now and in real time.
+            now = datetime.now(UTC).replace(microsecond=0).astimezone(ZoneInfo(cfg.community.site.timezone))
+            scenario = scenario.model_copy(update={"start": now.isoformat()})
+            speed = 1.0
         self.cfg = cfg
         self.scenario = scenario
         self.speed = speed if speed is not None else scenario.speed
+        self.with_hub = with_hub
+        self.rules_file = rules_file
         self.grace_s = grace_s
         self.settle_s = settle_s
         self.recordings = recordings
@@ -71,7 +96,10 @@ class ScenarioRunner:
     def run(self) -> RunResult:
         """Run the scenario to its end, wait for late alerts, and score; raises PlanError on a bad scenario."""
         sc = self.scenario
-        community = self.cfg.community
+        cfg = self.cfg
+        if self.with_hub is not None:
+            cfg = isolated(cfg, self.with_hub, self.rules_file)
+        community = cfg.community
         site = community.site.id
         index = community.device_index()
         local = LocalTime(community.site.timezone)
@@ -79,10 +107,15 @@ class ScenarioRunner:
         fleet = background(community.devices, sc.background)
         ids = {d.id for d in fleet}
         fleet += [index[i] for i in sorted(the_plan.devices) if i not in ids]
+        if self.with_hub is not None:
+            cfg = cfg.model_copy(update={"community": restrict(community, fleet)})
         start, end = sc.start_ts, sc.start_ts + sc.duration
         clock = SimClock(start, self.speed)
-        listener = AlertListener(self.cfg.mqtt, site)
-        agent = make_agent(self.cfg, fleet, name=self.agent_name, state_dir=self.state_dir)
+        # Simulated time stops at the scenario's end: devices fall silent then, and that is not an outage.
+        hub = ScenarioHub(cfg, lambda: min(clock.current(), end)) if self.with_hub is not None else None
+        listener = AlertListener(cfg.mqtt, site)
+        state_dir = self.state_dir or (self.with_hub / "agent" if self.with_hub is not None else None)
+        agent = make_agent(cfg, fleet, name=self.agent_name, state_dir=state_dir)
         progress = Progress(sc.name, sc.duration, self.out) if self.out is not None else None
 
         def on_progress(s: Stats) -> None:
@@ -106,25 +139,34 @@ class ScenarioRunner:
             return any(g == a.grid and (a.building is None or b == a.building) and (a.unit is None or u == a.unit)
                        for g, b, u in places)
 
-        listener.start()
         wall0 = time.monotonic()
+        if hub is not None:
+            hub.start()
         try:
-            agent.start()
+            listener.start()
             try:
-                stats = sim.run()
-                acked = bool(agent.flush(30.0))
-                self._wait(listener, raised_at, in_scope)
+                agent.start()
+                try:
+                    stats = sim.run()
+                    acked = bool(agent.flush(30.0))
+                    self._wait(listener, raised_at, in_scope)
+                    # Judge before the agent stops: its will then (rightly) reports every device offline.
+                    observed = listener.snapshot()
+                finally:
+                    agent.stop()
             finally:
-                agent.stop()
+                if progress is not None:
+                    progress.done()
+                listener.stop()
         finally:
-            if progress is not None:
-                progress.done()
-            listener.stop()
-        result = score(sc, listener.snapshot(), raised_at, in_scope)
+            if hub is not None:
+                hub.stop()
+        result = score(sc, observed, raised_at, in_scope)
         meta = {"site": site, "seed": sc.seed, "speed": self.speed, "start": sc.start, "duration_s": sc.duration,
                 "devices": stats.devices, "published": stats.published, "injected": stats.injected,
                 "all_acknowledged": acked, "wall_s": round(time.monotonic() - wall0, 3),
-                "invalid_notices": listener.invalid}
+                "invalid_notices": listener.invalid, "hub": "in-process" if hub is not None else "external",
+                "alert_clock": _alert_clock(observed, start, end)}
         return RunResult(result, stats, meta)
 
     def _wait(self, listener: AlertListener, raised_at: Any, in_scope: Any) -> None:
@@ -136,3 +178,11 @@ class ScenarioRunner:
                 time.sleep(min(self.settle_s, max(0.0, deadline - time.monotonic())))
                 return
             time.sleep(0.1)
+
+
+def _alert_clock(alerts: Sequence[ObservedAlert], start: float, end: float) -> str:
+    """Whether the hub stamped alerts on simulated time, on the wall clock, or nothing was seen."""
+    if not alerts:
+        return "unknown"
+    inside = sum(start - SIM_WINDOW_SLACK_S <= a.opened_at <= end + SIM_WINDOW_SLACK_S for a in alerts)
+    return "simulated" if inside * 2 >= len(alerts) else "wall"
