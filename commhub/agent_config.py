@@ -75,6 +75,7 @@ class FacilitySettings(_Section):
     devices: tuple[Ident, ...] = Field(default=(), description="Device ids served (empty = every facility device).")
     modbus: tuple[ModbusServer, ...] = Field(default=(), description="Modbus TCP servers to poll.")
     sim_speed: float = Field(default=1.0, gt=0, description="Simulated adapter: time multiplier for readings.")
+    sim_incidents_per_hour: float = Field(default=0.2, ge=0, description="Simulated adapter: incidents/device/h.")
 
 
 class AgentSettings(_Section):

@@ -47,7 +47,8 @@ def _load_camera(parser: argparse.ArgumentParser) -> None:
     try:
         module = importlib.import_module(CAMERA_CLI)
     except ModuleNotFoundError as e:
-        if e.name not in (CAMERA_CLI, "edge_agents.camera"):
+        # Only "the camera module (or its package) is not there"; a missing dependency inside it is a real error.
+        if not e.name or not (e.name == CAMERA_CLI or CAMERA_CLI.startswith(e.name + ".")):
             raise
         parser.error(f"the camera agent is not available in this build ({CAMERA_CLI} is missing)")
     module.add_arguments(parser)

@@ -14,9 +14,10 @@ import paho.mqtt.client as paho
 
 from commhub import mqtt as mq
 from commhub.agent_config import AgentSettings
-from commhub.config import MqttConfig
+from commhub.community import Community, Device, Grid, Site
+from commhub.config import Config, MqttConfig
 from commhub.topics import parse
-from commhub.wire import DeviceState, Envelope, parse_envelope
+from commhub.wire import DeviceKind, DeviceState, Envelope, parse_envelope
 from edge_agents.base import BaseAgent
 
 
@@ -106,6 +107,15 @@ class Collector:
         return predicate(self.snapshot())
 
 
+def make_config(port: int, site: str, devices: list[tuple[str, DeviceKind]], state_dir: Path,
+                **agent: Any) -> Config:
+    """A config tree with a one-grid community holding `devices` and fast agent settings."""
+    community = Community(site=Site(id=site), grids=(Grid(id="g1"),),
+                          devices=tuple(Device(id=d, kind=k, grid="g1", interval_s=60) for d, k in devices))
+    return Config(mqtt=MqttConfig(port=port), community=community,
+                  agent=fast_settings(state_dir=state_dir, **agent))
+
+
 def fast_settings(**kw: Any) -> AgentSettings:
     """Agent settings for tests: quick reconnects and a short stop."""
     base: dict[str, Any] = {"backoff_initial_s": 0.05, "backoff_max_s": 0.3, "stop_timeout_s": 2.0,
@@ -138,3 +148,69 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+class ModbusTestServer:
+    """pymodbus's own TCP server (unit 1, holding registers 0..199) in a thread, stoppable and restartable."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._loop: Any = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ModbusTestServer:
+        """Serve until stop(); registers start at 0."""
+        import asyncio
+
+        from pymodbus.server import ModbusTcpServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        device = SimDevice(id=1, simdata=[SimData(address=0, count=200, values=0, datatype=DataType.REGISTERS)])
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+
+            async def main() -> None:
+                self._server = ModbusTcpServer(device, address=("127.0.0.1", self.port))
+                ready.set()
+                await self._server.serve_forever()
+
+            self._loop.run_until_complete(main())
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+        assert wait_until(self._listening, 10), "modbus server did not listen"
+        return self
+
+    def _listening(self) -> bool:
+        import socket
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def write(self, address: int, values: list[int]) -> None:
+        """Set holding registers through the protocol, as an engineering tool would."""
+        from pymodbus.client import ModbusTcpClient
+        client = ModbusTcpClient("127.0.0.1", port=self.port, timeout=2, retries=0)
+        assert client.connect()
+        try:
+            rr = client.write_registers(address, values, device_id=1)
+            assert not rr.isError(), rr
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Shut the server down (connections are dropped)."""
+        import asyncio
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(10)
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None

@@ -83,7 +83,8 @@ class FacilityAgent:
         if self.simulate:
             # Devices read over Modbus are real: the simulator only covers the others.
             rest = {d: k for d, k in kinds.items() if d not in polled}
-            self.adapters.append(SimulatedFacilityAdapter(rest, speed=settings.sim_speed, seed=self.seed))
+            self.adapters.append(SimulatedFacilityAdapter(rest, speed=settings.sim_speed, seed=self.seed,
+                                                          incidents_per_hour=settings.sim_incidents_per_hour))
         try:
             for adapter in self.adapters:
                 adapter.start(base.publish)

@@ -41,7 +41,8 @@ def decode(point: ModbusPoint, regs: list[int]) -> float:
         words = regs[:2] if point.word_order == "big" else regs[1::-1]
         data = struct.pack(">HH", *words)
         raw = struct.unpack({"uint32": ">I", "int32": ">i", "float32": ">f"}[point.type], data)[0]
-    return raw * point.scale + point.offset
+    # Rounded so that 12 * 0.1 stores as 1.2, not 1.2000000000000002; no transmitter resolves 1e-9.
+    return round(raw * point.scale + point.offset, 9)
 
 
 def blocks(points: Iterable[ModbusPoint], max_gap: int = 8) -> list[tuple[int, int]]:
