@@ -123,6 +123,33 @@ def wait(s: float) -> Step:
     return ("wait", s)
 
 
+def until(hour: int) -> Step:
+    """Wait until the next hh:00 local time (site timezone), so steps do not depend on where the clock is."""
+    return ("until", hour)
+
+
+def seconds_until(now: float, hour: int, tz: str = "Asia/Shanghai") -> float:
+    """Seconds from now to the next hh:00 local time (0 when it is exactly hh:00)."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+    local = datetime.fromtimestamp(now, UTC).astimezone(ZoneInfo(tz))
+    target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if target < local:
+        target += timedelta(days=1)
+    return (target - local).total_seconds()
+
+
+def play(steps: list[Step], clock: FakeClock, wait_fn: Any, send_fn: Any) -> None:
+    """Play scenario steps with the given wait(seconds) and send(device, type, dt, **fields)."""
+    for st in steps:
+        if st[0] == "wait":
+            wait_fn(st[1])
+        elif st[0] == "until":
+            wait_fn(seconds_until(clock(), st[1]))
+        else:
+            send_fn(st[1], st[2], st[3], **st[4])
+
+
 def _grant(device: str, dt: float = 0.0, **kw: Any) -> Step:
     return msg(device, "access_granted", dt, door=kw.pop("door", "d1"), credential_ref=kw.pop("ref", PASSER),
                method=kw.pop("method", "card"), **kw)
@@ -148,12 +175,12 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
                         [msg("dc-b1", "door_contact", open=True), wait(80000),
                          msg("dc-b1", "door_contact", open=True), wait(10000)]),
     "elderly_low_water": (f"resident:{RESIDENT}",
-                          [_water(1000 + 0.5 * i, 0 if i == 0 else 3600) for i in range(13)],
-                          [_water(1000 + 2.0 * i, 0 if i == 0 else 3600) for i in range(13)]),
+                          [until(7), *[_water(1000 + 0.5 * i, 0 if i == 0 else 3600) for i in range(13)]],
+                          [until(7), *[_water(1000 + 2.0 * i, 0 if i == 0 else 3600) for i in range(13)]]),
     "stranger_entries": (f"ref:{STRANGER}", [_stranger(0 if i == 0 else 86400) for i in range(5)],
                          [_stranger(0 if i == 0 else 86400) for i in range(4)]),
-    "stranger_nights": (f"ref:{STRANGER}", [wait(19 * 3600), _stranger(0), _stranger(86400), _stranger(86400)],
-                        [wait(19 * 3600), _stranger(0), _stranger(86400), _stranger(10 * 3600)]),
+    "stranger_nights": (f"ref:{STRANGER}", [until(2), _stranger(0), _stranger(86400), _stranger(86400)],
+                        [until(2), _stranger(0), _stranger(86400), _stranger(10 * 3600)]),
     "crowd_gathering": ("zone:cam-b1/plaza",
                         [msg("cam-b1", "camera_crowd", zone="plaza", count=25),
                          msg("cam-b1", "camera_crowd", 30, zone="plaza", count=24), wait(31)],
@@ -193,7 +220,7 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
     "high_altitude_throw": ("device:cam-b1", [msg("cam-b1", "falling_object", event_id="f1", est_floor=12,
                                                   snapshot="snap-f1")],
                             [msg("cam-b1", "camera_motion", active=True)]),
-    "loitering": ("device:cam-b1", [wait(16 * 3600), _obj("person", 130.0)], [_obj("person", 130.0)]),
+    "loitering": ("device:cam-b1", [until(23), _obj("person", 130.0)], [until(12), _obj("person", 130.0)]),
     "forced_entry_incident": ("building:b1",
                               [msg("door-b1", "door_opened", door="d1"), _obj("person", 0.0, phase="new", dt=5)],
                               [msg("door-b1", "door_opened", door="d1"),
@@ -303,11 +330,7 @@ class SinkDriver:
 
     def run(self, steps: list[Step]) -> None:
         """Play scenario steps."""
-        for st in steps:
-            if st[0] == "wait":
-                self.wait(st[1])
-            else:
-                self.send(st[1], st[2], st[3], **st[4])
+        play(steps, self.clock, self.wait, self.send)
 
     def alerts(self, **where: Any) -> list[dict[str, Any]]:
         """Alert rows."""
@@ -316,3 +339,175 @@ class SinkDriver:
     def stop(self) -> None:
         """Stop the sink."""
         self.sink.stop()
+
+
+# ---- the real hub worker and broker -----------------------------------------------------------------------
+
+class CountingSink:
+    """Wraps the alerting sink to tell the test when a batch has been handled (the worker calls it)."""
+
+    def __init__(self, sink: Any) -> None:
+        import threading
+        self.sink = sink
+        self.handled = 0
+        self._cv = threading.Condition()
+
+    def start(self) -> None:
+        """Start the wrapped sink."""
+        self.sink.start()
+
+    def handle(self, batch: Any) -> None:
+        """Handle, then count."""
+        self.sink.handle(batch)
+        with self._cv:
+            self.handled += len(batch)
+            self._cv.notify_all()
+
+    def stop(self) -> None:
+        """Stop the wrapped sink."""
+        self.sink.stop()
+
+
+class Rig:
+    """Broker + real hub worker(s) with the alerting sink + a device publisher + an alert-topic listener."""
+
+    def __init__(self, tmp: Path, broker: Any, site: str, clock: FakeClock, workers: int = 1,
+                 db_url: str = "", **alerts: Any) -> None:
+        self.tmp = tmp
+        self.broker = broker
+        self.site = site
+        self.clock = clock
+        self.n_workers = workers
+        self.db_url = db_url or f"sqlite:///{tmp}/alerts.db"
+        self.alerts_kw = {"tick_s": 0.1, **alerts}
+        self.community = community(site)
+        self.notices: list[Any] = []
+        self.received_at: dict[int, float] = {}
+        self.workers: list[Any] = []
+        self.sinks: list[CountingSink] = []
+        self.published = 0
+        self._gen = 0
+
+    def config(self, i: int) -> Any:
+        """The config of worker i."""
+        from commhub.config import AlertsConfig, Config, HubConfig, InfluxConfig, MetricsConfig, MqttConfig, SpoolConfig
+        hub = HubConfig(worker_id=f"{self.site}-w{i}", metrics=MetricsConfig(port=0),
+                        spool=SpoolConfig(dir=self.tmp / f"spool{i}", fsync=False),
+                        snapshots_dir=self.tmp / "snapshots", batch_wait_ms=2.0)
+        return Config(mqtt=MqttConfig(host=self.broker.host, port=self.broker.port, root=self.site), hub=hub,
+                      influx=InfluxConfig(url="http://127.0.0.1:9", transport="v1"), community=self.community,
+                      alerts=AlertsConfig(enabled=True, db_url=self.db_url, rules_file=RULES, routing_file=ROUTING,
+                                          **self.alerts_kw))
+
+    def start(self) -> Rig:
+        """Listener first, then the workers, then the publisher."""
+        import paho.mqtt.client as paho
+
+        from commhub import topics
+        from commhub.config import MqttConfig
+        from commhub.mqtt import connect, make_client
+        from commhub.wire import AlertNotice
+        if not hasattr(self, "listener"):
+            mc = MqttConfig(host=self.broker.host, port=self.broker.port, root=self.site)
+            self.listener = make_client(f"{self.site}-listen", mc)
+
+            def on_message(_c: Any, _u: Any, m: paho.MQTTMessage) -> None:
+                import time
+                n = AlertNotice.model_validate_json(m.payload)
+                self.received_at.setdefault(n.notice_id, time.time())
+                self.notices.append(n)
+
+            self.listener.on_message = on_message
+            connect(self.listener, mc)
+            self.listener.subscribe(topics.alerts_filter(self.site), qos=1)
+            self.listener.loop_start()
+            self.pub = make_client(f"{self.site}-pub", mc)
+            connect(self.pub, mc)
+            self.pub.loop_start()
+        self.start_workers()
+        return self
+
+    def start_workers(self) -> None:
+        """Start fresh workers and sinks (again after stop_workers: a hub restart)."""
+        from hub.alerting import AlertingSink
+        from hub.worker import Worker
+        self.sinks = [CountingSink(AlertingSink(self.config(i), clock=self.clock)) for i in range(self.n_workers)]
+        self.workers = [Worker(self.config(i), sinks=[s]) for i, s in enumerate(self.sinks)]
+        for w in self.workers:
+            w.start()
+        for w in self.workers:
+            assert w.wait_connected(10), "hub worker did not connect"
+
+    def stop_workers(self) -> None:
+        """Stop the workers (and their sinks)."""
+        for w in self.workers:
+            w.stop(flush_timeout=0.5)
+        self.workers = []
+
+    def stop(self) -> None:
+        """Stop everything."""
+        self.stop_workers()
+        for c in (getattr(self, "pub", None), getattr(self, "listener", None)):
+            if c is not None:
+                c.disconnect()
+                c.loop_stop()
+
+    @property
+    def sink(self) -> Any:
+        """The first alerting sink."""
+        return self.sinks[0].sink
+
+    def handled(self) -> int:
+        """Messages the current sinks have handled."""
+        return sum(s.handled for s in self.sinks)
+
+    def publish(self, e: Envelope, wait: bool = True) -> None:
+        """Publish one envelope on its device topic (QoS 1) and wait until a sink handled it."""
+        import time
+
+        from commhub import topics
+        from commhub.wire import body_channel
+        dev = self.community.device_index()[e.device_id]
+        topic = topics.device(self.site, self.site, str(dev.kind), e.device_id, body_channel(e.body.type))
+        before = self.handled()
+        self.pub.publish(topic, e.to_json(), qos=1).wait_for_publish(5)
+        self.published += 1
+        if wait:
+            deadline = time.monotonic() + 10
+            while self.handled() <= before:
+                assert time.monotonic() < deadline, "the hub did not handle a published message"
+                time.sleep(0.002)
+
+    def wait_handled(self, n: int, timeout: float = 30.0) -> None:
+        """Until the sinks have handled n messages."""
+        import time
+        deadline = time.monotonic() + timeout
+        while self.handled() < n:
+            assert time.monotonic() < deadline, f"handled {self.handled()} of {n}"
+            time.sleep(0.01)
+
+    def send(self, device: str, body_type: str, dt: float = 0.0, **fields: Any) -> None:
+        """Advance the fake clock by dt, then publish."""
+        self.wait(dt)
+        self.publish(env(device, body_type, self.clock(), **fields))
+
+    def wait(self, s: float) -> None:
+        """Advance the fake clock, ticking the sink at each timer on the way."""
+        driver = SinkDriver.__new__(SinkDriver)
+        driver.sink, driver.clock = self.sink, self.clock
+        SinkDriver.wait(driver, s)
+
+    def run(self, steps: list[Step]) -> None:
+        """Play scenario steps."""
+        play(steps, self.clock, self.wait, self.send)
+
+    def wait_notice(self, pred: Any, timeout: float = 5.0) -> Any:
+        """The first MQTT notice matching pred, waiting for it."""
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for n in list(self.notices):
+                if pred(n):
+                    return n
+            time.sleep(0.005)
+        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from alerts_helpers import RULES, SCENARIOS, T0, FakeClock, Step, community, env, kind_of, msg, wait
+from alerts_helpers import RULES, SCENARIOS, T0, FakeClock, Step, community, env, kind_of, msg, play, wait
 
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event, Signal
@@ -46,12 +46,7 @@ class Harness:
 
     def run(self, steps: list[Step]) -> None:
         """Play scenario steps."""
-        for step in steps:
-            if step[0] == "wait":
-                self.wait(step[1])
-            else:
-                _, device, body_type, dt, fields = step
-                self.send(device, body_type, dt, **fields)
+        play(steps, self.clock, self.wait, self.send)
 
     def fired(self, rule: str, subject: str | None = None) -> list[Signal]:
         """Fire signals of a rule (and subject)."""

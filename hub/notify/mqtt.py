@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from commhub import topics
@@ -30,6 +31,8 @@ class MqttNotifier:
         self._q: queue.SimpleQueue[list[AlertNotice] | None] = queue.SimpleQueue()
         self._client = make_client(client_id, cfg)
         self._thread: threading.Thread | None = None
+        # Notice ids this process already published: the sweep and the fast path never send one twice.
+        self._sent: OrderedDict[int, None] = OrderedDict()
         self.sent = 0
 
     def start(self) -> None:
@@ -78,10 +81,15 @@ class MqttNotifier:
 
     def _publish(self, notices: Sequence[AlertNotice]) -> None:
         root = self.cfg.root
+        fresh = [n for n in notices if n.notice_id not in self._sent]
         infos = [self._client.publish(topics.alert(root, n.site, n.grid, n.severity), n.model_dump_json(),
-                                      qos=self.qos) for n in notices]
+                                      qos=self.qos) for n in fresh]
         for info in infos:
             info.wait_for_publish(timeout=10.0)
             if not info.is_published():
                 raise RuntimeError(f"alert notice not acknowledged by the broker (rc={info.rc})")
-        self.sent += len(notices)
+        for n in fresh:
+            self._sent[n.notice_id] = None
+        while len(self._sent) > 100_000:
+            self._sent.popitem(last=False)
+        self.sent += len(fresh)
