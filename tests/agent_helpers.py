@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -214,3 +215,82 @@ class ModbusTestServer:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+
+
+class TcpProxy:
+    """A loopback TCP relay to a broker whose 'network' a test can black-hole (packets vanish) and restore."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._forwarding = threading.Event()
+        self._forwarding.set()
+        self._closed = threading.Event()
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> TcpProxy:
+        """Accept and relay in background threads."""
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def blackhole(self) -> None:
+        """Stop relaying and refuse new connections, but keep sockets open: like a pulled cable upstream."""
+        self._forwarding.clear()
+
+    def restore(self) -> None:
+        """Close the dead connections (as their TCP would time out) and relay again."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.close()
+        self._forwarding.set()
+
+    def close(self) -> None:
+        """Stop everything."""
+        self._closed.set()
+        self._forwarding.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self.restore()
+
+    def _accept(self) -> None:
+        import socket
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._forwarding.is_set():
+                client.close()  # no route: the connect fails
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: Any, dst: Any) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            if not self._forwarding.is_set():
+                continue  # black-holed: the bytes are lost
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()

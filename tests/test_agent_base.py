@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from agent_helpers import Collector, first_occurrences, make_agent, wait_until
+from agent_helpers import Collector, TcpProxy, fast_settings, first_occurrences, make_agent, wait_until
 
+from commhub.config import MqttConfig
 from commhub.services import Mosquitto, free_port
 from commhub.wire import Birth, DeviceKind, DoorOpened, GasReading, SmokeState, parse_envelope
-from edge_agents.base import StateDirError
+from edge_agents.base import BaseAgent, StateDirError
 from edge_agents.base.backoff import Backoff
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +161,58 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto_factory: Callable[...
     assert agent.stats.connects >= 2
     agent.stop()
     col.stop()
+
+
+@pytest.mark.broker
+def test_network_loss_loses_nothing(mosquitto: Mosquitto, unique_site: str, tmp_path: Path) -> None:
+    # The cable is pulled between agent and broker: packets vanish, nothing is closed. The agent notices only
+    # by its MQTT keepalive, so what it sent in between is lost on the wire and must come again from the spool.
+    proxy = TcpProxy(mosquitto.port).start()
+    col = Collector(mosquitto.port, f"commhub/v1/{unique_site}/#").start()
+    agent = BaseAgent(MqttConfig(port=proxy.port, keepalive_s=5), unique_site, "testagent", tmp_path,
+                      fast_settings())
+    agent.add_device("door1", DeviceKind.DOOR_CONTROLLER)
+    agent.start()
+    assert agent.wait_connected(10)
+    published: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            before = agent.connected
+            seq = agent.publish("door1", DoorOpened(door="main"))
+            after = agent.connected
+            published.append((seq, "up" if before and after else "down" if not (before or after) else "unsure"))
+            time.sleep(0.005)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        time.sleep(0.5)
+        proxy.blackhole()
+        assert wait_until(lambda: not agent.connected, 20), "keepalive must detect the dead link"
+        time.sleep(0.5)
+        proxy.restore()
+        assert wait_until(lambda: agent.connected, 10)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join()
+        try:
+            assert agent.flush(20)
+            seqs = [s for s, _ in published]
+            assert col.wait_for(lambda ms: set(seqs) <= {m.envelope.seq for m in ms if m.channel == "evt"}, 20), \
+                "every event must arrive, also those sent into the void before the loss was noticed"
+            got = col.envelopes("door1")
+            assert first_occurrences([e.seq for e in got]) == seqs, "order kept"
+            hist = {e.seq: e.historical for e in got}
+            assert sum(1 for _, st in published if st == "down") > 20
+            assert all(hist[s] for s, st in published if st == "down")
+            assert not any(hist[s] for s, st in published if st == "up")
+        finally:
+            agent.stop()
+            col.stop()
+            proxy.close()
 
 
 CHILD = textwrap.dedent("""

@@ -142,6 +142,7 @@ class Link:
             self.connects += 1
             log.info("connected to %s:%d (session %d)", self.mqtt.host, self.mqtt.port, session)
             self._on_change()
+            rc = MQTTErrorCode.MQTT_ERR_SUCCESS
             while not self._stopping.is_set():
                 rc = client.loop(0.1)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -153,7 +154,8 @@ class Link:
                 self._disconnect(client)
                 self._on_change()
                 break
-            log.warning("connection to %s:%d lost (session %d)", self.mqtt.host, self.mqtt.port, session)
+            log.warning("connection to %s:%d lost (session %d): %s", self.mqtt.host, self.mqtt.port, session,
+                        paho.error_string(rc))
             self._close(client)
             self._on_change()
             self._sleep(backoff.next())
