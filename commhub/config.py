@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from commhub.agent_config import AgentSettings
 from commhub.community import Community
+from edge_agents.camera.config import CamerasConfig
 
 
 class _Section(BaseModel):
@@ -127,6 +128,7 @@ class Config(_Section):
     simulator: SimulatorConfig = SimulatorConfig()
     agent: AgentSettings = AgentSettings()
     alerts: AlertsConfig = AlertsConfig()
+    cameras: CamerasConfig = CamerasConfig()
     community: Community
     base_dir: Path = Field(default=Path("."), description="Directory relative paths are resolved from.")
 

@@ -1,0 +1,158 @@
+"""The live camera agent: one thread per camera (source -> pipeline), publishing through one BaseAgent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+
+from commhub.config import Config, ConfigError
+from commhub.wire import DeviceKind, Tamper
+from edge_agents.base import BaseAgent
+from edge_agents.base.devices import agent_state_dir, select_devices
+from edge_agents.camera.config import CameraConfig
+from edge_agents.camera.pipeline import CameraPipeline, Output
+from edge_agents.camera.source import VideoSource, source_kind
+
+log = logging.getLogger(__name__)
+
+
+def resolve_source(cam: CameraConfig, base_dir: Path) -> CameraConfig:
+    """A relative file source is relative to the config file."""
+    if source_kind(cam.source) != "file" or Path(cam.source).is_absolute():
+        return cam
+    return cam.model_copy(update={"source": str(base_dir / cam.source)})
+
+
+class _Worker:
+    """Reads one camera, analyses each frame and publishes what the pipeline raises."""
+
+    def __init__(self, cam: CameraConfig, base: BaseAgent, stopping: threading.Event) -> None:
+        self.cam = cam
+        self.base = base
+        self.stopping = stopping
+        self.counts: Counter[str] = Counter()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._main, name=f"camera-{self.cam.id}", daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                log.warning("camera %s did not stop within %.1f s", self.cam.id, timeout)
+
+    def _main(self) -> None:
+        cam = self.cam
+        src = VideoSource(cam.source, cam.fps, realtime=cam.realtime, loop=cam.loop,
+                          reconnect_initial_s=cam.reconnect_initial_s, reconnect_max_s=cam.reconnect_max_s,
+                          open_timeout_s=cam.open_timeout_s, read_timeout_s=cam.read_timeout_s)
+        # A run id from the start time keeps event and snapshot ids unique across agent restarts.
+        pipe = CameraPipeline(cam, run_id=format(time.time_ns() // 1_000_000, "x"))
+        try:
+            while not self.stopping.is_set():
+                frame = src.read()
+                if frame is None:
+                    if src.ended:
+                        log.info("camera %s: file source ended", cam.id)
+                        self.base.set_reachable(cam.id, False)
+                        break
+                    self.counts["missing"] += 1
+                    self._emit(pipe.missing(time.time()), None)
+                    continue
+                self.counts["frames"] += 1
+                try:
+                    result = pipe.process(frame.image, frame.ts, frame.index)
+                except Exception:
+                    # One bad frame (a decoder glitch, an odd size) must not stop the camera.
+                    self.counts["errors"] += 1
+                    log.exception("camera %s: frame %d could not be analysed", cam.id, frame.index)
+                    continue
+                self.counts["motion"] += result.motion
+                self.counts["detections"] += result.detected
+                self._emit(result.outputs, frame.ts if src.realtime else None)
+        finally:
+            self._emit(pipe.finish(time.time()), None)
+            src.close()
+
+    def _emit(self, outputs: list[Output], ts: float | None) -> None:
+        when = datetime.fromtimestamp(ts, UTC) if ts is not None else None
+        for out in outputs:
+            body = out.body
+            try:
+                snapshot = getattr(body, "snapshot", None)
+                if out.jpeg is not None and snapshot:
+                    self.base.publish_snapshot(self.cam.id, snapshot, out.jpeg)
+                    self.counts["snapshots"] += 1
+                self.base.publish(self.cam.id, body, ts=when)
+            except RuntimeError:
+                log.warning("camera %s: agent stopped, %s not published", self.cam.id, body.type)
+                return
+            self.counts[body.type] += 1
+            if isinstance(body, Tamper) and body.kind == "signal_lost":
+                # No heartbeats while the picture is gone, so the hub's liveness timer fires as well.
+                self.base.set_reachable(self.cam.id, not body.active)
+
+
+class CameraAgent:
+    """Watch the cameras of the `cameras:` section; events go out through one BaseAgent."""
+
+    def __init__(self, config: Config, name: str | None = None, *, cameras: Sequence[str] = (),
+                 state_dir: Path | None = None) -> None:
+        self.config = config
+        self.name = name or config.cameras.agent_name
+        self.cameras = tuple(cameras)
+        self.state_dir = state_dir
+        self.base: BaseAgent | None = None
+        self._workers: list[_Worker] = []
+        self._stopping = threading.Event()
+
+    def selected(self) -> list[CameraConfig]:
+        """The cameras this agent watches, with file sources resolved; ConfigError if one is unknown."""
+        section = self.config.cameras
+        known = {c.id: c for c in section.devices}
+        for cid in self.cameras:
+            if cid not in known:
+                raise ConfigError(f"cameras.devices: no camera {cid!r} (known: {sorted(known)})")
+        chosen = [known[c] for c in self.cameras] if self.cameras else list(section.devices)
+        select_devices(self.config.community, (DeviceKind.CAMERA,), [c.id for c in chosen], "cameras")
+        return [resolve_source(c, self.config.base_dir) for c in chosen]
+
+    def start(self) -> None:
+        """Check the cameras against the community, start the base agent, then one thread per camera."""
+        cams = self.selected()
+        if not cams:
+            raise ValueError("no cameras configured: add them under cameras.devices")
+        cv2.setNumThreads(self.config.cameras.opencv_threads)
+        devices = self.config.community.device_index()
+        base = BaseAgent(self.config.mqtt, self.config.community.site.id, self.name,
+                         agent_state_dir(self.config, self.name, self.state_dir), self.config.agent)
+        for cam in cams:
+            base.add_device(cam.id, DeviceKind.CAMERA, devices[cam.id].interval_s)
+        base.start()
+        self.base = base
+        self._stopping.clear()
+        self._workers = [_Worker(cam, base, self._stopping) for cam in cams]
+        for w in self._workers:
+            w.start()
+        log.info("camera agent %r watches %d cameras", self.name, len(cams))
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters per camera: frames, motion frames, detector runs, events by type."""
+        return {w.cam.id: dict(w.counts) for w in self._workers}
+
+    def stop(self) -> None:
+        """Stop the cameras (their open objects end), then flush and stop the base agent."""
+        self._stopping.set()
+        for w in self._workers:
+            w.join(w.cam.read_timeout_s + 5.0)
+        if self.base is not None:
+            self.base.stop()

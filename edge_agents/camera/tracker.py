@@ -1,0 +1,106 @@
+"""A small IoU/centroid tracker that gives detected people stable ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge_agents.camera.config import TrackSettings
+from edge_agents.camera.detect import Detection
+from edge_agents.camera.geometry import BoxT, iou
+
+
+@dataclass(slots=True)
+class Track:
+    """One tracked person."""
+
+    id: int
+    box: BoxT
+    score: float
+    first_ts: float
+    last_ts: float
+    hits: int = 1
+    confirmed: bool = False
+    extra: dict[str, object] = field(default_factory=dict)  # per-track state owned by the zone logic
+
+
+@dataclass(frozen=True, slots=True)
+class TrackUpdate:
+    """What one tracker step changed."""
+
+    confirmed: list[Track]  # became confirmed now (report `new`)
+    ended: list[Track]  # confirmed tracks that ended now (report `end`)
+
+
+class Tracker:
+    """Greedy matching by IoU, then by centre distance; confirm after `min_hits`, end after `max_gap_s`."""
+
+    def __init__(self, settings: TrackSettings) -> None:
+        self.settings = settings
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    @property
+    def live(self) -> list[Track]:
+        """Confirmed tracks that have not ended."""
+        return [t for t in self.tracks if t.confirmed]
+
+    def update(self, detections: list[Detection], ts: float) -> TrackUpdate:
+        """Match one frame's detections to tracks."""
+        s = self.settings
+        pairs = []
+        for ti, t in enumerate(self.tracks):
+            for di, d in enumerate(detections):
+                overlap = iou(t.box, d.box)
+                if overlap >= s.iou_min:
+                    pairs.append((2.0 + overlap, ti, di))  # any overlap beats any distance match
+                    continue
+                dist = _centre_distance(t.box, d.box) / max(t.box[3], d.box[3], 1)
+                if dist <= s.max_jump and _similar_size(t.box, d.box):
+                    pairs.append((1.0 - dist / (s.max_jump + 1e-9), ti, di))
+        pairs.sort(reverse=True)
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        confirmed: list[Track] = []
+        for _, ti, di in pairs:
+            if ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            t, d = self.tracks[ti], detections[di]
+            t.box, t.score, t.last_ts = d.box, d.score, ts
+            t.hits += 1
+            if not t.confirmed and t.hits >= s.min_hits:
+                t.confirmed = True
+                confirmed.append(t)
+        for di, d in enumerate(detections):
+            if di not in used_d:
+                t = Track(self._next_id, d.box, d.score, ts, ts)
+                self._next_id += 1
+                if s.min_hits <= 1:
+                    t.confirmed = True
+                    confirmed.append(t)
+                self.tracks.append(t)
+        return TrackUpdate(confirmed, self.expire(ts))
+
+    def expire(self, ts: float) -> list[Track]:
+        """End tracks unseen for max_gap_s; returns the confirmed ones that ended."""
+        gone = [t for t in self.tracks if ts - t.last_ts > self.settings.max_gap_s]
+        if gone:
+            self.tracks = [t for t in self.tracks if ts - t.last_ts <= self.settings.max_gap_s]
+        return [t for t in gone if t.confirmed]
+
+    def end_all(self) -> list[Track]:
+        """End every track (the source stopped); returns the confirmed ones."""
+        gone, self.tracks = self.tracks, []
+        return [t for t in gone if t.confirmed]
+
+
+def _centre_distance(a: BoxT, b: BoxT) -> float:
+    ax, ay = a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx, by = b[0] + b[2] / 2, b[1] + b[3] / 2
+    return float(((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5)
+
+
+def _similar_size(a: BoxT, b: BoxT) -> bool:
+    ratio = a[3] / b[3] if b[3] else 0.0
+    return 0.5 <= ratio <= 2.0
