@@ -75,3 +75,16 @@ def test_camera_missing_is_said_clearly(monkeypatch: pytest.MonkeyPatch, capsys:
         main(["agent", "camera", "--config", "x.yaml"])
     assert exc.value.code == 2
     assert "camera agent is not available" in capsys.readouterr().err
+
+
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agents.base.devices import select_devices
+    from edge_agents.facility.agent import check_modbus
+    from edge_agents.facility.bodies import FACILITY_KINDS
+
+    monkeypatch.setenv("COMMHUB_SITE_SECRET", "an-example-secret-of-some-length")
+    config = load(ROOT / "configs" / "agents.example.yaml")
+    assert config.agent.access.site_secret == "an-example-secret-of-some-length"
+    devices = select_devices(config.community, FACILITY_KINDS)
+    check_modbus(config.agent.facility.modbus, devices)  # raises ConfigError on a wrong map
+    assert config.agent.facility.modbus[0].devices[0].device == "hydrant-b01-u1"
