@@ -400,3 +400,46 @@ def test_envelopes_are_valid_wire_messages(tmp_path: Path) -> None:
     env = parse_envelope(payload)
     assert topic == "commhub/v1/s1/door_controller/door1/evt"
     assert env.seq == seq and env.body == DoorOpened(door="main") and env.device_id == "door1"
+
+
+def test_corrupt_spool_is_refused_with_a_way_out(tmp_path: Path) -> None:
+    (tmp_path / "spool.sqlite3").write_bytes(b"this is not a database" * 100)
+    agent = make_agent(free_port(), "s1", tmp_path)
+    with pytest.raises(StateDirError, match="move the file aside"):
+        agent.start()
+    # The lock was released: after moving the file aside the agent starts.
+    (tmp_path / "spool.sqlite3").rename(tmp_path / "spool.broken")
+    agent = make_agent(free_port(), "s1", tmp_path, stop_timeout_s=0.1)
+    agent.start()
+    agent.stop()
+
+
+@pytest.mark.broker
+def test_heartbeats_for_silent_devices_stop_when_unreachable(mosquitto: Mosquitto, unique_site: str,
+                                                            tmp_path: Path) -> None:
+    col = Collector(mosquitto.port, f"commhub/v1/{unique_site}/+/+/tele").start()
+    agent = make_agent(mosquitto.port, unique_site, tmp_path, heartbeats=True)
+    agent.add_device("a", DeviceKind.SMOKE, interval_s=0.5)
+    agent.add_device("b", DeviceKind.SMOKE, interval_s=0.5)
+    agent.add_device("busy", DeviceKind.GAS, interval_s=0.5)
+    agent.start()
+    try:
+        assert agent.wait_connected(10)
+
+        def beats(device: str) -> int:
+            return sum(1 for e in col.envelopes(device, ("tele",)) if e.body.type == "heartbeat")
+
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:  # "busy" talks all the time, so it needs no heartbeat
+            agent.publish("busy", GasReading(lel_pct=1.0))
+            time.sleep(0.1)
+        assert beats("a") >= 1 and beats("b") >= 1
+        assert beats("busy") == 0
+        agent.set_reachable("b", False)  # its source is gone: the hub's liveness timer must be allowed to fire
+        time.sleep(0.3)
+        a0, b0 = beats("a"), beats("b")
+        time.sleep(2.2)
+        assert beats("a") > a0 and beats("b") == b0
+    finally:
+        agent.stop()
+        col.stop()

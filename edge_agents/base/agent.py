@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -51,7 +52,7 @@ from commhub.wire import (
 )
 from edge_agents.base.link import Link
 from edge_agents.base.spool import Row, Spool
-from edge_agents.base.statedir import StateDir
+from edge_agents.base.statedir import StateDir, StateDirError
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,10 @@ class BaseAgent:
         spool = Spool(statedir.spool_path, fsync=self.settings.spool_fsync)
         try:
             spool.open()
+        except sqlite3.Error as e:
+            statedir.release()
+            raise StateDirError(f"{statedir.spool_path}: cannot open the spool ({e}); move the file aside to "
+                                "start with an empty one (its unsent messages would be lost)") from None
         except Exception:
             statedir.release()
             raise
