@@ -57,6 +57,13 @@ def test_publish_rejects_bad_input_clearly(tmp_path: Path) -> None:
             agent.publish("gas1", GasReading(lel_pct=1.0), ts=datetime(2026, 1, 1))
         with pytest.raises(ValueError, match="already registered"):
             agent.add_device("gas1", DeviceKind.GAS)
+        with pytest.raises(ValueError):
+            agent.add_device("has space", DeviceKind.GAS)
+        before = agent.seq("gas1")
+        from datetime import timedelta, timezone
+        with pytest.raises(ValueError):  # an Envelope that fails validation takes no seq: no gap on the wire
+            agent.publish("gas1", GasReading(lel_pct=1.0), ts=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))))
+        assert agent.seq("gas1") == before
         # A second process on the same state dir would reuse seqs: refused.
         other = make_agent(free_port(), "s1", tmp_path)
         with pytest.raises(StateDirError, match="in use"):

@@ -37,6 +37,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from commhub import topics
 from commhub.agent_config import AgentSettings
 from commhub.config import MqttConfig
@@ -48,6 +50,7 @@ from commhub.wire import (
     DeviceState,
     Envelope,
     Heartbeat,
+    Ident,
     now_utc,
 )
 from edge_agents.base.link import Link
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,47}$")
 _MEM_CAP = 20_000  # rows kept in memory for sending before the pump falls back to reading the spool
 _OWNED_BODIES = frozenset(("birth", "state"))
+_IDENT: TypeAdapter[str] = TypeAdapter(Ident)
 
 
 def _version() -> str:
@@ -133,6 +137,7 @@ class BaseAgent:
     def add_device(self, device_id: str, kind: DeviceKind, interval_s: float = 60.0) -> None:
         """Register a device this agent publishes for (before or after start())."""
         kind = DeviceKind(kind)
+        _IDENT.validate_python(device_id)  # the topic level and the envelope's device_id
         if kind is DeviceKind.AGENT:
             raise ValueError("kind 'agent' is reserved for the agent itself")
         if not interval_s > 0:
@@ -237,8 +242,13 @@ class BaseAgent:
             if not self._running:
                 raise RuntimeError(self._failure or "agent is not running: call start() first (or it was stopped)")
             seq = self._seq[device_id] + 1
+            # Built before the seq is taken: an envelope that fails validation must not leave a gap.
+            try:
+                payload = Envelope(device_id=device_id, ts=when, seq=seq, historical=historical,
+                                   body=body).to_json()
+            except (ValueError, ArithmeticError) as e:  # ArithmeticError: a ts that overflows in UTC
+                raise ValueError(f"invalid message for {device_id}: {str(e).splitlines()[0]}") from e
             self._seq[device_id] = seq
-            payload = Envelope(device_id=device_id, ts=when, seq=seq, historical=historical, body=body).to_json()
             self._queue.append(Row(self._next_id, topic, payload, retain, session, time.time()))
             self._next_id += 1
             self._dirty_seqs[device_id] = seq
