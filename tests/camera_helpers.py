@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import collections
+import http.server
+import socketserver
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from commhub.wire import CameraLineCross, CameraObject
@@ -30,6 +35,82 @@ def one_by_one_empty(i: int) -> bool:
 def one_by_one_person(i: int) -> bool:
     """Clearly one person in view."""
     return not any(a - EDGE <= i <= b + EDGE for a, b in ONE_BY_ONE_EMPTY)
+
+
+def read_frames(path: Path, step: int = 1, limit: int | None = None) -> list[np.ndarray]:
+    """Decode every `step`-th frame of a clip."""
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"OpenCV cannot open {path}"
+    frames: list[np.ndarray] = []
+    i = 0
+    try:
+        while limit is None or len(frames) < limit:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % step == 0:
+                frames.append(frame)
+            i += 1
+    finally:
+        cap.release()
+    return frames
+
+
+class MjpegServer:
+    """A real MJPEG-over-HTTP camera (as many IP cameras serve) on loopback; stop() cuts the stream."""
+
+    def __init__(self, frames: Sequence[np.ndarray], fps: float = 25.0, port: int = 0) -> None:
+        self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
+        self.fps = fps
+        self.port = port
+        self._server: http.server.HTTPServer | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def url(self) -> str:
+        """The stream's URL."""
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> None:
+        """Serve (again) on the same port."""
+        jpegs, period, stopping = self.jpegs, 1.0 / self.fps, self._stopping
+        stopping.clear()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while not stopping.is_set():
+                        j = jpegs[i % len(jpegs)]
+                        i += 1
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(j)).encode() + b"\r\n\r\n" + j + b"\r\n")
+                        time.sleep(period)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        server = Server(("127.0.0.1", self.port), Handler)
+        self.port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="mjpeg", daemon=True).start()
+
+    def stop(self) -> None:
+        """Cut every stream and stop listening."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 @dataclass(frozen=True)

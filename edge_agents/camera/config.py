@@ -128,10 +128,10 @@ class TamperSettings(_Model):
     enabled: bool = True
     dark_mean: float = Field(default=20.0, ge=0, le=255, description="Mean grey below this is covered/dark.")
     uniform_std: float = Field(default=6.0, ge=0, le=128, description="Grey std below this is covered (uniform).")
-    blur_ratio: float = Field(default=0.25, gt=0, lt=1,
+    blur_ratio: float = Field(default=0.3, gt=0, lt=1,
                               description="Sharpness below this fraction of the learned reference is defocused.")
     moved_change: float = Field(default=0.6, gt=0, le=1,
-                                description="Fraction of the reference scene's edges gone that means moved.")
+                                description="Fraction of the reference scene's cells changed that means moved.")
     learn_s: float = Field(default=5.0, gt=0, description="Time to learn the reference scene after start.")
     adapt_s: float = Field(default=600.0, gt=0, description="Time constant of the reference's slow adaptation.")
     hold_s: float = Field(default=10.0, ge=0, description="A condition must last this long to raise tamper.")

@@ -66,8 +66,9 @@ class VideoSource:
         self._pace_base: tuple[float, float] | None = None  # (wall clock, file position) of the first frame
         self._next_due = float("-inf")
         self._frames_since_open = 0
-        self.opens = 0
-        self.losses = 0
+        self.attempts = 0  # open attempts
+        self.opens = 0  # successful opens
+        self.losses = 0  # times an open source stopped giving frames
 
     @property
     def ended(self) -> bool:
@@ -119,6 +120,7 @@ class VideoSource:
             self._sleep(min(self._retry_at - now, _POLL_S))
             if time.monotonic() < self._retry_at:
                 return False
+        self.attempts += 1
         cap = self._open()
         if cap is None:
             delay = self._backoff.next()

@@ -15,8 +15,10 @@ from edge_agents.camera.config import TamperSettings
 log = logging.getLogger(__name__)
 
 TamperKind = Literal["covered", "defocused", "moved", "signal_lost"]
-_DILATE = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
-_MIN_EDGE_FRACTION = 0.005  # a reference with fewer edge pixels (a blank wall, darkness) cannot show a move
+_GRID = (8, 6)  # cells across and down for the scene comparison
+_CELL_MATCH = 0.5  # a cell whose correlation with the reference falls below this has changed
+_CELL_TEXTURE = 4.0  # grey std a reference cell needs to be compared (flat sky or wall carries no position)
+_MIN_CELLS = 6  # fewer textured cells (darkness, a blank wall) and a move cannot be told
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +53,6 @@ class _Condition:
             return Tamper(kind=self.kind, active=present)
         return None
 
-    @property
-    def pending(self) -> bool:
-        return self._since is not None
-
 
 class TamperDetector:
     """Feed a small and a medium grey frame per analysed frame; returns Tamper bodies when a state changes."""
@@ -68,17 +66,17 @@ class TamperDetector:
         self._last_frame_ts: float | None = None
         self._learn_start: float | None = None
         self._learn_sharp: list[float] = []
-        self._edge_avg: np.ndarray | None = None
-        self._ref_edges: np.ndarray | None = None
-        self._ref_count = 0
+        self._ref: np.ndarray | None = None  # the scene: blurred small grey frame, float32
+        self._textured: np.ndarray | None = None  # reference cells with enough texture to compare
         self._ref_sharp = 0.0
         self._frames = 0
+        self._acc: np.ndarray | None = None
         self.metrics = TamperMetrics(0.0, 0.0, 0.0, 0.0, 0.0)
 
     @property
     def learned(self) -> bool:
-        """The reference scene (sharpness, edges) is learned."""
-        return self._ref_edges is not None
+        """The reference scene (sharpness, look) is learned."""
+        return self._ref is not None
 
     def active(self) -> list[TamperKind]:
         """Tamper kinds raised now."""
@@ -95,29 +93,30 @@ class TamperDetector:
         self._last_frame_ts = ts
         mean, std = cv2.meanStdDev(small)
         mean_v, std_v = float(mean[0, 0]), float(std[0, 0])
-        sharp = float(cv2.Laplacian(medium, cv2.CV_32F).var())
-        edges = cv2.Canny(cv2.GaussianBlur(small, (3, 3), 0), 50, 150)
+        sharp = sharpness(medium)
+        scene = cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
         covered = mean_v < s.dark_mean or std_v < s.uniform_std
         scene_change = 0.0
         defocused = moved = False
-        if self._ref_edges is None:
+        if self._ref is None:
             if not covered:
-                self._learn(sharp, edges, ts)
+                self._learn(sharp, scene, ts)
         else:
-            defocused = not covered and sharp < s.blur_ratio * self._ref_sharp
-            if self._ref_count > 0:
-                found = cv2.countNonZero(cv2.bitwise_and(self._ref_edges, cv2.dilate(edges, _DILATE)))
-                scene_change = 1.0 - found / self._ref_count
-            moved = not covered and not defocused and self._ref_count > 0 and scene_change >= s.moved_change
-        self.metrics = TamperMetrics(round(mean_v, 1), round(std_v, 1), round(sharp, 1),
-                                     round(self._ref_sharp, 1), round(scene_change, 3))
+            if self._textured is not None:
+                scene_change = changed_cells(self._ref, scene, self._textured)
+            # A blurred scene still correlates with its reference (measured change <= 0.33), but a camera
+            # turned to a plain wall also loses sharpness: so a changed scene is "moved", not "defocused".
+            moved = not covered and self._textured is not None and scene_change >= s.moved_change
+            defocused = not covered and not moved and sharp < s.blur_ratio * self._ref_sharp
+        self.metrics = TamperMetrics(round(mean_v, 1), round(std_v, 1), round(sharp, 4),
+                                     round(self._ref_sharp, 4), round(scene_change, 3))
         for kind, present in (("covered", covered), ("defocused", defocused), ("moved", moved)):
             result = self._conds[kind].update(present, ts)
             if result is not None:
                 log.info("camera tamper %s %s", kind, "raised" if present else "cleared")
                 out.append(result)
-        if self._ref_edges is not None and not (covered or defocused or moved) and not self.active():
-            self._adapt(sharp, edges)
+        if self._ref is not None and not (covered or defocused or moved) and not self.active():
+            self._adapt(sharp, scene)
         return out
 
     def missing(self, ts: float) -> list[Tamper]:
@@ -132,36 +131,60 @@ class TamperDetector:
 
     # ---- the reference ----------------------------------------------------------------------------
 
-    def _learn(self, sharp: float, edges: np.ndarray, ts: float) -> None:
+    def _learn(self, sharp: float, scene: np.ndarray, ts: float) -> None:
         if self._learn_start is None:
             self._learn_start = ts
-            self._edge_avg = np.zeros(edges.shape, np.float32)
-        assert self._edge_avg is not None
+            self._acc = np.zeros(scene.shape, np.float32)
+        assert self._acc is not None
         self._learn_sharp.append(sharp)
-        self._edge_avg += edges.astype(np.float32) / 255.0
+        self._acc += scene
         self._frames += 1
         if ts - self._learn_start < self.settings.learn_s:
             return
-        self._edge_avg /= self._frames
+        # The mean of the learning frames: people walking through are faint, the fixed scene stays.
         self._ref_sharp = float(np.median(self._learn_sharp))
         self._learn_sharp = []
-        self._set_reference()
-        log.info("camera reference learned: sharpness %.1f, %d edge pixels", self._ref_sharp, self._ref_count)
+        self._set_reference(self._acc / self._frames)
+        log.info("camera reference learned: sharpness %.2f, %d textured cells", self._ref_sharp,
+                 0 if self._textured is None else int(self._textured.sum()))
 
-    def _set_reference(self) -> None:
-        assert self._edge_avg is not None
-        # Edges present in at least half the frames: the fixed scene, not the people walking through it.
-        ref = np.where(self._edge_avg >= 0.5, 255, 0).astype(np.uint8)
-        count = cv2.countNonZero(ref)
-        self._ref_edges = ref
-        self._ref_count = count if count >= _MIN_EDGE_FRACTION * ref.size else 0
+    def _set_reference(self, ref: np.ndarray) -> None:
+        self._ref = ref
+        textured = _cells(ref).std(axis=1) > _CELL_TEXTURE
+        self._textured = textured if int(textured.sum()) >= _MIN_CELLS else None
 
-    def _adapt(self, sharp: float, edges: np.ndarray) -> None:
-        # Follow slow changes (daylight, seasons) while nothing is wrong, so they never look like tamper.
-        assert self._edge_avg is not None
+    def _adapt(self, sharp: float, scene: np.ndarray) -> None:
+        # Follow slow changes (daylight, seasons, a parked car) while nothing is wrong, so they never look
+        # like tamper.
+        assert self._ref is not None
         alpha = min(1.0, 1.0 / (self.settings.adapt_s * self.fps))
         self._ref_sharp += alpha * (sharp - self._ref_sharp)
-        cv2.accumulateWeighted((edges > 0).astype(np.float32), self._edge_avg, alpha)
+        cv2.accumulateWeighted(scene, self._ref, alpha)
         self._frames += 1
         if self._frames % max(1, int(self.fps * 10)) == 0:
-            self._set_reference()
+            self._set_reference(self._ref)
+
+
+def sharpness(grey: np.ndarray) -> float:
+    """Laplacian variance over grey variance: fine detail relative to contrast, so dimming does not look blurred."""
+    _, std = cv2.meanStdDev(grey)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var()) / (float(std[0, 0]) ** 2 + 1.0)
+
+
+def _cells(img: np.ndarray) -> np.ndarray:
+    gx, gy = _GRID
+    h, w = img.shape[:2]
+    ch, cw = h // gy, w // gx
+    return img[:ch * gy, :cw * gx].reshape(gy, ch, gx, cw).transpose(0, 2, 1, 3).reshape(gy * gx, ch * cw)
+
+
+def changed_cells(ref: np.ndarray, cur: np.ndarray, textured: np.ndarray) -> float:
+    """Fraction of the reference's textured cells that no longer correlate with the current frame.
+
+    Correlation per cell ignores brightness and contrast (lights, sun), but not a shift or a turn.
+    """
+    a, b = _cells(ref), _cells(cur)
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    r = (a * b).sum(axis=1) / (np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1)) + 1e-6)
+    return float(np.count_nonzero((r < _CELL_MATCH) & textured) / np.count_nonzero(textured))
