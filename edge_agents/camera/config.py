@@ -117,6 +117,7 @@ class TrackSettings(_Model):
     min_hits: int = Field(default=2, ge=1, description="Detections before a track is reported (new).")
     max_gap_s: float = Field(default=3.0, gt=0, description="A track ends after this long unseen.")
     update_s: float = Field(default=10.0, gt=0, description="Periodic update of a tracked object.")
+    zone_exit_s: float = Field(default=1.0, ge=0, description="Time outside a zone before a person has left it.")
     crowd_hold_s: float = Field(default=2.0, ge=0, description="A zone count must hold this long to be reported.")
     line_margin: float = Field(default=0.02, ge=0, le=0.5,
                                description="Distance from a line (fraction of the frame diagonal) that decides a side.")

@@ -29,6 +29,7 @@ class Pending:
 class _Obj:
     event_id: str
     zones_in: dict[str, float] = field(default_factory=dict)  # zone -> when the person entered it
+    outside: dict[str, float] = field(default_factory=dict)  # zone -> since when the feet are outside it
     entered: list[str] = field(default_factory=list)
     fired: set[tuple[str, str]] = field(default_factory=set)  # (zone, "intrusion" | "loiter") already reported
     sides: dict[str, tuple[float, tuple[float, float]]] = field(default_factory=dict)  # line -> (side, point)
@@ -93,13 +94,21 @@ class ZoneAnalytics:
     def _zones_step(self, obj: _Obj, t: Track, ts: float) -> tuple[bool, list[tuple[str, str]]]:
         p = foot(t.box)
         now_in = {z.name for z, poly in self.zones if inside(poly, p)}
-        changed = now_in != set(obj.zones_in)
-        for name in now_in - set(obj.zones_in):
-            obj.zones_in[name] = ts
-            if name not in obj.entered:
-                obj.entered.append(name)
-        for name in set(obj.zones_in) - now_in:
-            del obj.zones_in[name]
+        before = set(obj.zones_in)
+        for name in now_in:
+            obj.outside.pop(name, None)
+            if name not in obj.zones_in:
+                obj.zones_in[name] = ts
+                if name not in obj.entered:
+                    obj.entered.append(name)
+        for name in before - now_in:
+            # Leaving needs zone_exit_s outside: a box that flickers (legs missed for a frame) must not
+            # restart the dwell clock or flood updates.
+            left = obj.outside.setdefault(name, ts)
+            if ts - left >= self.settings.zone_exit_s:
+                del obj.zones_in[name]
+                del obj.outside[name]
+        changed = set(obj.zones_in) != before
         fired: list[tuple[str, str]] = []
         for z, _ in self.zones:
             since = obj.zones_in.get(z.name)
