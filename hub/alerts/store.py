@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, delete, or_, select, update
+from sqlalchemy import Connection, Engine, Table, delete, or_, select, tuple_, update
 
 from commhub.config import WebhookConfig
 from commhub.wire import AlertNotice
@@ -84,6 +84,7 @@ class AlertStore:
         with self.engine.begin() as conn:
             tx = Tx(self, conn, self.clock())
             yield tx
+            tx.flush()
         if tx.notices:
             self.on_notices(tx.notices)
 
@@ -216,47 +217,79 @@ class Tx:
         self.now = now
         self.notices: list[AlertNotice] = []
         self._states: dict[tuple[str, str], tuple[str | None, float | None]] = {}
+        self._dirty: dict[tuple[str, str], tuple[str, float | None] | None] = {}
         self._silences: list[Window] | None = None
 
     # ---- StateStore --------------------------------------------------------------------------------
 
-    def load(self, rule: str, key: str) -> State | None:
-        """One key's state, locked for this transaction."""
+    def prefetch(self, pairs: set[tuple[str, str]]) -> None:
+        """Load (and on PostgreSQL lock) every key a batch will touch, in sorted order to avoid deadlocks."""
+        todo = sorted(p for p in pairs if p not in self._states)
+        if not todo:
+            return
         conn = self.conn
-        stmt = locked(conn, select(RS.c.data, RS.c.due).where(RS.c.rule == rule, RS.c.key == key))
-        row = conn.execute(stmt).first()
-        if row is None and conn.dialect.name == "postgresql":
-            # Insert a placeholder so a racing worker waits on our row lock instead of losing an update.
-            conn.execute(insert(conn, RS).values(rule=rule, key=key, data="{}", due=None)
-                         .on_conflict_do_nothing(index_elements=["rule", "key"]))
-            row = conn.execute(stmt).first()
-        if row is None:
-            self._states[(rule, key)] = (None, None)
+        pg = conn.dialect.name == "postgresql"
+        for i in range(0, len(todo), 400):
+            chunk = todo[i:i + 400]
+            if pg:
+                # Placeholders make a racing worker wait on our row locks instead of losing an update.
+                conn.execute(insert(conn, RS).on_conflict_do_nothing(index_elements=["rule", "key"]),
+                             [{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
+            stmt = locked(conn, select(RS.c.rule, RS.c.key, RS.c.data, RS.c.due)
+                          .where(tuple_(RS.c.rule, RS.c.key).in_(chunk)).order_by(RS.c.rule, RS.c.key))
+            for r, k in chunk:
+                self._states[(r, k)] = (None, None)
+            for row in conn.execute(stmt):
+                self._states[(row[0], row[1])] = (row[2], row[3])
+
+    def load(self, rule: str, key: str) -> State | None:
+        """One key's state (prefetched, or read now), locked for this transaction."""
+        if (rule, key) not in self._states:
+            self.prefetch({(rule, key)})
+        text, due = self._states[(rule, key)]
+        if text is None:
             return None
-        self._states[(rule, key)] = (row[0], row[1])
-        return State(json.loads(row[0]), row[1])
+        return State(json.loads(text), due)
 
     def save(self, rule: str, key: str, state: State) -> None:
-        """Write the state if it changed (delete it when empty with no timer)."""
-        text = json.dumps(state.data, separators=(",", ":"), sort_keys=True)
-        before = self._states.get((rule, key))
+        """Remember a changed state; written in bulk before the commit (flush)."""
+        text = json.dumps(state.data, separators=(",", ":"), sort_keys=True) if state.data else "{}"
+        before = self._states.get((rule, key), (None, None))
+        if not state.data and state.due is None:
+            if before[0] is not None:
+                self._states[(rule, key)] = (None, None)
+                self._dirty[(rule, key)] = None
+            return
         if before == (text, state.due):
             return
         self._states[(rule, key)] = (text, state.due)
-        conn = self.conn
-        if not state.data and state.due is None:
-            conn.execute(delete(RS).where(RS.c.rule == rule, RS.c.key == key))
+        self._dirty[(rule, key)] = (text, state.due)
+
+    def flush(self) -> None:
+        """Write changed states: one upsert and one delete for the whole transaction."""
+        if not self._dirty:
             return
-        conn.execute(insert(conn, RS).values(rule=rule, key=key, data=text, due=state.due)
-                     .on_conflict_do_update(index_elements=["rule", "key"], set_={"data": text, "due": state.due}))
+        conn = self.conn
+        gone = [k for k, v in self._dirty.items() if v is None]
+        rows = [{"rule": r, "key": k, "data": v[0], "due": v[1]} for (r, k), v in self._dirty.items() if v]
+        self._dirty.clear()
+        if gone:
+            conn.execute(delete(RS).where(tuple_(RS.c.rule, RS.c.key).in_(gone)))
+        if rows:
+            stmt = insert(conn, RS)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["rule", "key"],
+                                                    set_={"data": stmt.excluded.data, "due": stmt.excluded.due}),
+                         rows)
 
     def due(self, now: float) -> list[tuple[str, str]]:
         """Keys whose timer is due (skipping rows another worker holds)."""
+        self.flush()
         stmt = select(RS.c.rule, RS.c.key).where(RS.c.due <= now).order_by(RS.c.due).limit(1000)
         return [(r[0], r[1]) for r in self.conn.execute(locked(self.conn, stmt, skip=True))]
 
     def known(self, rule: str) -> set[str]:
         """Keys with state under a rule."""
+        self.flush()
         return set(self.conn.execute(select(RS.c.key).where(RS.c.rule == rule)).scalars())
 
     # ---- signals -----------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class StateStore(Protocol):
     def known(self, rule: str) -> set[str]:
         """Keys with state under a rule."""
 
+    def prefetch(self, pairs: set[tuple[str, str]]) -> None:
+        """Load many keys at once before they are used (one query per batch instead of one per event)."""
+
 
 class MemoryStates:
     """A StateStore in a dict (unit tests, benchmarks)."""
@@ -67,6 +70,9 @@ class MemoryStates:
     def known(self, rule: str) -> set[str]:
         """Keys of a rule."""
         return {k for r, k in self.states if r == rule}
+
+    def prefetch(self, pairs: set[tuple[str, str]]) -> None:
+        """Nothing to do in memory."""
 
 
 class Engine:
@@ -104,8 +110,10 @@ class Engine:
     def process(self, events: Iterable[Event], store: StateStore) -> list[Signal]:
         """Feed events in order; returns the signals they caused."""
         out: list[Signal] = []
+        events = list(events)
+        store.prefetch({(rule.id, key) for ev in events for rule in self._rules_for(ev) for key in rule.keys(ev)})
         for ev in events:
-            for rule in (*self.by_type.get(ev.type, ()), *self.any_type):
+            for rule in self._rules_for(ev):
                 for key in rule.keys(ev):
                     st = store.load(rule.id, key) or State()
                     try:
@@ -117,6 +125,9 @@ class Engine:
                     store.save(rule.id, key, st)
                     out.extend(self._correlate(sigs, store))
         return out
+
+    def _rules_for(self, ev: Event) -> tuple[Rule, ...]:
+        return (*self.by_type.get(ev.type, ()), *self.any_type)
 
     def tick(self, store: StateStore, now: float) -> list[Signal]:
         """Run every due timer."""

@@ -24,6 +24,10 @@ class Rate(Rule):
         if v is None:
             return []
         samples: list[list[float]] = st.data.setdefault("samples", [])
+        if s.aggregate == "drop":
+            # Only a falling staircase matters for max-minus-current: drop samples no higher than the new one.
+            while samples and samples[-1][1] <= float(v):
+                samples.pop()
         samples.append([ev.t, float(v)])
         self.remember(st, ev)
         return self._evaluate(st, self.key_of(ev), ev.t)
