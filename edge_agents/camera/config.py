@@ -140,6 +140,32 @@ class TamperSettings(_Model):
     signal_lost_s: float = Field(default=5.0, gt=0, description="No frame for this long is signal lost.")
 
 
+class FallingSettings(_Model):
+    """High-altitude throw detection, for a camera looking up a facade (use motion.width >= 320, fps >= 10)."""
+
+    enabled: bool = False
+    max_area_pct: float = Field(default=1.0, gt=0, le=100,
+                                description="Blobs larger than this (% of the frame) are people or cars, not throws.")
+    min_drop: float = Field(default=0.2, gt=0, le=1, description="Fall needed, as a fraction of the frame height.")
+    isolation: float = Field(default=0.05, ge=0, le=1,
+                             description="Free space around a falling blob, as a fraction of the frame width.")
+    min_points: int = Field(default=4, ge=3, description="Frames the object must be seen falling in.")
+    min_speedup: float = Field(default=1.1, ge=0,
+                               description="Late fall speed over early fall speed (gravity accelerates).")
+    min_speed: float = Field(default=0.3, ge=0, description="Late fall speed needed, in frame heights per second.")
+    max_residual: float = Field(default=0.05, gt=0,
+                                description="Largest deviation from a smooth fall, as a fraction of the drop.")
+    floors: int | None = Field(default=None, ge=1, le=200, description="Floors between ground_y and roof_y.")
+    ground_y: float = Field(default=1.0, ge=0, le=1, description="Image height (0..1) of the ground floor's bottom.")
+    roof_y: float = Field(default=0.0, ge=0, le=1, description="Image height (0..1) of the top floor's top.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FallingSettings:
+        if self.roof_y >= self.ground_y:
+            raise ValueError("roof_y must be above (smaller than) ground_y")
+        return self
+
+
 class SnapshotSettings(_Model):
     """JPEG snapshots referenced from events."""
 
@@ -167,6 +193,7 @@ class CameraConfig(_Model):
     detect: DetectSettings = DetectSettings()
     track: TrackSettings = TrackSettings()
     tamper: TamperSettings = TamperSettings()
+    falling: FallingSettings = FallingSettings()
     snapshot: SnapshotSettings = SnapshotSettings()
 
     @model_validator(mode="after")

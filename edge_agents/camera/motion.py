@@ -22,6 +22,7 @@ class MotionResult:
     area_pct: float
     zones: tuple[str, ...]
     box: BoxT | None  # bounding box of the moving blobs, in motion-frame pixels
+    blobs: tuple[BoxT, ...] = ()  # the moving blobs themselves (motion-frame pixels)
 
 
 class MotionDetector:
@@ -66,16 +67,21 @@ class MotionDetector:
         zones = tuple(name for (name, m), px in zip(self.zones, self._zone_px, strict=True)
                       if cv2.countNonZero(cv2.bitwise_and(fg, m)) * 100.0 / px >= threshold)
         active = bool(zones) if self.zones else area_pct >= threshold
-        return MotionResult(active, area_pct, zones, self._box(fg) if active else None)
+        blobs = self._blobs(fg)
+        return MotionResult(active, area_pct, zones, _union(blobs) if active else None, blobs)
 
-    def _box(self, fg: np.ndarray) -> BoxT | None:
-        # Union of the blobs big enough to matter, so stray pixels don't stretch the detection area.
+    def _blobs(self, fg: np.ndarray) -> tuple[BoxT, ...]:
+        # Only blobs big enough to matter, so stray pixels don't stretch the detection area.
         n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
         keep = stats[1:n][stats[1:n, cv2.CC_STAT_AREA] >= self._min_blob]
-        if len(keep) == 0:
-            return None
-        x0 = int(keep[:, cv2.CC_STAT_LEFT].min())
-        y0 = int(keep[:, cv2.CC_STAT_TOP].min())
-        x1 = int((keep[:, cv2.CC_STAT_LEFT] + keep[:, cv2.CC_STAT_WIDTH]).max())
-        y1 = int((keep[:, cv2.CC_STAT_TOP] + keep[:, cv2.CC_STAT_HEIGHT]).max())
-        return (x0, y0, x1 - x0, y1 - y0)
+        return tuple((int(x), int(y), int(w), int(h)) for x, y, w, h, _ in keep)
+
+
+def _union(blobs: tuple[BoxT, ...]) -> BoxT | None:
+    if not blobs:
+        return None
+    x0 = min(b[0] for b in blobs)
+    y0 = min(b[1] for b in blobs)
+    x1 = max(b[0] + b[2] for b in blobs)
+    y1 = max(b[1] + b[3] for b in blobs)
+    return (x0, y0, x1 - x0, y1 - y0)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from commhub.wire import CameraCrowd, CameraLineCross, CameraMotion, CameraObject, Tamper
+from commhub.wire import CameraCrowd, CameraLineCross, CameraMotion, CameraObject, FallingObject, Tamper
 from edge_agents.camera.config import CameraConfig
 from edge_agents.camera.detect import Detection, PersonDetector
+from edge_agents.camera.falling import FallingDetector
 from edge_agents.camera.geometry import BoxT, foot, inside, polygon_mask, to_pixels
 from edge_agents.camera.motion import MotionDetector, MotionResult
 from edge_agents.camera.tamper import TamperDetector
@@ -23,7 +24,7 @@ from edge_agents.camera.zones import Pending, ZoneAnalytics
 
 log = logging.getLogger(__name__)
 
-CameraBody = CameraObject | CameraLineCross | CameraCrowd | CameraMotion | Tamper
+CameraBody = CameraObject | CameraLineCross | CameraCrowd | CameraMotion | Tamper | FallingObject
 _MEDIUM_W = 320  # sharpness is measured at this width: fine detail survives, and it costs ~0.2 ms
 
 
@@ -85,6 +86,7 @@ class CameraPipeline:
         self._detector = PersonDetector(cfg.detect)
         self._tracker = Tracker(cfg.track)
         self._zones: ZoneAnalytics | None = None
+        self._falling: FallingDetector | None = None
         self._frames = 0
         self._last_detect = float("-inf")
         self._motion_on = False
@@ -115,6 +117,8 @@ class CameraPipeline:
             pending.extend(Output(t) for t in self._tamper.update(small, medium, ts))
         motion = motion_det.apply(small)
         pending.extend(Output(m) for m in self._motion_events(motion, ts))
+        if self._falling is not None:
+            pending.extend(Pending(f, snapshot=True) for f in self._falling.step(motion.blobs, ts))
 
         detections: list[Detection] = []
         ran = self._detect_due(motion, ts)
@@ -163,6 +167,8 @@ class CameraPipeline:
         if self.run_id is None:
             self.run_id = format(max(0, int(ts * 1000)), "x")
         self._zones = ZoneAnalytics(self.cfg.id, self.cfg.track, geo.zones, geo.lines, geo.size, self.run_id)
+        if self.cfg.falling.enabled:
+            self._falling = FallingDetector(self.cfg.id, self.cfg.falling, geo.motion_size, self.cfg.fps, self.run_id)
         self._tracker = Tracker(self.cfg.track)
 
     def _motion_events(self, m: MotionResult, ts: float) -> list[CameraMotion]:

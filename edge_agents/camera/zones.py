@@ -9,12 +9,12 @@ from typing import Literal
 
 import numpy as np
 
-from commhub.wire import Box, CameraCrowd, CameraLineCross, CameraObject
+from commhub.wire import Box, CameraCrowd, CameraLineCross, CameraObject, FallingObject
 from edge_agents.camera.config import Line, TrackSettings, Zone
 from edge_agents.camera.geometry import foot, inside, segments_cross, side
 from edge_agents.camera.tracker import Track
 
-WireBody = CameraObject | CameraLineCross | CameraCrowd
+WireBody = CameraObject | CameraLineCross | CameraCrowd | FallingObject
 
 
 @dataclass(frozen=True, slots=True)
