@@ -239,3 +239,29 @@ def test_motion_events_start_grow_and_end_after_hold() -> None:
     assert summary[1][1:] == (True, ("left", "right"))  # the motion spread to another zone
     assert summary[-1][1:] == (False, ("left", "right"))
     assert len(summary) == 3
+
+
+def test_pixel_zones_follow_the_camera_resolution_and_a_size_change_restarts_analysis() -> None:
+    cfg = CameraConfig.model_validate({
+        "id": "c", "source": "x", "detect": {"enabled": False}, "tamper": {"enabled": False},
+        # The right half of a 1280x720 camera picture, in the camera's pixels.
+        "zones": [{"name": "right", "polygon": [[640, 0], [1280, 0], [1280, 720], [640, 720]], "coords": "pixel"}]})
+    pipe = CameraPipeline(cfg)
+    big = [np.kron(f, np.ones((2, 2, 1), np.uint8))[:720] for f in _frames_with_block([-1] * 8 + [400, 440, 480])]
+    results = [pipe.process(f, 0.2 * i) for i, f in enumerate(big)]
+    assert all(r.motion and r.motion_zones == ("right",) for r in results[8:])  # block at x=800..1080 of 1280
+    # The stream comes back at another resolution: everything is set up again for it, nothing crashes.
+    small = _frames_with_block([-1] * 8 + [40, 80, 120])
+    results = [pipe.process(f, 10 + 0.2 * i) for i, f in enumerate(small)]
+    assert not any(r.motion for r in results[:8]) and not any(r.motion_zones for r in results[8:])
+
+
+def test_tiny_and_grey_frames_are_handled() -> None:
+    pipe = CameraPipeline(CameraConfig(id="c", source="x"))
+    rng = np.random.default_rng(2)
+    for i in range(40):
+        grey = rng.integers(0, 255, (48, 64), dtype=np.uint8)  # an odd tiny grey stream
+        r = pipe.process(grey, 0.2 * i)
+        assert r.persons == 0
+    with pytest.raises(ValueError, match="too small"):
+        CameraPipeline(CameraConfig(id="c", source="x")).process(np.zeros((10, 12, 3), np.uint8), 0.0)

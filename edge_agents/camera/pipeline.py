@@ -158,6 +158,8 @@ class CameraPipeline:
         size = (image.shape[1], image.shape[0])
         if size == self._source_size:
             return
+        if size[0] < 32 or size[1] < 24:
+            raise ValueError(f"camera {self.cfg.id}: frame {size[0]}x{size[1]} is too small to analyse")
         if self._source_size is not None:
             log.warning("camera %s frame size changed from %s to %s; analysis restarts", self.cfg.id,
                         self._source_size, size)
