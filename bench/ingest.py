@@ -87,6 +87,16 @@ def _raw_session(broker: Mosquitto, client_id: str, received: list[int], done: t
     return c
 
 
+def _forget_session(broker: Mosquitto, client_id: str) -> None:
+    """End a persistent session: mosquitto would otherwise keep queueing for it (shared groups included)."""
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    c.connect(broker.host, broker.port, clean_start=True, properties=connect_properties(session_expiry_s=0))
+    c.loop_start()
+    time.sleep(0.2)
+    c.disconnect()
+    c.loop_stop()
+
+
 def measure_raw(broker: Mosquitto, n: int, workdir: Path) -> float:
     """Raw paho QoS 1 drain rate of an n-message backlog (msg/s)."""
     received, done = [0], threading.Event()
@@ -102,6 +112,7 @@ def measure_raw(broker: Mosquitto, n: int, workdir: Path) -> float:
     elapsed = time.perf_counter() - t0
     c.disconnect()
     c.loop_stop()
+    _forget_session(broker, "raw-sub")
     return n / elapsed
 
 
@@ -117,60 +128,89 @@ def _metric(port: int, name: str) -> float:
 
 def _influx_count(url: str, db: str) -> int:
     qs = urllib.parse.urlencode({"db": db, "q": 'SELECT count("seq") FROM "gas_reading"'})
-    with urllib.request.urlopen(f"{url}/query?{qs}", timeout=60) as r:
+    with urllib.request.urlopen(f"{url}/query?{qs}", timeout=120) as r:
         series = json.load(r)["results"][0].get("series", [])
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def measure_hub(broker: Mosquitto, influx: Influxd, n: int, workdir: Path) -> dict[str, float]:
-    """The hub's drain rate of an n-message backlog, received and fully stored (msg/s)."""
-    port = free_port()
+def _hub_config(broker: Mosquitto, influx: Influxd, workdir: Path, db: str) -> Path:
     cfg = {
         "community": str(REPO / "configs" / "community" / "sample.yaml"),
         "mqtt": {"host": broker.host, "port": broker.port},
-        "influx": {"url": influx.url, "database": "bench", "transport": "auto"},
-        "hub": {"worker_id": "bench-hub", "metrics": {"port": port}, "spool": {"dir": str(workdir / "spool")},
+        "influx": {"url": influx.url, "database": db, "transport": "auto"},
+        "hub": {"worker_id": "bench-hub", "spool": {"dir": str(workdir / "spool")},
                 "snapshots_dir": str(workdir / "snapshots")},
     }
-    cfg_path = workdir / "hub.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    log = open(workdir / "hub.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+    path = workdir / f"hub-{db}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "commhub.cli", "--log-level", "WARNING", "hub", "--config",
-                                 str(cfg_path)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+class _Hub:
+    """One `commhub hub` process with its own worker id and metrics port."""
+
+    def __init__(self, cfg_path: Path, worker_id: str, log: Path) -> None:
+        self.cfg_path, self.worker_id, self.log = cfg_path, worker_id, log
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "commhub.cli", "--log-level", "WARNING", "hub", "--config", str(self.cfg_path),
+                 "--worker-id", self.worker_id, "--metrics-port", str(self.port)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def wait_connected(self) -> None:
         deadline = time.monotonic() + 30
-        while _metric(port, "commhub_mqtt_connected") != 1.0:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"hub did not start; see {workdir / 'hub.log'}")
+        while _metric(self.port, "commhub_mqtt_connected") != 1.0:
+            if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                raise RuntimeError(f"hub {self.worker_id} did not start; see {self.log}")
             time.sleep(0.05)
-        return proc
 
-    proc = start()  # creates the persistent session
-    proc.terminate()
-    proc.wait(30)
-    _queue_backlog(broker, n, workdir, "hub")
+    def metric(self, name: str) -> float:
+        return _metric(self.port, name)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+
+def measure_hub(broker: Mosquitto, influx: Influxd, n: int, workdir: Path, workers: int = 1,
+                db: str = "bench") -> dict[str, float]:
+    """The drain rate of an n-message backlog by `workers` hub processes on one shared subscription (msg/s)."""
+    cfg_path = _hub_config(broker, influx, workdir, db)
+    hubs = [_Hub(cfg_path, f"bench-{db}-{i}", workdir / f"hub-{db}-{i}.log") for i in range(workers)]
+    for h in hubs:  # first start creates the persistent sessions, so the backlog queues for them
+        h.start()
+    for h in hubs:
+        h.wait_connected()
+    for h in hubs:
+        h.stop()
+    _queue_backlog(broker, n, workdir, db)
     t0 = time.perf_counter()
-    proc = start()
+    for h in hubs:
+        h.start()
     received_at = stored_at = 0.0
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            if not received_at and _metric(port, "commhub_points_spooled_total") >= n:
+            if not received_at and sum(h.metric("commhub_points_spooled_total") for h in hubs) >= n:
                 received_at = time.perf_counter() - t0
-            if _metric(port, "commhub_points_written_total") >= n:
+            if sum(h.metric("commhub_points_written_total") for h in hubs) >= n:
                 stored_at = time.perf_counter() - t0
                 break
             time.sleep(0.1)  # scraping /metrics costs the hub CPU: not too often
         else:
             raise RuntimeError("the hub did not store the backlog within 600 s")
-        invalid = _metric(port, "commhub_messages_invalid_total")
-        dupes = _metric(port, "commhub_messages_duplicate_total")
+        invalid = sum(h.metric("commhub_messages_invalid_total") for h in hubs)
+        dupes = sum(h.metric("commhub_messages_duplicate_total") for h in hubs)
     finally:
-        proc.terminate()
-        proc.wait(60)
-        log.close()
-    stored = _influx_count(influx.url, "bench")
+        for h in hubs:
+            h.stop()
+            _forget_session(broker, h.worker_id)
+    stored = _influx_count(influx.url, db)
     return {"hub_received_msgs_per_s": n / received_at, "hub_stored_msgs_per_s": n / stored_at,
             "hub_points_in_influxdb": stored, "hub_invalid": invalid, "hub_duplicates": dupes}
 

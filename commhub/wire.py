@@ -14,6 +14,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 SCHEMA: Literal[1] = 1
+_TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+_TS_MAX = datetime(2262, 4, 11, tzinfo=UTC)
 
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 # An opaque, hashed person/credential reference: never a name, card number or face.
@@ -296,7 +298,14 @@ class Envelope(_Wire):
     @field_validator("ts", mode="after")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        return v.astimezone(UTC)
+        try:
+            utc = v.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("timestamp out of range") from None
+        # InfluxDB stores nanoseconds since 1970 in an int64: nothing outside that range can be kept.
+        if not _TS_MIN <= utc < _TS_MAX:
+            raise ValueError(f"timestamp must be between {_TS_MIN:%Y-%m-%d} and {_TS_MAX:%Y-%m-%d}")
+        return utc
 
     def to_json(self) -> bytes:
         """Serialize for the wire."""

@@ -219,7 +219,13 @@ class Worker:
         dead: list[DeadLetter] = []
         duplicates = 0
         for item in batch:
-            result = self._classify(item)
+            try:
+                result = self._classify(item)
+            except Exception as e:
+                # One poison message must not block its batch forever (it would be redelivered again and again).
+                log.exception("unexpected error on a message from %s", item.topic[:200])
+                result = self.validator.reject("schema", f"unexpected {type(e).__name__}", item.topic, item.payload,
+                                               item.received_at)
             if isinstance(result, Accepted):
                 env = result.envelope
                 if not self.dedup.first_time(env.device_id, env.seq):

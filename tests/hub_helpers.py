@@ -119,7 +119,7 @@ class HubProcess:
 def raw_client(broker: Mosquitto, client_id: str) -> paho.Client:
     """A plain paho client (not the project's publisher), connected, with its loop running."""
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    c.max_inflight_messages_set(1000)
+    c.max_inflight_messages_set(0)  # a cap makes paho rescan its queue on every ack
     c.connect(broker.host, broker.port)
     c.loop_start()
     return c

@@ -42,6 +42,10 @@ def test_timestamps_are_utc_and_aware() -> None:
     (b'{"schema":1,"device_id":"g","ts":"2026-01-01T00:00:00Z","seq":-1,"body":{"type":"panic_press"}}', "seq"),
     (b'{"schema":1,"device_id":"g","ts":"2026-01-01T00:00:00Z","seq":"1","body":{"type":"panic_press"}}', "seq"),
     (b'{"schema":1,"device_id":"g","ts":"2026-01-01T00:00:00Z","seq":1,"body":{"type":"nope"}}', "tag"),
+    (b'{"schema":1,"device_id":"g","ts":"0001-01-01T00:00:00+01:00","seq":1,"body":{"type":"panic_press"}}',
+     "out of range"),
+    (b'{"schema":1,"device_id":"g","ts":"1969-12-31T23:59:59Z","seq":1,"body":{"type":"panic_press"}}',
+     "between 1970"),
     (b'{"schema":1,"device_id":"bad id","ts":"2026-01-01T00:00:00Z","seq":1,"body":{"type":"panic_press"}}',
      "device_id"),
 ])
