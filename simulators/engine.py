@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from commhub.community import Device
-from commhub.wire import _Body
+from commhub.wire import Heartbeat, _Body
 from simulators.clock import SimClock
 from simulators.models import MODELS, ModelContext, stream
 
@@ -63,6 +63,7 @@ class Stats:
     injected: int = 0
     dropped: int = 0
     sim_ts: float = math.nan
+    last_ts: float = math.nan  # simulated time of the last message published
     wall_s: float = 0.0
     by_type: dict[str, int] = field(default_factory=dict)
 
@@ -83,14 +84,16 @@ class Simulation:
     def __init__(self, devices: Sequence[Device], publisher: Publisher, clock: SimClock, ctx: ModelContext,
                  seed: int, end: float = math.inf, injections: Sequence[Injection] = (),
                  overrides: Sequence[Override] = (), progress: Callable[[Stats], None] | None = None,
-                 progress_every_s: float = 1.0) -> None:
+                 progress_every_s: float = 1.0, announce: bool = False) -> None:
         self.devices = supported(devices)
         self.publisher = publisher
         self.clock = clock
         self.ctx = ctx
         self.seed = seed
         self.end = end
-        self.injections = sorted(injections, key=lambda i: i.ts)
+        # announce: every device says it is alive at the start, so a hub's liveness clock starts there.
+        hello = [Injection(clock.start_ts, d.id, Heartbeat(uptime_s=0.0)) for d in self.devices] if announce else []
+        self.injections = sorted([*hello, *injections], key=lambda i: i.ts)
         self.overrides = overrides
         self.progress = progress
         self.progress_every_s = progress_every_s
@@ -171,7 +174,7 @@ class Simulation:
             assert out is not None
             publish(device_id, out, ts=datetime.fromtimestamp(ts, UTC))
             stats.published += 1
-            stats.sim_ts = ts
+            stats.sim_ts = stats.last_ts = ts
             kind = out.type  # type: ignore[attr-defined]
             by_type[kind] = by_type.get(kind, 0) + 1
         if not math.isinf(self.end) and not self._stop.is_set():

@@ -19,6 +19,7 @@ FAST = 2.0
 
 
 def _config(tmp: Path, broker: Mosquitto, influx: Influxd) -> Config:
+    tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "community.yaml").write_text(yaml.safe_dump(sample_community().model_dump(mode="json",
                                                                                       exclude_none=True)))
     cfg = tmp / "commhub.yaml"

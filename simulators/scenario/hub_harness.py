@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,65 @@ def isolated(cfg: Config, workdir: Path, rules_file: Path | None = None) -> Conf
     return cfg.model_copy(update={"mqtt": mqtt, "influx": influx, "hub": hub, "alerts": alerts})
 
 
-class ScenarioHub:
-    """The real hub worker and alerting sink, with the sink's clock on simulated time."""
+class EventClock:
+    """A hub sink that keeps event time for the alert timers, from the simulated messages the hub handled.
 
-    def __init__(self, cfg: Config, clock: Callable[[], float]) -> None:
+    Messages arrive in simulated-time order over one connection. Once the hub has handled a message
+    stamped t, every message stamped before t has been handled, so timers may run up to the previous
+    distinct stamp: they can never overtake a message still in flight, however fast the simulation runs.
+    Births and states carry the agent's wall clock and are skipped. Time starts just before the scenario
+    (so absence timers are seeded there), stops at its end, and jumps there once release() says every
+    message is in.
+    """
+
+    def __init__(self, start: float, end: float) -> None:
+        self.end = end
+        self.newest = start - 1.0
+        self.safe = self.newest
+        self.released = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Nothing to open."""
+
+    def handle(self, batch: Sequence[Any]) -> None:
+        """Advance with the simulated stamps in the batch."""
+        with self._lock:
+            for a in batch:
+                env = a.envelope
+                if env.body.type in ("birth", "state"):
+                    continue
+                t = min(env.ts.timestamp(), self.end)
+                if t > self.newest:
+                    self.safe, self.newest = self.newest, t
+
+    def stop(self) -> None:
+        """Nothing to flush."""
+
+    def release(self) -> None:
+        """Every message is in: let time run to the scenario's end."""
+        with self._lock:
+            self.released = True
+
+    def now(self) -> float:
+        """Event time, or the end once released."""
+        with self._lock:
+            return self.end if self.released else self.safe
+
+    def reached(self, t: float) -> bool:
+        """Whether a message stamped t (or later) has been handled (envelopes keep microseconds)."""
+        with self._lock:
+            return self.newest >= t - 1e-3
+
+
+class ScenarioHub:
+    """The real hub worker and alerting sink, with the sink's clock on the simulation's event time."""
+
+    def __init__(self, cfg: Config, start: float, end: float) -> None:
         self.cfg = cfg
-        self.clock = clock
+        self.start_ts = start
+        self.end = end
+        self.clock: EventClock | None = None
         self.worker: Any = None
 
     def start(self, timeout: float = 20.0) -> None:
@@ -48,12 +103,26 @@ class ScenarioHub:
 
         self.cfg.hub.spool.dir.mkdir(parents=True, exist_ok=True)
         self.cfg.alerts.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.worker = Worker(self.cfg, sinks=[AlertingSink(self.cfg, clock=self.clock)])
+        # The clock sink goes after the rules: time reaches a batch's stamps only once the rules have seen it.
+        self.clock = EventClock(self.start_ts, self.end)
+        self.worker = Worker(self.cfg, sinks=[AlertingSink(self.cfg, clock=self.clock.now), self.clock])
         self.worker.start()
         if not self.worker.wait_connected(timeout):
             self.stop()
             raise TimeoutError(f"the scenario hub did not subscribe within {timeout}s")
         log.info("scenario hub %s running on simulated time", self.cfg.hub.worker_id)
+
+    def caught_up(self, last_ts: float, timeout: float) -> bool:
+        """Wait until the hub has handled the message stamped last_ts, then release time to the end."""
+        clock = self.clock
+        if clock is None:
+            return False
+        deadline = time.monotonic() + timeout
+        while not clock.reached(last_ts) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ok = clock.reached(last_ts)
+        clock.release()
+        return ok
 
     def stop(self) -> None:
         """Stop the worker (it flushes to InfluxDB)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -55,6 +56,19 @@ def background(devices: Sequence[Device], bg: Background) -> list[Device]:
     return chosen
 
 
+def future(sc: Scenario, now: float | None = None, margin_s: float = 120.0) -> Scenario:
+    """The scenario moved by whole days to start just after now (same time of day, within a day).
+
+    The agent stamps its births with the wall clock. A birth newer than the simulated messages would make
+    the hub's absence rules ignore them; one much older would make every device look long silent. Starting
+    simulated time shortly after the births keeps both clocks consistent.
+    """
+    now = time.time() if now is None else now
+    days = math.ceil((now + margin_s - sc.start_ts) / 86400)
+    shifted = datetime.fromisoformat(sc.start) + timedelta(days=days)
+    return sc.model_copy(update={"start": shifted.isoformat()})
+
+
 def restrict(community: Community, fleet: Sequence[Device]) -> Community:
     """The community with only the simulated devices, so an isolated hub does not wait for the others."""
     keep = {d.id for d in fleet}
@@ -76,6 +90,8 @@ class ScenarioRunner:
                  settle_s: float = 3.0, recordings: Recordings | None = None, agent_name: str = AGENT_NAME,
                  state_dir: Path | None = None, out: TextIO | None = sys.stderr, with_hub: Path | None = None,
                  rules_file: Path | None = None, wall_clock: bool = False) -> None:
+        if with_hub is not None and not wall_clock:
+            scenario = future(scenario)
         if wall_clock:
             # A hub that keeps wall-clock time needs the scenario now and in real time.
             now = datetime.now(UTC).replace(microsecond=0).astimezone(ZoneInfo(cfg.community.site.timezone))
@@ -111,8 +127,7 @@ class ScenarioRunner:
             cfg = cfg.model_copy(update={"community": restrict(community, fleet)})
         start, end = sc.start_ts, sc.start_ts + sc.duration
         clock = SimClock(start, self.speed)
-        # Simulated time stops at the scenario's end: devices fall silent then, and that is not an outage.
-        hub = ScenarioHub(cfg, lambda: min(clock.current(), end)) if self.with_hub is not None else None
+        hub = ScenarioHub(cfg, start, end) if self.with_hub is not None else None
         listener = AlertListener(cfg.mqtt, site)
         state_dir = self.state_dir or (self.with_hub / "agent" if self.with_hub is not None else None)
         agent = make_agent(cfg, fleet, name=self.agent_name, state_dir=state_dir)
@@ -124,7 +139,7 @@ class ScenarioRunner:
                                 len(listener.snapshot()))
         ctx = ModelContext(site=site, local=local, recordings=self.recordings)
         sim = Simulation(fleet, agent, clock, ctx, sc.seed, end=end, injections=the_plan.injections,
-                         overrides=the_plan.overrides, progress=on_progress, progress_every_s=0.25)
+                         overrides=the_plan.overrides, progress=on_progress, progress_every_s=0.25, announce=True)
         fleet_ids = {d.id for d in sim.devices}
         places = {(d.grid, d.building, d.unit) for d in sim.devices}
 
@@ -149,6 +164,8 @@ class ScenarioRunner:
                 try:
                     stats = sim.run()
                     acked = bool(agent.flush(30.0))
+                    if hub is not None and not hub.caught_up(stats.last_ts, 60.0):
+                        log.warning("the scenario hub did not catch up with the last message in 60 s")
                     self._wait(listener, raised_at, in_scope)
                     # Judge before the agent stops: its will then (rightly) reports every device offline.
                     observed = listener.snapshot()
