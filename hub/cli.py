@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="configs/commhub.yaml", help="configuration file")
     parser.add_argument("--worker-id", help="override hub.worker_id (each worker needs its own)")
     parser.add_argument("--metrics-port", type=int, help="override hub.metrics.port (0 = off)")
+    parser.add_argument("--retire", action="store_true",
+                        help="leave the worker group for good: drain this worker's queued share, end its session")
 
 
 def build_sinks(cfg: Config) -> list[Sink]:
@@ -50,6 +52,15 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.start()
+    if args.retire:
+        if not worker.wait_connected(30):
+            log.error("cannot reach the broker: %s is not retired", hub.worker_id)
+            worker.stop()
+            return 1
+        retired = worker.retire()
+        worker.stop()
+        log.info("%s %s", hub.worker_id, "retired: session ended" if retired else "still receiving: NOT retired")
+        return 0 if retired else 1
     log.info("hub worker %s running; metrics on %s:%d", hub.worker_id, hub.metrics.host, hub.metrics.port)
     done.wait()
     worker.stop()

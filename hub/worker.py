@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import start_http_server
 
 from commhub import topics
@@ -70,6 +72,9 @@ class Worker:
         self._pending: list[_Inbound] = []
         self._pending_since = 0.0
         self._stopping = threading.Event()
+        self._retiring = threading.Event()
+        self._left_group_at = 0.0
+        self._last_message_at = 0.0
         self._generation = 0
         self._connected = threading.Event()
         self._client: paho.Client | None = None
@@ -108,6 +113,21 @@ class Worker:
         """Block until subscribed to the broker."""
         return self._connected.wait(timeout)
 
+    def retire(self, quiet_s: float = 2.0, timeout: float = 300.0) -> bool:
+        """Leave the group for good: unsubscribe, drain what the broker still holds for us, end the session.
+
+        mosquitto keeps handing a shared group's messages to offline members with a persistent session, so a
+        worker that is simply switched off holds its share until the session expires. Returns False when the
+        share was still arriving at the timeout (the session then stays, and nothing is lost).
+        """
+        self._retiring.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._retiring.clear()
+                return False
+        return True
+
     def stop(self, flush_timeout: float = 10.0) -> None:
         """Process what has arrived, disconnect, write the spool out for up to flush_timeout, and stop."""
         self._stopping.set()
@@ -134,6 +154,8 @@ class Worker:
         wait = self.cfg.hub.batch_wait_ms / 1000
         delay = 0.5
         while not self._stopping.is_set():
+            if self._retiring.is_set() and self._left_group(client):
+                break
             sock = client.socket()
             if sock is None:
                 self._flush()  # acks would be for a dead connection: the broker redelivers those messages
@@ -171,11 +193,30 @@ class Worker:
                 log.debug("loop rc %s", rc)
         self._flush()
         if client.socket() is not None:
-            client.disconnect()
+            props = None
+            if self._retiring.is_set():
+                props = Properties(PacketTypes.DISCONNECT)
+                props.SessionExpiryInterval = 0  # the broker forgets us: no share is kept for a retired worker
+            client.disconnect(properties=props)
             for _ in range(50):  # write the last acks and the DISCONNECT
                 if client.socket() is None or not client.want_write():
                     break
                 client.loop_write()
+
+    def _left_group(self, client: paho.Client) -> bool:
+        """Unsubscribe once; True when nothing has arrived for a while since the broker confirmed it."""
+        if not self._left_group_at:
+            if client.socket() is None or not self._connected.is_set():
+                return False
+            client.unsubscribe(self._filter())
+            self._left_group_at = time.monotonic()
+            log.info("retiring: left the group, draining what the broker still holds for %s", self.cfg.hub.worker_id)
+            return False
+        quiet = time.monotonic() - max(self._left_group_at, self._last_message_at)
+        return quiet >= 2.0 and not self._pending
+
+    def _filter(self) -> str:
+        return topics.shared(self.cfg.hub.share_group, topics.devices_filter(self.cfg.mqtt.root))
 
     # ---- MQTT callbacks: hand messages on, nothing else ------------------------------------------
 
@@ -186,7 +227,8 @@ class Worker:
         # Message ids restart per connection: an ack for an old one must never be sent on the new one.
         self._generation += 1
         group = self.cfg.hub.share_group
-        client.subscribe(topics.shared(group, topics.devices_filter(self.cfg.mqtt.root)), qos=1)
+        if not self._retiring.is_set():
+            client.subscribe(self._filter(), qos=1)
         self._connected.set()
         log.info("connected to %s:%d, subscribed as %s", self.cfg.mqtt.host, self.cfg.mqtt.port, group)
 
@@ -196,8 +238,10 @@ class Worker:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        now = time.monotonic()
+        self._last_message_at = now
         if not self._pending:
-            self._pending_since = time.monotonic()
+            self._pending_since = now
         self._pending.append(_Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation,
                                       time.time()))
 
