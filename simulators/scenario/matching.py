@@ -99,15 +99,14 @@ def score(scenario: Scenario, observed: Sequence[ObservedAlert], raised_at: Call
             verdict.status = "on_time" if t - ref <= exp.within else "late"
             break
         out.expected.append(verdict)
-    allowed = set(scenario.allow) | {e.code for e in scenario.expect}
     for a in alerts:
         if a.alert_id in used:
             continue
         t = raised_at(a)
         if t < start - EARLY_TOLERANCE_S:
             continue  # opened before this run: not ours to judge
-        if a.code in allowed and any(_matches(e, a) for e in scenario.expect):
-            continue  # a second alert of an expected kind at the expected place (e.g. a re-opened one)
+        if any(_matches(e, a) and t >= start + scenario.reference(e) - EARLY_TOLERANCE_S for e in scenario.expect):
+            continue  # a second alert of an expected kind and place after its incident (e.g. a second rule)
         out.unexpected.append(Unexpected(a.alert_id, a.code, a.severity, _where(a), t,
                                          in_scope(a) and a.code not in scenario.allow))
     return out
