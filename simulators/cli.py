@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FleetError, RecordingError) as e:
         print(f"commhub simulate: {e}", file=sys.stderr)
         return 2
+    if start < time.time() - 60 and not args.dry_run:
+        log.warning("the simulated start lies in the past: the agent's births carry the wall clock and look newer "
+                    "than every simulated message, so a hub's absence rules will not see them as activity")
     ctx = ModelContext(site=cfg.community.site.id, local=LocalTime(cfg.community.site.timezone), recordings=recs)
     clock = SimClock(start, args.speed)
     agent: Any = CountingPublisher() if args.dry_run else make_agent(cfg, devices)
