@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options."""
     parser.add_argument("--samples", type=int, default=200, help="alerts timed per condition")
     parser.add_argument("--rate", type=float, default=1000.0, help="background telemetry, msg/s")
+    parser.add_argument("--batch-wait-ms", type=float, default=None,
+                        help="hub.batch_wait_ms (default: the hub's); a lone message waits this long for company")
     parser.add_argument("--no-influx", action="store_true", help="run without InfluxDB (the spool just grows)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
@@ -137,7 +139,7 @@ def _measure(cfg: Config, sink: Any, samples: int, label: str) -> dict[str, list
     pub.loop_start()
     time.sleep(0.3)
     out: dict[str, list[float]] = {"mqtt": [], "live": []}
-    seq = 1_000_000 * (1 + len(label))
+    seq = int(time.time() * 1000) * 1000  # unique across runs: the hub drops repeated (device, seq)
     for i in range(samples):
         d = panic[i % len(panic)]
         seq += 1
@@ -180,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
                  influx=InfluxConfig(url=influx.url if influx else "http://127.0.0.1:9", transport="v1",
                                      database="benchalerts"),
                  hub=HubConfig(worker_id="bench-alerts", metrics=MetricsConfig(port=0),
-                               spool=SpoolConfig(dir=tmp / "spool"), snapshots_dir=tmp / "snapshots"),
+                               spool=SpoolConfig(dir=tmp / "spool"), snapshots_dir=tmp / "snapshots",
+                               **({} if args.batch_wait_ms is None else {"batch_wait_ms": args.batch_wait_ms})),
                  alerts=AlertsConfig(enabled=True, db_url=f"sqlite:///{tmp}/alerts.db"), community=community)
     sink = AlertingSink(cfg)
     worker = Worker(cfg, sinks=[sink])
@@ -204,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         if influx is not None:
             influx.stop()
     print(f"samples: {args.samples}")
+    print(f"hub_batch_wait_ms: {cfg.hub.batch_wait_ms:g}")
     print(f"background_msgs_per_s: {bg.sent / bg.elapsed if bg.elapsed else 0:.0f}")
     ok = True
     for cond, chans in results.items():
