@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,52 @@ def build() -> dict[str, Any]:
         "site": {"id": "sunrise", "name": "朝阳花园社区", "timezone": "Asia/Shanghai", "jurisdiction": "pcs-chaoyang"},
         "grids": grids,
         "devices": devices,
+        "staff": _staff(),
+        "residents": _residents(grids),
     }
+
+
+def _ref(seed: str) -> str:
+    """An opaque person ref (what an enrolment system would hand us), never a name."""
+    return hashlib.sha256(seed.encode()).hexdigest()[:16]
+
+
+def _staff() -> list[dict[str, Any]]:
+    """Grid workers on day and night shifts per grid, and the site-wide desks."""
+    day = [{"start": "08:00", "end": "20:00"}]
+    night = [{"start": "20:00", "end": "08:00"}]
+    staff: list[dict[str, Any]] = []
+    for gid, gname, _ in GRIDS:
+        staff.append({"id": f"gw-{gid}-day", "role": "grid_worker", "name": f"{gname}网格员(白班)", "grids": [gid],
+                      "shifts": day})
+        staff.append({"id": f"gw-{gid}-night", "role": "grid_worker", "name": f"{gname}网格员(夜班)", "grids": [gid],
+                      "shifts": night})
+    staff += [
+        {"id": "prop-day", "role": "property", "name": "物业服务中心", "shifts": day},
+        {"id": "prop-night", "role": "property", "name": "物业夜间值班", "shifts": night},
+        {"id": "police-chaoyang", "role": "police_liaison", "name": "派出所社区民警", "jurisdiction": "pcs-chaoyang"},
+        {"id": "ctrl-room", "role": "control_room", "name": "监控中心"},
+        {"id": "sec-supervisor", "role": "security_supervisor", "name": "保安队长"},
+        {"id": "maint-desk", "role": "maintenance", "name": "设备维护",
+         "shifts": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat"], "start": "08:00", "end": "18:00"}]},
+        {"id": "fire-maint", "role": "fire_maintenance", "name": "消防维保单位"},
+        {"id": "gas-company", "role": "gas_company", "name": "燃气公司抢修"},
+        {"id": "municipal", "role": "municipal", "name": "市政热线"},
+        {"id": "street-office", "role": "street_office", "name": "街道办"},
+    ]
+    return staff
+
+
+def _residents(grids: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One opted-in resident per building: the flat with a door contact and a water meter on floor 9."""
+    out = []
+    for g in grids:
+        for b in g["buildings"]:
+            bid = b["id"]
+            out.append({"ref": _ref(f"resident-{bid}-u1-902"), "grid": g["id"], "building": bid, "unit": "u1",
+                        "devices": [f"dc-{bid}-u1-902", f"wmeter-{bid}-u1-902"],
+                        "emergency_contact": _ref(f"contact-{bid}-u1-902")})
+    return out
 
 
 def main() -> int:
