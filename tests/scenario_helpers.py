@@ -32,10 +32,10 @@ RESIDENT = "e1de71e5e1de71e5"
 
 
 def sample_community() -> Community:
-    """The shipped sample community, plus the opted-in resident the elderly scenario watches."""
+    """The shipped sample community, with an opted-in resident at b01/u1/902 (added if the sample has none)."""
     base = load_community(SAMPLE)
     data = base.model_dump(mode="json", exclude_none=True)
-    if not any(r["ref"] == RESIDENT for r in data.get("residents", [])):
+    if not any("dc-b01-u1-902" in r.get("devices", ()) for r in data.get("residents", [])):
         data.setdefault("residents", []).append(
             {"ref": RESIDENT, "grid": "g1", "building": "b01", "unit": "u1",
              "devices": ["dc-b01-u1-902", "wmeter-b01-u1-902"]})

@@ -34,6 +34,13 @@ class ObservedAlert:
     transition: str
     opened_at: float  # epoch seconds, as the hub stamped it
     received_mono: float  # time.monotonic() when it arrived
+    rule: str = ""
+    event_ts: float | None = None  # the newest triggering event's own (device) time
+
+    @property
+    def raised_at(self) -> float:
+        """When the alert was raised: its stamp, or its triggering event if that is later (instant rules)."""
+        return self.opened_at if self.event_ts is None else max(self.opened_at, self.event_ts)
 
 
 def from_payload(payload: bytes | bytearray, received_mono: float) -> ObservedAlert:
@@ -42,8 +49,9 @@ def from_payload(payload: bytes | bytearray, received_mono: float) -> ObservedAl
         n = AlertNotice.model_validate_json(payload)
     except ValidationError as e:
         raise ValueError(f"not an AlertNotice: {e.errors()[0]['msg']}") from None
+    event_ts = max((e.ts.timestamp() for e in n.events), default=None)
     return ObservedAlert(n.alert_id, n.code, n.severity, n.site, n.grid, n.building, n.unit, n.device_id,
-                         n.transition, n.opened_at.timestamp(), received_mono)
+                         n.transition, n.opened_at.timestamp(), received_mono, n.rule, event_ts)
 
 
 class AlertListener:
