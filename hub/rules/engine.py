@@ -147,6 +147,10 @@ class Engine:
                 log.exception("rule %s timer failed for %s", rule_id, key)
                 st.due = None
                 sigs = []
+            if st.due is not None and st.due <= now:
+                # A timer that asks to run again at once would spin; the next tick is soon enough.
+                log.debug("rule %s asked for a timer in the past for %s", rule_id, key)
+                st.due = now + 0.001
             store.save(rule_id, key, st)
             out.extend(self._correlate(sigs, store))
         return out

@@ -54,7 +54,7 @@ class Correlation(Rule):
         """Forget evidence older than the window."""
         st.due = None
         d = st.data
-        d["seen"] = [x for x in d.get("seen", []) if now - x[0] <= self.spec.window_s]
+        d["seen"] = [x for x in d.get("seen", []) if now - x[0] < self.spec.window_s]
         if not d["seen"]:
             d.clear()  # the incident stays open in the alert store; this rule only needed the window
         else:
