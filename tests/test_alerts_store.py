@@ -232,3 +232,12 @@ def test_community_rejects_bad_staff() -> None:
     base["staff"] = [{"id": "x", "role": "police_liaison"}]
     with pytest.raises(ValueError, match="needs a jurisdiction"):
         type(community()).model_validate(base)
+
+
+def test_condition_that_clears_and_returns_reopens_the_same_alert(driver: SinkDriver) -> None:
+    for i in range(10):  # a gas sensor flapping far across both thresholds
+        driver.send("gas-b2", "gas_reading", 5, lel_pct=30.0 if i % 2 == 0 else 2.0)
+    rows = driver.alerts(rule="gas_leak")
+    assert len(rows) == 1 and rows[0]["count"] == 5
+    trail = [t["transition"] for t in driver.sink.store.transitions(rows[0]["id"])]
+    assert trail == ["opened"] + ["resolved", "reopened"] * 4 + ["resolved"]
