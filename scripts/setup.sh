@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb)
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb postgresql)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
