@@ -115,6 +115,8 @@ class AlertsConfig(_Section):
     auto_close_s: float = Field(default=86400.0, gt=0, description="A resolved alert is closed after this long.")
     outbox_lease_s: float = Field(default=30.0, gt=0, description="How long a worker owns a notice it is sending.")
     live_feed_size: int = Field(default=1000, ge=1, description="Notices the live feed keeps for late readers.")
+    restart_grace_s: float = Field(default=120.0, ge=0,
+                                   description="After a start, absence deadlines wait this long for the backlog.")
     mqtt_qos: int = Field(default=1, ge=0, le=2, description="QoS of alert notices on MQTT.")
     webhooks: tuple[WebhookConfig, ...] = ()
 

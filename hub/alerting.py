@@ -70,7 +70,7 @@ class AlertingSink:
         self.store.on_notices = self._notify
         self.store.start()
         with self.store.tx() as tx:
-            n = self.engine.seed(tx, self.clock())
+            n = self.engine.seed(tx, self.clock(), self.cfg.alerts.restart_grace_s)
         log.info("alerting: %d rules, %d new absence timers", len(self.engine.rules), n)
         if self.mqtt_enabled:
             self.mqtt = MqttNotifier(self.store, self.cfg.mqtt, f"{self.cfg.hub.worker_id}-alerts",
@@ -90,8 +90,20 @@ class AlertingSink:
                                                   self.ctx.place(a.envelope.device_id), a.device))
             except Exception:
                 log.exception("cannot read %s seq %d for the rules", a.envelope.device_id, a.envelope.seq)
-        if events:
+        if not events:
+            return
+        try:
             self._retry(lambda: self._process(events))
+        except OperationalError:
+            raise  # the database is down: the worker logs it; nothing here can help
+        except Exception:
+            # One bad event must not cost the others: replay the batch one event per transaction.
+            log.exception("alerting failed on a batch of %d; retrying one by one", len(events))
+            for ev in events:
+                try:
+                    self._retry(lambda ev=ev: self._process([ev]))  # type: ignore[misc]
+                except Exception:
+                    log.exception("alerting skipped %s seq %d", ev.device_id, ev.seq)
 
     def _process(self, events: list[Event]) -> None:
         with self.store.tx() as tx:
@@ -145,6 +157,19 @@ class AlertingSink:
                     raise
                 log.warning("alert store busy (%s); retrying", str(e).splitlines()[0][:200])
                 time.sleep(0.05 * (attempt + 1))
+
+
+def open_store(cfg: Config, clock: Callable[[], float] = time.time, actor: str = "api") -> AlertStore:
+    """An AlertStore for another process (the API): reads, human actions, reports and silences.
+
+    Its notices go to the outbox; the hub's MQTT and webhook notifiers deliver them within a second.
+    Call start() once (it migrates the schema, which is safe alongside running hubs).
+    """
+    pack = load_rules(cfg.alerts.rules_file or CONFIGS / "rules.yaml")
+    routing = load_routing(cfg.alerts.routing_file or CONFIGS / "routing.yaml")
+    return AlertStore(make_engine(db_url(cfg)), Router(routing, cfg.community), {r.id: r for r in pack.rules},
+                      cfg.community.site.id, cfg.alerts.webhooks, clock, actor, cfg.alerts.auto_close_s,
+                      cfg.alerts.outbox_lease_s)
 
 
 def build_sink(cfg: Config) -> AlertingSink:

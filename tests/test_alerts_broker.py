@@ -151,3 +151,20 @@ def test_notices_committed_while_mqtt_was_down_are_sent_after_restart(tmp_path: 
 def test_make_config_defaults_resolve(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     assert cfg.alerts.enabled and cfg.alerts.rules_file.is_file()
+
+
+def test_actions_from_another_process_reach_mqtt_through_the_outbox(rig: Rig) -> None:
+    from hub.alerting import open_store
+    rig.send("gas-b3", "gas_reading", lel_pct=35.0)
+    opened = rig.wait_notice(_opened("gas_leak", "device:gas-b3"))
+    api = open_store(rig.config(0), clock=rig.clock)  # as the API process would
+    api.start()
+    api.acknowledge(opened.alert_id, "prop-1", "valve closed")
+    ticket = api.open_report("noise", "g2", by="ab12cd34ef56ab78", building="b3", note="drilling at night")
+    try:
+        ack = rig.wait_notice(lambda n: n.alert_id == opened.alert_id and n.transition == "acknowledged")
+        rep = rig.wait_notice(lambda n: n.notice_id == ticket.notice_id)
+    finally:
+        api.engine.dispose()
+    assert ack is not None and ack.by == "prop-1" and ack.note == "valve closed"
+    assert rep is not None and rep.code == "resident_report" and rep.severity == "low"

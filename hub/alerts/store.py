@@ -281,6 +281,12 @@ class Tx:
                                                     set_={"data": stmt.excluded.data, "due": stmt.excluded.due}),
                          rows)
 
+    def postpone(self, rule: str, until: float) -> int:
+        """Move a rule's timers due before `until` to `until`."""
+        self.flush()
+        res = self.conn.execute(update(RS).where(RS.c.rule == rule, RS.c.due < until).values(due=until))
+        return int(res.rowcount or 0)
+
     def due(self, now: float) -> list[tuple[str, str]]:
         """Keys whose timer is due (skipping rows another worker holds)."""
         self.flush()

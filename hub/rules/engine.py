@@ -44,6 +44,9 @@ class StateStore(Protocol):
     def prefetch(self, pairs: set[tuple[str, str]]) -> None:
         """Load many keys at once before they are used (one query per batch instead of one per event)."""
 
+    def postpone(self, rule: str, until: float) -> int:
+        """Move a rule's timers that are due before `until` to `until`; returns how many moved."""
+
 
 class MemoryStates:
     """A StateStore in a dict (unit tests, benchmarks)."""
@@ -74,6 +77,13 @@ class MemoryStates:
     def prefetch(self, pairs: set[tuple[str, str]]) -> None:
         """Nothing to do in memory."""
 
+    def postpone(self, rule: str, until: float) -> int:
+        """Move early timers of a rule."""
+        moved = [s for (r, _), s in self.states.items() if r == rule and s.due is not None and s.due < until]
+        for s in moved:
+            s.due = until
+        return len(moved)
+
 
 class Engine:
     """Feeds events and timer ticks to the rules; pure apart from the StateStore it is given."""
@@ -98,10 +108,16 @@ class Engine:
                 for member in rule.spec.members:
                     self.correlations[member].append(rule)
 
-    def seed(self, store: StateStore, now: float) -> int:
-        """Create absence timers for subjects that have never reported; returns how many."""
+    def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
+        """Create absence timers for subjects that have never reported; returns how many.
+
+        Absence deadlines that passed while the hub was down wait `grace_s` more: the broker still holds the
+        messages of that time, and a door opening among them must be seen before anyone is declared absent.
+        """
         n = 0
         for rule in self.rules.values():
+            if grace_s > 0 and isinstance(rule, Absence):
+                store.postpone(rule.id, now + grace_s)
             for key, st in rule.seed(store.known(rule.id), now).items():
                 store.save(rule.id, key, st)
                 n += 1
