@@ -117,6 +117,9 @@ class AlertsConfig(_Section):
     live_feed_size: int = Field(default=1000, ge=1, description="Notices the live feed keeps for late readers.")
     restart_grace_s: float = Field(default=120.0, ge=0,
                                    description="After a start, absence deadlines wait this long for the backlog.")
+    max_clock_skew_s: float = Field(default=30.0, gt=0,
+                                    description="A live message whose ts is further off than this is timed "
+                                                "by the hub's clock instead (hold times stay honest).")
     mqtt_qos: int = Field(default=1, ge=0, le=2, description="QoS of alert notices on MQTT.")
     webhooks: tuple[WebhookConfig, ...] = ()
 

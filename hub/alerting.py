@@ -84,10 +84,17 @@ class AlertingSink:
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
         events = []
+        now = self.clock()
+        skew = self.cfg.alerts.max_clock_skew_s
         for a in batch:
             try:
-                events.append(Event.from_envelope(a.envelope, a.topic.device_kind,
-                                                  self.ctx.place(a.envelope.device_id), a.device))
+                env = a.envelope
+                ts = env.ts.timestamp()
+                # Timers run on the hub's clock: a live message from a device whose clock is off would
+                # otherwise start a hold time in the past (fire at once) or in the future (never).
+                t = now if not env.historical and abs(ts - now) > skew else None
+                events.append(Event.from_envelope(env, a.topic.device_kind, self.ctx.place(env.device_id),
+                                                  a.device, t))
             except Exception:
                 log.exception("cannot read %s seq %d for the rules", a.envelope.device_id, a.envelope.seq)
         if not events:

@@ -243,3 +243,13 @@ def test_condition_that_clears_and_returns_reopens_the_same_alert(driver: SinkDr
     assert len(rows) == 1 and rows[0]["count"] == 5
     trail = [t["transition"] for t in driver.sink.store.transitions(rows[0]["id"])]
     assert trail == ["opened"] + ["resolved", "reopened"] * 4 + ["resolved"]
+
+
+def test_a_device_clock_far_behind_does_not_cut_the_hold_time(driver: SinkDriver) -> None:
+    from alerts_helpers import accepted, env
+    late = env("leak-b2", "water_leak", driver.clock() - 7200, wet=True)  # a device two hours behind
+    driver.sink.handle([accepted(driver.cfg, late)])
+    driver.wait(30)
+    assert driver.alerts(rule="water_leak") == []  # the 60 s hold is counted on the hub's clock
+    driver.wait(31)
+    assert len(driver.alerts(rule="water_leak")) == 1

@@ -60,10 +60,11 @@ class Event:
     historical: bool = False
 
     @classmethod
-    def from_envelope(cls, env: Envelope, kind: str, place: Place, device: Device | None) -> Event:
-        """Build from a validated envelope."""
-        return cls(env.device_id, kind, env.body.type, env.ts.timestamp(), env.seq, env.body, place, device,
-                   env.historical)
+    def from_envelope(cls, env: Envelope, kind: str, place: Place, device: Device | None,
+                      t: float | None = None) -> Event:
+        """Build from a validated envelope; `t` overrides the device's timestamp (a skewed clock)."""
+        return cls(env.device_id, kind, env.body.type, env.ts.timestamp() if t is None else t, env.seq, env.body,
+                   place, device, env.historical)
 
     def get(self, name: str) -> Any:
         """A body field, or None."""
