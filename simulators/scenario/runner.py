@@ -136,7 +136,7 @@ class ScenarioRunner:
         def on_progress(s: Stats) -> None:
             if progress is not None:
                 progress.update((s.sim_ts if s.sim_ts == s.sim_ts else start) - start, s.published,
-                                len(listener.snapshot()))
+                                len({a.alert_id for a in listener.snapshot()}))
         ctx = ModelContext(site=site, local=local, recordings=self.recordings)
         sim = Simulation(fleet, agent, clock, ctx, sc.seed, end=end, injections=the_plan.injections,
                          overrides=the_plan.overrides, progress=on_progress, progress_every_s=0.25, announce=True)
