@@ -73,7 +73,8 @@ class HubConfig(_Section):
     worker_id: str = Field(default="hub-1", pattern=r"^[A-Za-z0-9_-]+$", description="MQTT client id, unique.")
     share_group: str = Field(default="hub", pattern=r"^[A-Za-z0-9_-]+$", description="Shared subscription group.")
     batch_max: int = Field(default=2000, ge=1, le=65535, description="Messages per processing batch.")
-    batch_wait_ms: float = Field(default=20.0, ge=0, description="Longest wait to fill a batch.")
+    batch_wait_ms: float = Field(default=20.0, ge=0,
+                                 description="Longest a message waits for its batch while more keep arriving.")
     receive_maximum: int = Field(default=4000, ge=1, le=65535,
                                  description="MQTT 5 receive maximum: un-acked QoS 1 messages in flight.")
     dedup_window: int = Field(default=4096, ge=16, description="Recent seqs remembered per device.")

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.postgres
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     server = Postgres(tmp_path_factory.mktemp("postgres"))
     if not server.available:
-        pytest.skip("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)")
+        # Not a skip: scripts/setup.sh installs it, so a missing server is a broken setup, not an option.
+        pytest.fail("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)")
     server.start()
     yield server
     server.stop()
