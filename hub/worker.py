@@ -21,6 +21,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import start_http_server
 
 from commhub import topics
@@ -233,7 +234,10 @@ class Worker:
         self._generation += 1
         group = self.cfg.hub.share_group
         if not self._retiring.is_set():
-            client.subscribe(self._filter(), qos=1)
+            # No retained copies: the persistent session already queues the originals, and mosquitto would
+            # otherwise resend every device's retained state on each (re)subscribe, despite MQTT 5 §4.8.2.
+            opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            client.subscribe(self._filter(), options=opts)
         self._connected.set()
         log.info("connected to %s:%d, subscribed as %s", self.cfg.mqtt.host, self.cfg.mqtt.port, group)
 

@@ -41,6 +41,12 @@ def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Call
         b.stop(kill=True)
 
 
+@pytest.fixture
+def own_mosquitto(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
+    """A broker for this test alone, for exact counts: no other test's retained messages or sessions."""
+    return mosquitto_factory()
+
+
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """One broker for the session; tests keep apart by unique topics (see unique_site)."""

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,8 @@ SAMPLE_COMMUNITY = REPO / "configs" / "community" / "sample.yaml"
 def write_config(tmp: Path, broker: Mosquitto, influx: Influxd | None, database: str,
                  community: Path = SAMPLE_COMMUNITY, **sections: dict[str, Any]) -> Path:
     """A hub config file under tmp pointing at the given services; extra sections are merged in."""
-    hub: dict[str, Any] = {"worker_id": "hub-test", "metrics": {"port": free_port()},
+    # A worker id of its own: the id names the broker session, which a later test must not inherit.
+    hub: dict[str, Any] = {"worker_id": f"hub-{uuid.uuid4().hex[:8]}", "metrics": {"port": free_port()},
                            "spool": {"dir": str(tmp / "spool")}, "snapshots_dir": str(tmp / "snapshots")}
     hub.update(sections.pop("hub", {}))
     data: dict[str, Any] = {

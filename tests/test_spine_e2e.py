@@ -54,8 +54,9 @@ MALFORMED = [
 ]
 
 
-def test_valid_stored_malformed_dead_lettered(tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
+def test_valid_stored_malformed_dead_lettered(tmp_path: Path, own_mosquitto: Mosquitto, influxd: Influxd,
                                               unique_site: str) -> None:
+    mosquitto = own_mosquitto
     db = f"db_{unique_site}"
     hub = HubProcess(write_config(tmp_path, mosquitto, influxd, db), tmp_path / "hub.log")
     hub.start()
@@ -98,8 +99,9 @@ def test_valid_stored_malformed_dead_lettered(tmp_path: Path, mosquitto: Mosquit
         hub.stop()
 
 
-def test_influxd_outage_loses_nothing(tmp_path: Path, mosquitto: Mosquitto, influxd_factory,
+def test_influxd_outage_loses_nothing(tmp_path: Path, own_mosquitto: Mosquitto, influxd_factory,
                                       unique_site: str) -> None:
+    mosquitto = own_mosquitto
     influx = influxd_factory()
     db = f"db_{unique_site}"
     hub = HubProcess(write_config(tmp_path, mosquitto, influx, db, hub={"spool": {"dir": str(tmp_path / "spool"),
@@ -131,8 +133,9 @@ def test_influxd_outage_loses_nothing(tmp_path: Path, mosquitto: Mosquitto, infl
         hub.stop()
 
 
-def test_hub_sigkill_midstream_loses_nothing(tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
+def test_hub_sigkill_midstream_loses_nothing(tmp_path: Path, own_mosquitto: Mosquitto, influxd: Influxd,
                                              unique_site: str) -> None:
+    mosquitto = own_mosquitto
     db = f"db_{unique_site}"
     cfg = write_config(tmp_path, mosquitto, influxd, db)
     hub = HubProcess(cfg, tmp_path / "hub.log")
@@ -157,6 +160,24 @@ def test_hub_sigkill_midstream_loses_nothing(tmp_path: Path, mosquitto: Mosquitt
         # Messages spooled but not yet acknowledged at the kill come back and are written again with the
         # same tags and timestamp, so InfluxDB overwrites them: the count stays exactly n.
         assert _count(influxd, db) == n
+    finally:
+        pub.disconnect()
+        hub.stop()
+
+
+def test_retained_messages_are_not_replayed_to_the_hub(tmp_path: Path, own_mosquitto: Mosquitto, influxd: Influxd,
+                                                       unique_site: str) -> None:
+    db = f"db_{unique_site}"
+    pub = raw_client(own_mosquitto, f"pub-{unique_site}")
+    state = envelope_json("gas-b01-u1-202", 0, {"type": "state", "status": "online", "session": 1})
+    pub.publish(f"commhub/v1/{unique_site}/gas/gas-b01-u1-202/state", state, qos=1, retain=True).wait_for_publish(10)
+    hub = HubProcess(write_config(tmp_path, own_mosquitto, influxd, db), tmp_path / "hub.log")
+    hub.start()  # subscribes after the retained state was set: it must not be delivered again
+    try:
+        publish_stream(pub, unique_site, DEVICES[:1], 10, _mixed_body)
+        assert wait_for(lambda: hub.metric("commhub_points_written_total") == 10, 20)
+        time.sleep(0.5)
+        assert hub.metric("commhub_messages_in_total") == 10
     finally:
         pub.disconnect()
         hub.stop()

@@ -31,8 +31,9 @@ def _body(i: int) -> dict[str, object]:
     return {"type": "gas_reading", "lel_pct": (i % 90) / 10}
 
 
-def test_two_workers_share_and_a_retired_worker_keeps_its_share(tmp_path: Path, mosquitto: Mosquitto,
+def test_two_workers_share_and_a_retired_worker_keeps_its_share(tmp_path: Path, own_mosquitto: Mosquitto,
                                                                  influxd: Influxd, unique_site: str) -> None:
+    mosquitto = own_mosquitto
     db = f"db_{unique_site}"
     # a group of our own, so other tests' workers on the session broker do not take part
     cfg = write_config(tmp_path, mosquitto, influxd, db, hub={"share_group": f"g{unique_site}"})
