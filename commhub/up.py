@@ -17,7 +17,7 @@ from typing import IO
 
 import yaml
 
-from commhub.config import load
+from commhub.config import Config, load
 from commhub.services import Influxd, Mosquitto, free_port
 
 log = logging.getLogger(__name__)
@@ -84,10 +84,25 @@ def _write_config(base: Path, run_dir: Path, mqtt_port: int, influx_url: str, me
     if "agent" in data or importlib.util.find_spec("edge_agents.base") is not None:
         agent = data.setdefault("agent", {})
         agent["state_dir"] = str(run_dir / "agents")
+    cameras = data.get("cameras", {}).get("devices", [])
+    for cam in cameras:  # file sources are relative to the base config; this copy lives elsewhere
+        src = Path(str(cam["source"]))
+        if not src.is_absolute() and not str(cam["source"]).isdigit() and "://" not in str(cam["source"]):
+            cam["source"] = str((base.parent / src).resolve())
     path = run_dir / "commhub.yaml"
     path.write_text("# Written by `commhub up` from " + str(base) + "\n" + yaml.safe_dump(data, allow_unicode=True))
     load(path)  # fail here, with the file named, rather than in a child process
     return path
+
+
+def _replayed_cameras(cfg: Config) -> list[str]:
+    """Ids of the configured cameras, when every file source exists (live URLs always count)."""
+    ids = []
+    for cam in cfg.cameras.devices:
+        if "://" not in cam.source and not cam.source.isdigit() and not Path(cam.source).exists():
+            return []
+        ids.append(cam.id)
+    return ids
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         api_port = _port(8000)
         children.append(_Child("api", [py, "-m", "commhub.cli", "api", "--config", str(cfg_path),
                                        "--port", str(api_port)], run_dir / "logs" / "api.log"))
+    replay = _replayed_cameras(cfg)
+    if replay:
+        children.append(_Child("cameras", [py, "-m", "commhub.cli", "agent", "camera", "--config", str(cfg_path)],
+                               run_dir / "logs" / "cameras.log"))
     if not args.no_simulator:
         children.append(_Child("simulator", [py, "-m", "commhub.cli", "simulate", "--config", str(cfg_path),
                                              "--speed", str(args.speed), "--seed", str(args.seed)],
@@ -137,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
             f"  dead letters    mosquitto_sub -p {broker.port} -t '{root}/hub/v1/deadletter' -v",
             f"  alerts          mosquitto_sub -p {broker.port} -t '{root}/hub/v1/alerts/#' -v",
         ]
+        if replay:
+            lines.append(f"  cameras         {', '.join(replay)} (OpenCV on recorded footage)")
+        elif cfg.cameras.devices:
+            lines.append("  cameras         not started: their footage is missing (see configs/commhub.yaml)")
         if api_port:
             lines.append(f"  API and console http://127.0.0.1:{api_port}/")
         lines += [f"  logs            {run_dir / 'logs'}", "Press Ctrl-C to stop.", ""]

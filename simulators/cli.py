@@ -72,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         duration = parse_duration(args.duration) if args.duration is not None else math.inf
         start = parse_start(args.start) if args.start else float(int(time.time()) // 60 * 60)
-        devices = select(cfg.community.devices, args.devices)
+        # Cameras with a configured source are watched by the real camera agent, not simulated.
+        real_cameras = {c.id for c in cfg.cameras.devices}
+        devices = select(tuple(d for d in cfg.community.devices if d.id not in real_cameras), args.devices)
         recs = recordings(args)
     except (ValueError, FleetError, RecordingError) as e:
         print(f"commhub simulate: {e}", file=sys.stderr)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.services
 def test_up_runs_the_main_job(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "commhub.cli", "up", "--run-dir", str(tmp_path),
-                             "--duration", "25", "--speed", "120"], cwd=REPO, stdout=subprocess.PIPE,
+                             "--duration", "30", "--speed", "120"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines: list[str] = []
@@ -32,8 +32,8 @@ def test_up_runs_the_main_job(tmp_path: Path) -> None:
     assert url, "".join(lines)
     assert any("hub metrics" in x for x in lines) and any("MQTT broker" in x for x in lines)
     measurements: set[str] = set()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(measurements) < 5:
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline and not ({"camera_motion", "access_granted"} <= measurements):
         try:
             series = influx_query(url, "commhub", "SHOW MEASUREMENTS")
             measurements = {v[0] for s in series for v in s["values"]}
@@ -46,3 +46,7 @@ def test_up_runs_the_main_job(tmp_path: Path) -> None:
     assert {"hydrant_pressure", "heartbeat"} <= measurements, measurements
     assert measurements & {"access_granted", "door_opened", "door_closed", "passage"}, measurements
     assert "hub_dead_letter" not in measurements, "the simulator produced invalid messages"
+    # the real camera agent analyses the recorded footage (../shared/data/video) as two cameras
+    assert any("cameras " in x and "OpenCV" in x for x in lines), "".join(lines)
+    assert "camera_motion" in measurements, measurements
+    assert list((tmp_path / "hub" / "snapshots").rglob("*.jpg")), "no snapshot reached the hub"
