@@ -5,7 +5,6 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -23,7 +22,7 @@ from commhub.wire import (
     Tamper,
 )
 from edge_agents.access.hashing import CredentialHasher
-from edge_agents.base.adapter import Emit
+from edge_agents.base.adapter import Emit, ThreadedAdapter
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,10 @@ _SCENARIOS = (("grant", 0.80), ("deny", 0.09), ("exit", 0.08), ("forced", 0.01),
               ("tamper", 0.004), ("offline", 0.003))
 
 
-class SimulatedAccessAdapter:
+class SimulatedAccessAdapter(ThreadedAdapter):
     """Emits grant -> opened -> closed sequences, denials, exit requests and rare alarms for each device."""
+
+    thread_name = "access-sim"
 
     def __init__(self, devices: Mapping[str, DeviceKind], hasher: CredentialHasher, events_per_device_s: float,
                  seed: int | None = None, residents: int = 200) -> None:
@@ -42,22 +43,7 @@ class SimulatedAccessAdapter:
         self.rate = events_per_device_s
         self.seed = seed
         self.residents = residents
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.emitted = 0
-
-    def start(self, emit: Emit) -> None:
-        """Start the event thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(emit,), name="access-sim", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the event thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        super().__init__()
 
     def _run(self, emit: Emit) -> None:
         rng = random.Random(self.seed)

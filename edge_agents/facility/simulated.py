@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from commhub.wire import DeviceKind
-from edge_agents.base.adapter import Emit
+from edge_agents.base.adapter import Emit, ThreadedAdapter
 from edge_agents.facility.bodies import PRESSED, Reporter
 
 log = logging.getLogger(__name__)
@@ -81,8 +80,10 @@ def _incident(kind: DeviceKind, values: dict[str, Any]) -> dict[str, Any]:
     return {**values, **changes.get(kind, {})}
 
 
-class SimulatedFacilityAdapter:
+class SimulatedFacilityAdapter(ThreadedAdapter):
     """Ticks every device once per simulated second; incidents start at `incidents_per_hour` per device."""
+
+    thread_name = "facility-sim"
 
     def __init__(self, devices: Mapping[str, tuple[DeviceKind, float]], speed: float = 1.0,
                  incidents_per_hour: float = 0.2, incident_s: float = 120.0, seed: int | None = None,
@@ -93,22 +94,7 @@ class SimulatedFacilityAdapter:
         self.incident_s = incident_s
         self.seed = seed
         self.tick_s = tick_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.emitted = 0
-
-    def start(self, emit: Emit) -> None:
-        """Start ticking."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(emit,), name="facility-sim", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop ticking."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        super().__init__()
 
     def _run(self, emit: Emit) -> None:
         rng = random.Random(self.seed)
