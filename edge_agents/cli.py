@@ -6,16 +6,13 @@ import argparse
 import importlib
 import json
 import logging
-import signal
-import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 from commhub.config import load
-from edge_agents.base import StateDirError
+from edge_agents.base.serve import serve
 
 log = logging.getLogger(__name__)
 
@@ -100,23 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if args.agent_kind == "camera":
         return int(args.camera_run(args) or 0)
     agent = _build(args)
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        done.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    try:
-        agent.start()
-    except (ValueError, OSError, StateDirError) as e:
-        print(f"cannot start the {args.agent_kind} agent: {e}", file=sys.stderr)
-        return 2
-    try:
-        done.wait(args.duration)
-    finally:
-        agent.stop()
+    rc = serve(agent, f"{args.agent_kind} agent", args.duration)
+    if rc:
+        return rc
     if agent.base is not None:
         print(json.dumps({"agent": args.name, **asdict(agent.base.stats)}))
     return 0

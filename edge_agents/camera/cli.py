@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -55,27 +53,13 @@ def run(args: argparse.Namespace) -> int:
 # ---- live -----------------------------------------------------------------------------------------
 
 def _live(args: argparse.Namespace) -> int:
-    from edge_agents.base import StateDirError
+    from edge_agents.base.serve import serve
     from edge_agents.camera.agent import CameraAgent
 
     agent = CameraAgent(load(args.config), args.name, cameras=args.camera, state_dir=args.state_dir)
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        done.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    try:
-        agent.start()
-    except (ValueError, OSError, StateDirError) as e:
-        print(f"cannot start the camera agent: {e}", file=sys.stderr)
-        return 2
-    try:
-        done.wait(args.duration)
-    finally:
-        agent.stop()
+    rc = serve(agent, "camera agent", args.duration)
+    if rc:
+        return rc
     print(json.dumps({"agent": agent.name, "cameras": agent.stats()}))
     return 0
 
