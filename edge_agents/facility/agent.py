@@ -9,9 +9,8 @@ from commhub.agent_config import ModbusServer
 from commhub.community import Device
 from commhub.config import Config, ConfigError
 from commhub.wire import DeviceKind
-from edge_agents.base import BaseAgent
-from edge_agents.base.adapter import Adapter
-from edge_agents.base.devices import agent_state_dir, select_devices
+from edge_agents.base.devices import select_devices
+from edge_agents.base.host import AdapterHost
 from edge_agents.facility.bodies import FACILITY_KINDS, SPECS, input_fields, required_fields
 from edge_agents.facility.modbus import ModbusAdapter
 from edge_agents.facility.simulated import SimulatedFacilityAdapter
@@ -44,19 +43,15 @@ def check_modbus(servers: tuple[ModbusServer, ...], devices: dict[str, Device]) 
                 raise ConfigError(f"{where}: a {dev.kind.value} needs {sorted(missing)} (as fields or constants)")
 
 
-class FacilityAgent:
+class FacilityAgent(AdapterHost):
     """Publishes facility readings and states from Modbus servers and/or the simulator through one BaseAgent."""
 
     def __init__(self, config: Config, name: str = "facility", *, simulate: bool = False, modbus: bool = True,
                  state_dir: Path | None = None, seed: int | None = None) -> None:
-        self.config = config
-        self.name = name
+        super().__init__(config, name, state_dir)
         self.simulate = simulate
         self.modbus = modbus
-        self.state_dir = state_dir
         self.seed = seed
-        self.base: BaseAgent | None = None
-        self.adapters: list[Adapter] = []
 
     def start(self) -> None:
         """Validate the register maps, start the base agent, then the adapters."""
@@ -68,12 +63,7 @@ class FacilityAgent:
             raise ValueError("no facility devices in the community")
         if not (self.simulate or servers):
             raise ValueError("nothing to run: configure agent.facility.modbus or use the simulated adapter")
-        base = BaseAgent(self.config.mqtt, self.config.community.site.id, self.name,
-                         agent_state_dir(self.config, self.name, self.state_dir), self.config.agent)
-        for dev in devices.values():
-            base.add_device(dev.id, dev.kind, dev.interval_s)
-        base.start()
-        self.base = base
+        base = self._start_base(devices)
         kinds: dict[str, tuple[DeviceKind, float]] = {d.id: (d.kind, d.interval_s) for d in devices.values()}
         polled = set()
         for server in servers:
@@ -85,19 +75,6 @@ class FacilityAgent:
             rest = {d: k for d, k in kinds.items() if d not in polled}
             self.adapters.append(SimulatedFacilityAdapter(rest, speed=settings.sim_speed, seed=self.seed,
                                                           incidents_per_hour=settings.sim_incidents_per_hour))
-        try:
-            for adapter in self.adapters:
-                adapter.start(base.publish)
-        except Exception:
-            self.stop()
-            raise
+        self._start_adapters(base)
         log.info("facility agent %r serves %d devices (%d over Modbus, kinds: %s)", self.name, len(devices),
                  len(polled), sorted({k.value for k, _ in kinds.values()} & {k.value for k in SPECS}))
-
-    def stop(self) -> None:
-        """Stop the adapters, then flush and stop the base agent."""
-        for adapter in reversed(self.adapters):
-            adapter.stop()
-        self.adapters.clear()
-        if self.base is not None:
-            self.base.stop()
