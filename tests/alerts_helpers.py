@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -342,6 +343,26 @@ class SinkDriver:
 
 
 # ---- the real hub worker and broker -----------------------------------------------------------------------
+
+def race(drivers: list[SinkDriver], rounds: int, sends: list[tuple[str, str, dict[str, Any]]]) -> list[BaseException]:
+    """Each driver sends the same messages `rounds` times from its own thread, all at once; returns the errors."""
+    errors: list[BaseException] = []
+
+    def press(d: SinkDriver) -> None:
+        try:
+            for _ in range(rounds):
+                for device, body_type, fields in sends:
+                    d.send(device, body_type, **fields)
+        except BaseException as e:  # surfaced to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=press, args=(d,)) for d in drivers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
 
 class CountingSink:
     """Wraps the alerting sink to tell the test when a batch has been handled (the worker calls it)."""

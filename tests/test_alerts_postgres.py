@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from alerts_helpers import SCENARIOS, T0, FakeClock, Postgres, Rig, SinkDriver, make_config, msg, wait
+from alerts_helpers import SCENARIOS, T0, FakeClock, Postgres, Rig, SinkDriver, make_config, msg, race, wait
 
 from hub.alerts.db import VERSION_TABLE, make_engine, migrate
 from hub.alerts.models import Base
@@ -61,22 +61,8 @@ def test_two_sinks_racing_on_postgres_make_one_alert_each(tmp_path: Path, db: st
         t.start()
     for t in starters:
         t.join()
-    errors: list[BaseException] = []
-
-    def press(d: SinkDriver) -> None:
-        try:
-            for _ in range(25):
-                d.send("panic-b3", "panic_press")
-                d.send("smoke-b3-1", "smoke_state", alarm=True)
-                d.send("hydrant-b2", "hydrant_pressure", pressure_mpa=0.30)
-        except BaseException as e:  # surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=press, args=(d,)) for d in drivers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = race(drivers, 25, [("panic-b3", "panic_press", {}), ("smoke-b3-1", "smoke_state", {"alarm": True}),
+                                ("hydrant-b2", "hydrant_pressure", {"pressure_mpa": 0.30})])
     rows = drivers[0].alerts(rule="sos_button") + drivers[0].alerts(rule="smoke_alarm")
     for d in drivers:
         d.stop()

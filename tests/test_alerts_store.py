@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from alerts_helpers import CONTACT, RESIDENT, SCENARIOS, T0, FakeClock, SinkDriver, community, make_config, msg, wait
+from alerts_helpers import (
+    CONTACT,
+    RESIDENT,
+    SCENARIOS,
+    T0,
+    FakeClock,
+    SinkDriver,
+    community,
+    make_config,
+    msg,
+    race,
+    wait,
+)
 
 from hub.alerts.db import VERSION_TABLE, make_engine, migrate
 from hub.alerts.models import Base
@@ -191,21 +202,7 @@ def test_two_sinks_racing_on_one_database_make_one_alert(tmp_path: Path) -> None
     cfg = make_config(tmp_path, tick_s=60)
     clock = FakeClock(T0)
     drivers = [SinkDriver(cfg, clock).start(), SinkDriver(cfg, clock).start()]
-    errors: list[BaseException] = []
-
-    def press(d: SinkDriver) -> None:
-        try:
-            for _ in range(30):
-                d.send("panic-b3", "panic_press")
-                d.send("smoke-b3-1", "smoke_state", alarm=True)
-        except BaseException as e:  # surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=press, args=(d,)) for d in drivers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = race(drivers, 30, [("panic-b3", "panic_press", {}), ("smoke-b3-1", "smoke_state", {"alarm": True})])
     rows = drivers[0].alerts(rule="sos_button") + drivers[0].alerts(rule="smoke_alarm")
     for d in drivers:
         d.stop()
