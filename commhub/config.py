@@ -86,12 +86,6 @@ class HubConfig(_Section):
     snapshot_max_bytes: int = Field(default=2_000_000, ge=1000, description="Largest snapshot accepted.")
 
 
-class SimulatorConfig(_Section):
-    """The simple facility/access simulator."""
-
-    rate_per_device_s: float = Field(default=0.2, gt=0, description="Messages per device per second.")
-
-
 class WebhookConfig(_Section):
     """One webhook receiver of alert notifications."""
 
@@ -131,7 +125,6 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     influx: InfluxConfig = InfluxConfig()
     hub: HubConfig = HubConfig()
-    simulator: SimulatorConfig = SimulatorConfig()
     agent: AgentSettings = AgentSettings()
     alerts: AlertsConfig = AlertsConfig()
     cameras: CamerasConfig = CamerasConfig()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA: Literal[1] = 1
 _TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
@@ -408,8 +408,6 @@ def body_channel(body_type: str) -> str:
     return _CHANNELS[body_type]
 
 
-ENVELOPE = TypeAdapter(Envelope)
-
 
 def parse_envelope(payload: bytes | str) -> Envelope:
     """Validate a JSON payload; raises pydantic.ValidationError."""
@@ -495,8 +493,3 @@ def now_utc() -> datetime:
     """The current time, timezone-aware, in UTC."""
     return datetime.now(UTC)
 
-
-def dump_body(body: Any) -> dict[str, Any]:
-    """A body's fields without its type, for storage."""
-    data: dict[str, Any] = body.model_dump(mode="json", exclude={"type"})
-    return data

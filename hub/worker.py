@@ -81,7 +81,6 @@ class Worker:
         self._client: paho.Client | None = None
         self._thread: threading.Thread | None = None
         self._http: Any = None
-        self.processed = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -312,7 +311,6 @@ class Worker:
         m.points_spooled.inc(len(lines))
         if duplicates:
             m.duplicates.inc(duplicates)
-        self.processed += len(batch)
 
     def _classify(self, item: _Inbound) -> Accepted | DeadLetter | None:
         parts = self.validator.parse_topic(item.topic)

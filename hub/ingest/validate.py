@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from commhub import topics
 from commhub.community import Device
-from commhub.topics import Channel, TopicError, TopicParts
+from commhub.topics import TopicError, TopicParts
 from commhub.wire import KIND_BODIES, DeadLetter, DeviceKind, Envelope, body_channel
 from hub.ingest.message import Accepted
 
@@ -73,7 +73,3 @@ class Validator:
                           payload_b64=base64.b64encode(payload[:65536]).decode(), payload_bytes=len(payload),
                           received_at=datetime.fromtimestamp(received_at, UTC), worker=self.worker)
 
-
-def is_envelope_channel(parts: TopicParts) -> bool:
-    """Whether messages on this channel carry an Envelope (snapshots and commands do not)."""
-    return parts.channel in (Channel.EVT, Channel.TELE, Channel.STATE, Channel.BIRTH)
