@@ -1,4 +1,4 @@
-"""One hub worker: MQTT shared subscription -> validate -> de-duplicate -> spool -> ack -> sinks.
+"""One hub worker: MQTT shared subscription -> validate -> de-duplicate -> spool -> sinks -> ack.
 
 A message is acknowledged (manual PUBACK) only after its point is durably in the spool, so a crash at any
 moment loses nothing: the broker redelivers whatever was not acknowledged. What was spooled but not yet
@@ -173,14 +173,13 @@ class Worker:
                 readable, _, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout)
             except (OSError, ValueError):
                 readable = []
-            rc = paho.MQTT_ERR_SUCCESS
             drained = not readable
             if readable:
                 for _ in range(_READS_PER_WAKEUP):
                     before = len(self._pending)
-                    rc = client.loop_read()
                     # A read that brought no message found no data (or a non-PUBLISH packet): back to select.
-                    if rc != paho.MQTT_ERR_SUCCESS or len(self._pending) == before:
+                    # On an error paho closes the socket, and the next turn reconnects.
+                    if client.loop_read() != paho.MQTT_ERR_SUCCESS or len(self._pending) == before:
                         drained = True
                         break
                     if len(self._pending) >= self.cfg.hub.batch_max:
@@ -191,11 +190,9 @@ class Worker:
                                   or time.monotonic() - self._pending_since >= wait):
                 self._flush()
             if client.socket() is not None and client.want_write():
-                rc = client.loop_write() if rc == paho.MQTT_ERR_SUCCESS else rc
+                client.loop_write()
             if client.socket() is not None:
                 client.loop_misc()
-            if rc != paho.MQTT_ERR_SUCCESS and client.socket() is not None:
-                log.debug("loop rc %s", rc)
         self._flush()
         if client.socket() is not None:
             props = None
