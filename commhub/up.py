@@ -19,6 +19,7 @@ import yaml
 
 from commhub.config import Config, load
 from commhub.services import Influxd, Mosquitto, free_port
+from edge_agents.camera.config import source_kind
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -77,18 +78,14 @@ def _write_config(base: Path, run_dir: Path, mqtt_port: int, influx_url: str, me
     hub["spool"] = {**hub.get("spool", {}), "dir": str(run_dir / "hub" / "spool")}
     hub["snapshots_dir"] = str(run_dir / "hub" / "snapshots")
     hub["worker_id"] = "hub-1"
-    if "alerts" in data or importlib.util.find_spec("hub.alerting") is not None:
-        alerts = data.setdefault("alerts", {})
-        alerts.setdefault("enabled", True)
-        alerts["db_path"] = str(run_dir / "hub" / "alerts.db")
-    if "agent" in data or importlib.util.find_spec("edge_agents.base") is not None:
-        agent = data.setdefault("agent", {})
-        agent["state_dir"] = str(run_dir / "agents")
-    cameras = data.get("cameras", {}).get("devices", [])
-    for cam in cameras:  # file sources are relative to the base config; this copy lives elsewhere
-        src = Path(str(cam["source"]))
-        if not src.is_absolute() and not str(cam["source"]).isdigit() and "://" not in str(cam["source"]):
-            cam["source"] = str((base.parent / src).resolve())
+    alerts = data.setdefault("alerts", {})
+    alerts.setdefault("enabled", True)
+    alerts["db_path"] = str(run_dir / "hub" / "alerts.db")
+    data.setdefault("agent", {})["state_dir"] = str(run_dir / "agents")
+    for cam in data.get("cameras", {}).get("devices", []):
+        # file sources are relative to the base config; this copy lives elsewhere
+        if source_kind(str(cam["source"])) == "file":
+            cam["source"] = str((base.parent / str(cam["source"])).resolve())
     path = run_dir / "commhub.yaml"
     path.write_text("# Written by `commhub up` from " + str(base) + "\n" + yaml.safe_dump(data, allow_unicode=True))
     load(path)  # fail here, with the file named, rather than in a child process
@@ -99,7 +96,7 @@ def _replayed_cameras(cfg: Config) -> list[str]:
     """Ids of the configured cameras, when every file source exists (live URLs always count)."""
     ids = []
     for cam in cfg.cameras.devices:
-        if "://" not in cam.source and not cam.source.isdigit() and not Path(cam.source).exists():
+        if source_kind(cam.source) == "file" and not Path(cam.source).exists():
             return []
         ids.append(cam.id)
     return ids

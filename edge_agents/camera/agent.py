@@ -16,9 +16,9 @@ from commhub.config import Config, ConfigError
 from commhub.wire import DeviceKind, Tamper
 from edge_agents.base import BaseAgent
 from edge_agents.base.devices import agent_state_dir, select_devices
-from edge_agents.camera.config import CameraConfig
+from edge_agents.camera.config import CameraConfig, source_kind
 from edge_agents.camera.pipeline import CameraPipeline, Output
-from edge_agents.camera.source import VideoSource, source_kind
+from edge_agents.camera.source import VideoSource
 
 log = logging.getLogger(__name__)
 

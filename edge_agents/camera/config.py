@@ -173,6 +173,15 @@ class SnapshotSettings(_Model):
     quality: int = Field(default=80, ge=10, le=100, description="JPEG quality.")
 
 
+def source_kind(source: str) -> str:
+    """'device' (a number), 'stream' (a URL) or 'file'."""
+    if source.isdigit():
+        return "device"
+    if "://" in source:
+        return "stream"
+    return "file"
+
+
 class CameraConfig(_Model):
     """One camera: where its frames come from and how they are analysed."""
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from edge_agents.base.backoff import Backoff
+from edge_agents.camera.config import source_kind
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,6 @@ class Frame:
     image: np.ndarray
     ts: float
     index: int
-
-
-def source_kind(source: str) -> str:
-    """'device' (a number), 'stream' (a URL) or 'file'."""
-    if source.isdigit():
-        return "device"
-    if "://" in source:
-        return "stream"
-    return "file"
 
 
 class VideoSource:
