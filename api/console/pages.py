@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from api.console import plan
 from api.console.i18n import HTML_LANG, LANG_COOKIE, LANGUAGES, Translator, catalogue, choose
+from api.deps import ConfigDep
 from commhub.config import Config
 
 HERE = Path(__file__).parent
@@ -33,6 +34,7 @@ class Page:
     path: str
     roles: tuple[str, ...]
     menu: bool = True
+    template: str = ""
 
 
 PAGES: tuple[Page, ...] = (
@@ -42,7 +44,7 @@ PAGES: tuple[Page, ...] = (
     Page("charts", "/charts", ALL),
     Page("devices", "/devices", ALL),
     Page("report", "/report", (*STAFF, "admin")),
-    Page("terminal", "/terminal", (*STAFF, "admin")),
+    Page("terminal", "/terminal", (*STAFF, "admin"), template="report.html"),
     Page("patrol", "/patrol", ("security_staff", "grid_worker", "admin")),
     Page("silences", "/silences", ("security_staff", "admin")),
     Page("accounts", "/accounts", ("admin",)),
@@ -55,13 +57,8 @@ _env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=selec
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _config(request: Request) -> Config:
-    return request.app.state.services.cfg  # type: ignore[no-any-return]
-
-
-def _render(request: Request, template: str, page: str, lang_cookie: str | None, roles: tuple[str, ...] = ALL,
-            **extra: Any) -> HTMLResponse:
-    cfg = _config(request)
+def _render(request: Request, cfg: Config, template: str, page: str, lang_cookie: str | None,
+            roles: tuple[str, ...] = ALL, **extra: Any) -> HTMLResponse:
     site = cfg.community.site
     lang = choose(lang_cookie, site.language)
     t = Translator(lang)
@@ -85,35 +82,34 @@ LangCookie = Annotated[str | None, Cookie(alias=LANG_COOKIE, max_length=8)]
 
 
 @router.get("/", response_class=HTMLResponse)
-def landing(request: Request, lang: LangCookie = None) -> HTMLResponse:
+def landing(request: Request, cfg: ConfigDep, lang: LangCookie = None) -> HTMLResponse:
     """Sends a logged-in visitor to their role's landing page, anyone else to the login page."""
-    return _render(request, "landing.html", "landing", lang)
+    return _render(request, cfg, "landing.html", "landing", lang)
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login(request: Request, lang: LangCookie = None) -> HTMLResponse:
+def login(request: Request, cfg: ConfigDep, lang: LangCookie = None) -> HTMLResponse:
     """The login form (OAuth2 password flow against /api/v1/auth/token)."""
-    return _render(request, "login.html", "login", lang)
+    return _render(request, cfg, "login.html", "login", lang)
 
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
-def alert_detail(request: Request, alert_id: Annotated[int, PathParam(ge=1, le=2**62)],
+def alert_detail(request: Request, cfg: ConfigDep, alert_id: Annotated[int, PathParam(ge=1, le=2**62)],
                  lang: LangCookie = None) -> HTMLResponse:
     """One alert: timeline, events, thresholds, route, snapshots, comments and the role's actions."""
-    return _render(request, "alert.html", "alert", lang, alert_id=alert_id)
+    return _render(request, cfg, "alert.html", "alert", lang, alert_id=alert_id)
 
 
 @router.get("/map", response_class=HTMLResponse)
-def community_map(request: Request, lang: LangCookie = None) -> HTMLResponse:
+def community_map(request: Request, cfg: ConfigDep, lang: LangCookie = None) -> HTMLResponse:
     """The community plan, drawn from the community model."""
-    cfg = _config(request)
     svg = plan.render(cfg.community, Translator(choose(lang, cfg.community.site.language))("map.common"))
-    return _render(request, "map.html", "map", lang, plan_svg=svg)
+    return _render(request, cfg, "map.html", "map", lang, plan_svg=svg)
 
 
 def _page_route(p: Page) -> None:
-    def show(request: Request, lang: LangCookie = None) -> HTMLResponse:
-        return _render(request, f"{p.name}.html", p.name, lang, roles=p.roles)
+    def show(request: Request, cfg: ConfigDep, lang: LangCookie = None) -> HTMLResponse:
+        return _render(request, cfg, p.template or f"{p.name}.html", p.name, lang, roles=p.roles)
 
     show.__doc__ = f"The {p.name} page."
     router.add_api_route(p.path, show, methods=["GET"], response_class=HTMLResponse, name=f"console_{p.name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.console import pages as console
 from api.routes import alerts, audit, auth, health, live, silences, users
 
 ROUTERS: list[APIRouter] = [
@@ -21,5 +22,5 @@ ROUTERS: list[APIRouter] = [
     audit.router,
     # api-data: events.router, telemetry.router, devices.router, coverage.router, snapshots.router,
     #           evidence.router, reports.router, patrols.router
-    # console: console.router (serves / and its assets)
+    console.router,  # the web console: / and its pages and assets (api/console)
 ]

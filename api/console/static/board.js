@@ -88,7 +88,8 @@ C.start((who) => {
       actions.append(C.el("a", {href: `/alerts/${a.id}`, class: "detail"}, C.T("board.open_detail")), note);
       return C.el("tr", {class: "sev-" + a.severity, "data-alert": a.id, "data-state": a.state, "data-grid": a.grid},
         C.el("td", {}, C.el("span", {class: "badge sev-" + a.severity}, C.label("sev", a.severity))),
-        C.el("td", {class: "code"}, C.label("code", a.code)),
+        C.el("td", {class: "code"}, C.label("code", a.code), a.device_id ? C.el("small", {class: "muted-text dev"},
+          " " + a.device_id) : null),
         C.el("td", {}, C.place(a)),
         C.el("td", {}, C.el("time", {datetime: new Date(a.opened_at * 1000).toISOString()}, C.fmtTime(a.opened_at))),
         C.el("td", {class: "age"}, C.fmtAge(a.opened_at)),

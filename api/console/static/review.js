@@ -1,0 +1,2 @@
+"use strict";
+C.start(async () => null);
