@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,8 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hub_helpers import REPO, HubProcess, raw_client, write_config
+
 from commhub.services import Influxd, Mosquitto, free_port
-from tests.hub_helpers import REPO, HubProcess, raw_client, write_config
 
 PASSWORD = "console-test-pw"
 # username -> (role, roster staff id); gw1 covers cell g1 of the sample community only.
@@ -72,7 +74,7 @@ class ApiProcess:
 class ConsoleStack:
     """The sample community on real services: hub worker + operator API (serving the console) + a device client."""
 
-    def __init__(self, tmp: Path, broker: Mosquitto, influx: Influxd) -> None:
+    def __init__(self, tmp: Path, broker: Mosquitto, influx: Influxd, rules_file: Path | None = None) -> None:
         self.tmp = tmp
         self.broker = broker
         self.site = "sunrise"
@@ -81,13 +83,15 @@ class ConsoleStack:
             tmp, broker, influx, f"console_{uuid.uuid4().hex[:8]}",
             mqtt={"host": broker.host, "port": broker.port, "root": root},
             hub={"batch_wait_ms": 2.0},
-            alerts={"enabled": True, "db_path": str(tmp / "alerts.db"), "tick_s": 0.2},
+            alerts={"enabled": True, "db_path": str(tmp / "alerts.db"), "tick_s": 0.2,
+                    **({"rules_file": str(rules_file)} if rules_file else {})},
             api={"host": "127.0.0.1", "access_ttl_s": 3600})
         self.root = root
         self.hub = HubProcess(self.config, tmp / "hub.log")
         self.api = ApiProcess(self.config, tmp / "api.log")
         self.seq = int(time.time() * 1e6)
         self.client: Any = None
+        self.latency: dict[str, float] = {}  # figures measured along the way, for the report
 
     def start(self) -> ConsoleStack:
         """Accounts first (migrating the store), then the hub, the API and the device client."""
@@ -100,8 +104,21 @@ class ConsoleStack:
                 services.accounts.add(name, role, PASSWORD, staff_id=staff)
         finally:
             services.stop()
-        self.hub.start()
+        # The two processes start side by side: each takes seconds to import on a loaded machine.
+        errors: list[BaseException] = []
+
+        def hub() -> None:
+            try:
+                self.hub.start(timeout=60)
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=hub)
+        t.start()
         self.api.start()
+        t.join()
+        if errors:
+            raise errors[0]
         self.client = raw_client(self.broker, f"console-dev-{uuid.uuid4().hex[:6]}")
         return self
 

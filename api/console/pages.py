@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Cookie, Path as PathParam, Request
+from fastapi import APIRouter, Cookie, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -66,7 +67,8 @@ def _render(request: Request, cfg: Config, template: str, page: str, lang_cookie
         "t": t, "lang": lang, "html_lang": HTML_LANG[lang], "languages": LANGUAGES, "page": page,
         "site_name": site.name or site.id, "site_id": site.id, "tz": site.timezone, "roles": " ".join(roles),
         "menu": [p for p in PAGES if p.menu],
-        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""), "landing": json.dumps(LANDING), "static": STATIC_PREFIX,
+        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        "landing": json.dumps(LANDING), "static": STATIC_PREFIX,
         # </script> cannot occur in the catalogue's JSON once '<' is escaped, so it is safe inside <script>.
         "catalogue_json": json.dumps(catalogue(lang), ensure_ascii=False).replace("<", "\\u003c"),
         "grids": [{"id": g.id, "name": g.name or g.id, "buildings": [{"id": b.id, "name": b.name or b.id}

@@ -42,7 +42,7 @@ C.start(async (who) => {
                      .join(", ") || "—"]];
     if (route.suppressed) pairs.push([C.T("field.state"), C.T("detail.suppressed", {by: route.suppressed})]);
     kv(document.getElementById("route"), pairs);
-    Snapshots.show(document.getElementById("snapshots"), a.events, who);
+    await Snapshots.show(document.getElementById("snapshots"), a.events, who);
     return a;
   }
   async function act(action) {

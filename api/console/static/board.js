@@ -14,6 +14,7 @@ C.start((who) => {
   let source = null;
   let retry = 1000;
   let audio = null;
+  let firstLoad = null;
 
   // ---- sound cue: a two-tone beep made with WebAudio (no audio file) -----------------------------------------
   mute.checked = localStorage.getItem("commhub.mute") === "1";
@@ -132,10 +133,12 @@ C.start((who) => {
     const q = new URLSearchParams({access_token: C.token() || ""});
     if (lastId !== null) q.set("after", String(lastId));
     source = new EventSource("/api/v1/alerts/stream?" + q);
-    source.addEventListener("open", () => {
+    source.addEventListener("open", async () => {
       retry = 1000;
       status("live");
-      load();  // after the stream is open, so nothing raised in between is missed
+      await load();  // after the stream is open, so nothing raised in between is missed
+      if (firstLoad) firstLoad();
+      firstLoad = null;
     });
     source.addEventListener("alert", (ev) => {
       const n = JSON.parse(ev.data);
@@ -148,6 +151,8 @@ C.start((who) => {
     });
     source.addEventListener("error", () => {
       status("reconnecting");
+      if (firstLoad) firstLoad();
+      firstLoad = null;
       if (source.readyState === EventSource.CLOSED) {
         // The browser gives up on an HTTP error (API restarting, token expired): retry ourselves, with backoff.
         source = null;
@@ -157,5 +162,9 @@ C.start((who) => {
     });
   }
   status("connecting");
-  connect();
+  // Ready once the stream is open and the list is drawn (or the stream could not open at first try).
+  return new Promise((resolve) => {
+    firstLoad = resolve;
+    connect();
+  });
 });

@@ -142,7 +142,15 @@ const C = (() => {
   }
 
   // ---- page start ---------------------------------------------------------------------------------------------
-  async function start(init, {auth = true} = {}) {
+  // body[data-ready] is set once the page has drawn its data: tests and screen readers wait for it, not for time.
+  async function start(init, opts = {}) {
+    try {
+      return await begin(init, opts);
+    } finally {
+      body.dataset.ready = "1";
+    }
+  }
+  async function begin(init, {auth = true} = {}) {
     document.getElementById("logout").addEventListener("click", async () => {
       await api("/api/v1/auth/logout", {method: "POST", noRefresh: true});
       forget();

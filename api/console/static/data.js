@@ -1,2 +1,100 @@
+// Device health and telemetry charts, from the API's devices registry and aggregates (SVG drawn here).
 "use strict";
-C.start(async () => null);
+const ENDPOINTS = {
+  devices: "/api/v1/devices",
+  chart: (name) => `/api/v1/telemetry/charts/${name}`,
+};
+const CHARTS = [["hydrant", "hydrant_pressure", "line", "max"], ["gas", "gas_lel", "line", "max"],
+                ["door", "door_traffic", "bar", "count"]];
+
+function unavailable(box, r) {
+  C.notice(box, r.status === 404 || r.status === 405 ? C.T("common.not_available")
+    : C.T("common.error", {reason: r.error}), "error");
+}
+
+async function devicesPage() {
+  const tbody = document.querySelector("#devices tbody");
+  const only = document.getElementById("only-offline");
+  const box = document.getElementById("devices-error");
+  const r = await C.api(ENDPOINTS.devices + "?limit=5000");
+  if (!r.ok) return unavailable(box, r);
+  const items = Array.isArray(r.data) ? r.data : r.data.items || [];
+  const draw = () => {
+    const rows = items.filter((d) => !only.checked || d.online === false);
+    tbody.replaceChildren(...rows.map((d) => C.el("tr", {"data-device": d.id || d.device_id,
+                                                         "data-online": String(d.online)},
+      C.el("td", {}, d.id || d.device_id), C.el("td", {}, C.label("kind", d.kind)), C.el("td", {}, C.place(d)),
+      C.el("td", {}, C.el("span", {class: d.online ? "badge sev-low" : d.online === false ? "badge sev-critical"
+        : "badge"}, C.T(d.online ? "devices.online" : d.online === false ? "devices.offline" : "devices.unknown"))),
+      C.el("td", {}, C.fmtTime(d.last_seen)), C.el("td", {}, d.battery_pct !== undefined && d.battery_pct !== null
+        ? d.battery_pct + "%" : "—"),
+      C.el("td", {}, d.agent || "—"), C.el("td", {}, String(d.open_alerts ?? 0)))));
+  };
+  only.addEventListener("change", draw);
+  draw();
+}
+
+// One chart as SVG: a line per series (the chosen aggregate), or bars for counts.
+function drawChart(target, chart, kind, agg, title) {
+  const W = 720, H = 240, L = 48, R = 12, T = 12, B = 30;
+  const series = (chart.series || []).map((s) => s.points.map((p) => [Date.parse(p.time), p.values[agg]])
+    .filter((p) => p[1] !== null && p[1] !== undefined));
+  const all = series.flat();
+  if (!all.length) return target.replaceChildren(C.el("p", {class: "muted-text"}, C.T("charts.no_data")));
+  const x0 = Date.parse(chart.start), x1 = Date.parse(chart.end);
+  const ymax = Math.max(...all.map((p) => p[1])) * 1.1 || 1, ymin = kind === "bar" ? 0 : Math.min(0, ...all.map((p) => p[1]));
+  const sx = (t) => L + ((t - x0) / (x1 - x0)) * (W - L - R);
+  const sy = (v) => H - B - ((v - ymin) / (ymax - ymin)) * (H - T - B);
+  const NS = "http://www.w3.org/2000/svg";
+  const mk = (tag, attrs, text) => {
+    const e = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const svg = mk("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": title});
+  svg.append(mk("line", {class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B}),
+             mk("line", {class: "axis", x1: L, y1: T, x2: L, y2: H - B}));
+  for (const v of [ymin, (ymin + ymax) / 2, ymax]) {
+    svg.append(mk("text", {x: L - 4, y: sy(v) + 4, "text-anchor": "end"}, (+v.toFixed(2)).toString()));
+  }
+  for (const t of [x0, (x0 + x1) / 2, x1]) {
+    svg.append(mk("text", {x: sx(t), y: H - 8, "text-anchor": "middle"}, C.fmtTime(t / 1000).slice(5, 16)));
+  }
+  if (kind === "bar") {
+    const w = Math.max(2, (W - L - R) / Math.max(all.length, 1) * 0.8);
+    for (const [t, v] of all) svg.append(mk("rect", {class: "bar", x: sx(t) - w / 2, y: sy(v), width: w, height: H - B - sy(v)}));
+  } else {
+    for (const s of series) {
+      if (s.length) svg.append(mk("polyline", {class: "line", points: s.map(([t, v]) => `${sx(t)},${sy(v)}`).join(" ")}));
+    }
+  }
+  target.replaceChildren(svg);
+}
+
+async function chartsPage() {
+  const form = document.getElementById("chart-form");
+  const box = document.getElementById("charts-error");
+  const draw = async () => {
+    C.notice(box, "");
+    const end = new Date();
+    const start = new Date(end.getTime() - Number(document.getElementById("chart-range").value) * 1000);
+    const q = new URLSearchParams({start: start.toISOString(), end: end.toISOString()});
+    const b = document.getElementById("chart-building").value;
+    if (b) q.set("building", b);
+    for (const [id, name, kind, agg] of CHARTS) {
+      const target = document.getElementById("chart-" + id);
+      const r = await C.api(ENDPOINTS.chart(name) + "?" + q);
+      if (!r.ok) {
+        unavailable(box, r);
+        target.replaceChildren();
+        continue;
+      }
+      drawChart(target, r.data, kind, agg, document.getElementById("c-" + id).textContent);
+    }
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); draw(); });
+  await draw();
+}
+
+C.start(async () => (document.body.dataset.page === "devices" ? devicesPage() : chartsPage()));

@@ -1,0 +1,236 @@
+"""The web console end to end in Debian's chromium (Playwright) on a real broker, influxd, hub and API."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from console_helpers import PASSWORD, ConsoleStack
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from api.console.i18n import catalogue
+from commhub.services import Influxd, Mosquitto
+
+pytestmark = [pytest.mark.browser, pytest.mark.services]
+
+REPO = Path(__file__).resolve().parents[1]
+AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+SHOTS = REPO / "run" / "screenshots"
+SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+WAIT_MS = 20_000  # generous: 8 agents share 2 cores; the 2 s figure is measured, not asserted
+CJK = re.compile(r"[\u3400-\u9fff]")
+KEYS = set(catalogue("en"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto, influxd: Influxd) -> Iterator[ConsoleStack]:
+    """One hub, one API (serving the console) and the demo accounts for every test here."""
+    tmp = tmp_path_factory.mktemp("console")
+    # The sample's 552 devices never report here, so every absence timer would bury the board in
+    # device_offline alerts; the rest of the shipped rule pack stays as it is.
+    rules = yaml.safe_load((REPO / "configs" / "rules.yaml").read_text())
+    rules["rules"] = [r for r in rules["rules"] if r["code"] != "device_offline"]
+    (tmp / "rules.yaml").write_text(yaml.safe_dump(rules))
+    s = ConsoleStack(tmp, mosquitto, influxd, rules_file=tmp / "rules.yaml").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, driven by Playwright (its own browser download cannot work here)."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def login(browser: Browser, stack: ConsoleStack, user: str, size: str = "desktop") -> tuple[BrowserContext, Page]:
+    """A fresh browser context logged in as a demo account, on its landing page."""
+    w, h = SIZES[size]
+    ctx = browser.new_context(viewport={"width": w, "height": h}, base_url=stack.api.url)
+    page = ctx.new_page()
+    page.goto("/login")
+    page.fill("#username", user)
+    page.fill("#password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/(board|review|accounts)"), timeout=WAIT_MS)
+    return ctx, page
+
+
+def row(page: Page, alert_id: int) -> Any:
+    """The board's row of one alert."""
+    return page.locator(f'#board tbody tr[data-alert="{alert_id}"]')
+
+
+def live(page: Page) -> None:
+    """Wait until the board's stream is connected."""
+    expect(page.locator("body")).to_have_attribute("data-conn", "live", timeout=WAIT_MS)
+
+
+def test_board_shows_own_cell_only_and_ack_reaches_another_board(browser: Browser, stack: ConsoleStack) -> None:
+    """Issue tests 1 and 2: a g1 incident reaches gw1's board, a g2 one never does; an ack shows on a 2nd board."""
+    gw_ctx, gw = login(browser, stack, "gw1")
+    guard_ctx, guard = login(browser, stack, "guard")
+    try:
+        live(gw)
+        live(guard)
+        stack.send("panic_button", "panic-b05-u1", {"type": "panic_press"})  # cell g2, first
+        sent = time.monotonic()
+        stack.send("panic_button", "panic-b01-u1", {"type": "panic_press"})  # cell g1
+        g1 = stack.wait_alert("guard", code="sos_button", grid="g1")
+        g2 = stack.wait_alert("guard", code="sos_button", grid="g2")
+        expect(row(gw, g1["id"])).to_be_visible(timeout=WAIT_MS)
+        stack.latency["board_new_alert_s"] = time.monotonic() - sent
+        expect(row(guard, g2["id"])).to_be_visible(timeout=WAIT_MS)  # the g2 notice was out before g1's
+        assert row(gw, g2["id"]).count() == 0
+        assert gw.locator('#board tbody tr[data-grid="g2"]').count() == 0
+        expect(gw.locator('#cell-counts li[data-grid="g1"] .n')).not_to_have_text("0")
+        assert gw.locator("body").get_attribute("data-last-cue") == "critical"  # a sound cue was due
+
+        expect(row(guard, g1["id"])).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+        row(gw, g1["id"]).locator("button.ack").click()
+        expect(row(gw, g1["id"])).to_have_attribute("data-state", "acknowledged", timeout=WAIT_MS)
+        # The other role's board changes without a reload: same page object, no navigation since.
+        expect(row(guard, g1["id"])).to_have_attribute("data-state", "acknowledged", timeout=WAIT_MS)
+        assert stack.get("guard", f"/api/v1/alerts/{g1['id']}")["state"] == "acknowledged"
+    finally:
+        gw_ctx.close()
+        guard_ctx.close()
+
+
+def test_forced_door_still_open_cannot_be_acknowledged(browser: Browser, stack: ConsoleStack) -> None:
+    """Issue test 3: the store refuses the ack of a forced door that is still open, and the board says why."""
+    ctx, gw = login(browser, stack, "gw1")
+    try:
+        live(gw)
+        stack.door("door-b02-u1", opened=True)
+        a = stack.wait_alert("gw1", code="door_forced_open", building="b02")
+        expect(row(gw, a["id"])).to_be_visible(timeout=WAIT_MS)
+        row(gw, a["id"]).locator("button.ack").click()
+        reason = row(gw, a["id"]).locator(".notice.error")
+        expect(reason).to_be_visible(timeout=WAIT_MS)
+        text = reason.inner_text()
+        assert "door" in text.lower() or "门" in text, text
+        assert row(gw, a["id"]).get_attribute("data-state") == "open"
+        assert stack.get("gw1", f"/api/v1/alerts/{a['id']}")["state"] == "open"
+        # Once the door closes the same button works.
+        stack.door("door-b02-u1", opened=False)
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while stack.get("gw1", f"/api/v1/alerts/{a['id']}")["condition_active"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        row(gw, a["id"]).locator("button.ack").click()
+        expect(row(gw, a["id"])).to_have_attribute("data-state", "acknowledged", timeout=WAIT_MS)
+    finally:
+        ctx.close()
+
+
+def _labels(page: Page) -> list[str]:
+    """The visible label texts of a page (headings, table heads, form labels, buttons, menu), in order."""
+    return list(page.eval_on_selector_all(
+        "h1, h2, th, label, button, nav.menu li:not([hidden]) a, .conn, legend",
+        "els => els.filter(e => e.offsetParent !== null).map(e => e.innerText.trim()).filter(Boolean)"))
+
+
+def _axe_critical(page: Page, where: str) -> list[str]:
+    """axe-core's critical violations on the page as it is now."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [f"{where}: {v['id']}: {v['help']} {json.dumps([n['target'] for n in v['nodes']][:3])}"
+            for v in result["violations"] if v["impact"] == "critical"]
+
+
+def _settle(page: Page) -> None:
+    """Until the page's script has drawn its data (body[data-ready])."""
+    page.wait_for_selector("body[data-ready]", state="attached", timeout=WAIT_MS)
+
+
+# Every page, as a role that may open it; {alert} is filled in with an alert of the run.
+PAGES_BY_ROLE: dict[str, list[str]] = {
+    "anonymous": ["/login"],
+    "guard": ["/board", "/alerts/{alert}", "/map", "/charts", "/devices", "/report", "/terminal", "/patrol",
+              "/silences"],
+    "police": ["/review"],
+    "admin": ["/accounts", "/audit"],
+}
+
+
+def test_every_page_in_both_languages_with_screenshots_and_axe(browser: Browser, stack: ConsoleStack) -> None:
+    """Issue test 6 and the artifacts: English and back changes every visible label, no raw key shows, the
+    choice is remembered; each page is saved at both sizes under run/screenshots/ and has no critical axe
+    violation."""
+    assert AXE.is_file(), f"{AXE} is missing: run ./scripts/setup.sh (npm ci in tests/browser)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    alert = stack.wait_alert("guard", code="sos_button")["id"]
+    problems: list[str] = []
+    for user, paths in PAGES_BY_ROLE.items():
+        if user == "anonymous":
+            w, h = SIZES["desktop"]
+            ctx = browser.new_context(viewport={"width": w, "height": h}, base_url=stack.api.url)
+            page = ctx.new_page()
+        else:
+            ctx, page = login(browser, stack, user)
+        try:
+            for template in paths:
+                path = template.format(alert=alert)
+                name = template.strip("/").replace("/{alert}", "")
+                page.goto(path)
+                _settle(page)
+                assert page.locator("html").get_attribute("lang") == "zh-CN"  # the sample community's default
+                zh = _labels(page)
+                assert zh, path
+                problems += _axe_critical(page, path)
+                for size, (w, h) in SIZES.items():
+                    page.set_viewport_size({"width": w, "height": h})
+                    page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
+                    if name == "board" and size == "desktop":
+                        page.screenshot(path=str(SHOTS / "board-readme.png"))
+                page.set_viewport_size({"width": SIZES["desktop"][0], "height": SIZES["desktop"][1]})
+                page.click('a.lang[href^="/console/lang/en"]')
+                page.wait_for_url(f"**{path}")
+                _settle(page)
+                en = _labels(page)
+                assert len(en) == len(zh), (path, zh, en)
+                for a, b in zip(zh, en, strict=True):
+                    assert a != b, f"{path}: label {a!r} is the same in both languages"
+                    assert not CJK.search(b), f"{path}: {b!r} is not English"
+                words = set(re.findall(r"[a-z_]+\.[a-z_.]+", page.inner_text("body")))
+                assert not words & KEYS, f"{path}: untranslated keys {words & KEYS}"
+                page.click('a.lang[href^="/console/lang/zh"]')
+                page.wait_for_url(f"**{path}")
+                _settle(page)
+                assert _labels(page) == zh, path
+            # Remembered: English chosen on one page holds on the next one opened.
+            page.click('a.lang[href^="/console/lang/en"]')
+            _settle(page)
+            page.goto(paths[0].format(alert=alert))
+            assert page.locator("html").get_attribute("lang") == "en"
+            page.click('a.lang[href^="/console/lang/zh"]')
+            _settle(page)
+        finally:
+            ctx.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_board_reconnects_after_api_restart(browser: Browser, stack: ConsoleStack) -> None:
+    """Issue test 7: the board says it is reconnecting, comes back by itself and shows what was raised meanwhile."""
+    ctx, guard = login(browser, stack, "guard")
+    try:
+        live(guard)
+        guard.evaluate("window.sameDocument = true")
+        stack.api.stop()
+        expect(guard.locator("#conn")).to_have_class(re.compile("reconnecting"), timeout=WAIT_MS)
+        stack.send("panic_button", "panic-b03-u1", {"type": "panic_press"})
+        stack.api.start()
+        a = stack.wait_alert("guard", code="sos_button", building="b03")
+        expect(row(guard, a["id"])).to_be_visible(timeout=WAIT_MS)
+        live(guard)
+        assert guard.evaluate("window.sameDocument === true")  # never reloaded
+    finally:
+        ctx.close()
