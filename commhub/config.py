@@ -128,6 +128,8 @@ class ApiConfig(_Section):
     refresh_ttl_s: float = Field(default=12 * 3600.0, gt=0, description="Lifetime of a login (refresh token).")
     login_max_failures: int = Field(default=5, ge=1, description="Failed logins per username or address ...")
     login_window_s: float = Field(default=300.0, gt=0, description="... within this window before 429.")
+    argon2_time_cost: int = Field(default=3, ge=1, le=20, description="argon2id passes per password hash.")
+    argon2_memory_kib: int = Field(default=65536, ge=8, le=4_194_304, description="argon2id memory per hash.")
     sse_heartbeat_s: float = Field(default=15.0, gt=0, description="Comment line on idle SSE streams.")
     sse_queue: int = Field(default=1000, ge=10, description="Notices buffered per SSE client before it is cut.")
 

@@ -36,9 +36,6 @@ async def stream(request: Request, s: ServicesDep,
                                                     description="Replay notices after this id.")] = None,
                  ) -> StreamingResponse:
     """Each event is one AlertNotice (id = notice id). Reconnect with Last-Event-ID: nothing missed, nothing twice."""
-    live = s.live
-    if live is None:
-        raise Unavailable("live alerts are off in this process")
     key = await api_key_header(request)
     token = key or access_token or (authorization[7:] if authorization and authorization[:7].lower() == "bearer "
                                     else None)
@@ -47,6 +44,9 @@ async def stream(request: Request, s: ServicesDep,
     who: Principal
     who, _sid = await anyio.to_thread.run_sync(s.accounts.from_token, token)
     request.state.principal = who
+    live = s.live
+    if live is None:
+        raise Unavailable("live alerts are off in this process")
     start = last_event_id if last_event_id is not None else after
     # The SSE stream is an audited read like any other.
     await anyio.to_thread.run_sync(s.audit.append, who.username, who.role, "alerts.stream", "alerts",

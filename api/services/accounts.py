@@ -47,10 +47,16 @@ class Accounts:
         self.community = community
         self.cfg = cfg
         self.clock = clock
-        self.hasher = PasswordHasher()
+        self.hasher = PasswordHasher(time_cost=cfg.argon2_time_cost, memory_cost=cfg.argon2_memory_kib)
         self._key: str | None = None
+        self._dummy_hash: str | None = None
+
+    @property
+    def _dummy(self) -> str:
         # Verifying against this when the user does not exist keeps the timing of both answers alike.
-        self._dummy = self.hasher.hash(secrets.token_hex(16))
+        if self._dummy_hash is None:
+            self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        return self._dummy_hash
 
     # ---- accounts -----------------------------------------------------------------------------------
 
