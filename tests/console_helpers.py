@@ -139,6 +139,12 @@ class ConsoleStack:
         info = self.client.publish(topics.device(self.root, self.site, kind, device_id, channel), payload, qos=1)
         info.wait_for_publish(10)
 
+    def snapshot(self, device_id: str, snapshot_id: str, jpeg: bytes) -> None:
+        """Publish a camera's JPEG on its snapshot topic, as the camera agent does before the event."""
+        from commhub import topics
+        info = self.client.publish(topics.snapshot(self.root, self.site, "camera", device_id, snapshot_id), jpeg, qos=1)
+        info.wait_for_publish(10)
+
     def door(self, device_id: str, opened: bool) -> None:
         """A door of a door controller opens (with no grant: forced) or closes."""
         self.send("door_controller", device_id, {"type": "door_opened" if opened else "door_closed", "door": "d1"})

@@ -10,6 +10,7 @@ C.start(async (who) => {
     : who.role === "police_liaison" ? ["escalate", "comment"] : ["comment"];
 
   function kv(target, pairs) {
+    if (!pairs.length) return target.replaceChildren(C.el("dt", {}, "—"), C.el("dd", {class: "muted-text"}, C.T("common.none")));
     target.replaceChildren(...pairs.flatMap(([k, v]) => [C.el("dt", {}, k), C.el("dd", {}, v)]));
   }
   async function load() {
@@ -50,10 +51,63 @@ C.start(async (who) => {
     if (!r.ok) return C.notice(result, C.T("act.refused", {reason: r.error}), "error");
     C.notice(result, C.T("act.done", {state: C.label("state", r.data.state)}), "ok");
     note.value = "";
-    await load();
+    const a = await load();
+    if (a) buttons(a);
   }
-  document.getElementById("actions").replaceChildren(...ACTIONS.map((x) => C.el("button", {
-    type: "button", class: x === "acknowledge" ? "primary" : "", "data-action": x, onclick: () => act(x)},
-    C.T("act." + x))));
-  await load();
+  // Only what makes sense in the alert's state; the store still has the last word.
+  const FITS = {acknowledge: ["open", "escalated"], resolve: ["open", "acknowledged", "escalated"],
+                false_alarm: ["open", "acknowledged", "escalated", "resolved"], escalate: ["open", "acknowledged"]};
+  function buttons(a) {
+    const allowed = ACTIONS.filter((x) => !FITS[x] || FITS[x].includes(a.state));
+    document.getElementById("actions").replaceChildren(...allowed.map((x) => C.el("button", {
+      type: "button", class: x === "acknowledge" ? "primary" : "", "data-action": x, onclick: () => act(x)},
+      C.T("act." + x))));
+  }
+  // Police: the events and the access log around the incident, and the evidence export.
+  function eventRows(target, events) {
+    target.replaceChildren(...events.map((e) => C.el("tr", {}, C.el("td", {}, C.fmtTime(e.time)),
+      C.el("td", {}, e.device_id || "—"), C.el("td", {}, e.type))));
+    if (!events.length) target.append(C.el("tr", {}, C.el("td", {colspan: "3", class: "muted-text"}, C.T("common.none"))));
+  }
+  async function around(a) {
+    const from = new Date((a.opened_at - 1800) * 1000).toISOString();
+    const to = new Date((Math.max(a.updated_at, a.opened_at) + 1800) * 1000).toISOString();
+    const where = a.building ? {building: a.building} : {grid: a.grid};
+    const q = (extra) => "/api/v1/events?" + new URLSearchParams({...where, start: from, end: to, limit: "200", ...extra});
+    const all = await C.api(q({}));
+    if (!all.ok) return C.notice(result, C.T("common.error", {reason: all.error}), "error");
+    eventRows(document.getElementById("around"), all.data.events);
+    const access = all.data.events.filter((e) => e.type.startsWith("access_") || e.type.startsWith("door_"));
+    eventRows(document.getElementById("access"), access);
+    return null;
+  }
+  function exportForm(a) {
+    const form = document.getElementById("export-form");
+    const out = document.getElementById("export-result");
+    const link = document.getElementById("export-download");
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const r = await C.api(`/api/v1/evidence/${a.id}/export`, {method: "POST", raw: true,
+        body: {reason: document.getElementById("export-reason").value}});
+      if (!r.ok) {
+        const data = await r.response.json().catch(() => null);
+        return C.notice(out, C.T("act.refused", {reason: data && typeof data.detail === "string" ? data.detail
+          : r.error}), "error");
+      }
+      const disposition = r.response.headers.get("content-disposition") || "";
+      const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || `evidence-alert-${a.id}.zip`;
+      link.href = URL.createObjectURL(await r.response.blob());
+      link.download = name;
+      link.hidden = false;
+      C.notice(out, C.T("review.exported"), "ok");
+      return link.click();
+    });
+  }
+  const a = await load();
+  if (a) buttons(a);
+  if (a && who.role === "police_liaison") {
+    document.getElementById("police").hidden = false;
+    exportForm(a);
+    await around(a);
+  }
 });

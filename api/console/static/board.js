@@ -79,14 +79,15 @@ C.start((who) => {
     const rows = [...alerts.values()].sort((x, y) => rank(x.severity) - rank(y.severity) || x.opened_at - y.opened_at);
     tbody.replaceChildren(...rows.map((a) => {
       const note = C.el("p", {class: "notice error", role: "alert", hidden: !rowNotes.has(a.id)}, rowNotes.get(a.id) || "");
-      const actions = C.el("td", {class: "actions"});
+      const acts = C.el("div", {class: "acts"});
       if (who.can_act && (a.state === "open" || a.state === "escalated")) {
         const b = C.el("button", {type: "button", class: "ack", "aria-label": `${C.T("act.acknowledge")} #${a.id}`},
                        C.T("act.acknowledge"));
         b.addEventListener("click", () => ack(a, b, note));
-        actions.append(b);
+        acts.append(b);
       }
-      actions.append(C.el("a", {href: `/alerts/${a.id}`, class: "detail"}, C.T("board.open_detail")), note);
+      acts.append(C.el("a", {href: `/alerts/${a.id}`, class: "detail"}, C.T("board.open_detail")), note);
+      const actions = C.el("td", {class: "actions"}, acts);
       return C.el("tr", {class: "sev-" + a.severity, "data-alert": a.id, "data-state": a.state, "data-grid": a.grid},
         C.el("td", {}, C.el("span", {class: "badge sev-" + a.severity}, C.label("sev", a.severity))),
         C.el("td", {class: "code"}, C.label("code", a.code), a.device_id ? C.el("small", {class: "muted-text dev"},

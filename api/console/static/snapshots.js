@@ -6,12 +6,12 @@ const Snapshots = {
     target.replaceChildren();
     if (!withSnap.length) return target.append(C.el("p", {class: "muted-text"}, C.T("common.none")));
     for (const e of withSnap) {
-      const r = await C.blobUrl(`/api/v1/snapshots/${encodeURIComponent(e.snapshot)}`);
+      const r = await C.blobUrl(`/api/v1/snapshots/${encodeURIComponent(e.device_id)}/${encodeURIComponent(e.snapshot)}`);
       if (!r.url) {
         target.append(C.el("p", {class: "muted-text"}, C.T("common.error", {reason: "HTTP " + r.status})));
         continue;
       }
-      const header = r.headers.get("x-faces-blurred");
+      const header = r.headers.get("x-commhub-blurred");
       const blurred = header !== null ? header !== "false" && header !== "0" : !who.sees_unblurred;
       const caption = C.T(blurred ? "detail.blurred" : "detail.unblurred");
       target.append(C.el("figure", {"data-snapshot": e.snapshot, "data-blurred": blurred ? "true" : "false"},
