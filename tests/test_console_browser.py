@@ -26,6 +26,7 @@ SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 WAIT_MS = 20_000  # generous: 8 agents share 2 cores; the 2 s figure is measured, not asserted
 CJK = re.compile(r"[\u3400-\u9fff]")
 KEYS = set(catalogue("en"))
+SEVERITIES = ["critical", "high", "medium", "low"]
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,10 @@ def test_forced_door_still_open_cannot_be_acknowledged(browser: Browser, stack: 
         stack.door("door-b02-u1", opened=True)
         a = stack.wait_alert("gw1", code="door_forced_open", building="b02")
         expect(row(gw, a["id"])).to_be_visible(timeout=WAIT_MS)
+        # Most severe first (the critical SOS of the test before sits above this high forced door).
+        ranks = [SEVERITIES.index(c.split("sev-")[1]) for c in gw.eval_on_selector_all(
+            "#board tbody tr", "rows => rows.map(r => r.className)")]
+        assert len(ranks) >= 2 and ranks == sorted(ranks), ranks
         row(gw, a["id"]).locator("button.ack").click()
         reason = row(gw, a["id"]).locator(".notice.error")
         expect(reason).to_be_visible(timeout=WAIT_MS)

@@ -35,13 +35,13 @@ C.start(async (who) => {
     if (!r.ok) return C.notice(box, C.T("common.error", {reason: r.error}), "error");
     const cells = [];
     tbody.replaceChildren(...r.data.items.map((a) => {
-      const cell = C.el("td", {class: "thumbs"});
+      const cell = C.el("div", {class: "thumbs"});
       cells.push([a, cell]);
       return C.el("tr", {class: "sev-" + a.severity, "data-alert": a.id},
         C.el("td", {}, C.el("span", {class: "badge sev-" + a.severity}, C.label("sev", a.severity))),
         C.el("td", {}, C.el("a", {href: `/alerts/${a.id}`}, C.label("code", a.code))),
         C.el("td", {}, C.place(a)), C.el("td", {}, C.fmtTime(a.opened_at)),
-        C.el("td", {}, C.label("state", a.state)), cell);
+        C.el("td", {}, C.label("state", a.state)), C.el("td", {}, cell));
     }));
     await Promise.all(cells.slice(0, 20).map(([a, cell]) => thumbs(a, cell)));
   }
