@@ -117,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
     children = [_Child("hub", [py, "-m", "commhub.cli", "hub", "--config", str(cfg_path)],
                        run_dir / "logs" / "hub.log")]
     api_port = None
+    logins: list[tuple[str, str, str, str]] = []
     if importlib.util.find_spec("api.cli") is not None:
+        from api.demo import demo_accounts  # the API's dependencies load only when it is part of the build
+
+        logins = demo_accounts(cfg)
         api_port = _port(8000)
         children.append(_Child("api", [py, "-m", "commhub.cli", "api", "--config", str(cfg_path),
                                        "--port", str(api_port)], run_dir / "logs" / "api.log"))
@@ -159,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
             lines.append("  cameras         not started: their footage is missing (see configs/commhub.yaml)")
         if api_port:
             lines.append(f"  API and console http://127.0.0.1:{api_port}/")
+            lines.append(f"  API docs        http://127.0.0.1:{api_port}/docs   (OpenAPI: /openapi.json)")
+            lines.append("  demo logins     (passwords shown once, stored hashed; new ones at every start)")
+            lines += [f"    {u:<15} {p:<14} {r:<15} {note}" for u, r, p, note in logins]
         lines += [f"  logs            {run_dir / 'logs'}", "Press Ctrl-C to stop.", ""]
         print("\n".join(lines), flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
