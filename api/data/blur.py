@@ -28,7 +28,7 @@ class BlurError(ValueError):
 
 
 def _cascade(name: str) -> cv2.CascadeClassifier:
-    path = Path(cv2.data.haarcascades) / name
+    path = Path(cv2.data.haarcascades) / name  # type: ignore[attr-defined]
     c = cv2.CascadeClassifier(str(path))
     if c.empty():
         raise RuntimeError(f"OpenCV face model {path} is missing: opencv-python-headless 4.x ships it")
@@ -63,7 +63,7 @@ class PersonDetector:
 
     def __init__(self) -> None:
         self._hog = cv2.HOGDescriptor()
-        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
         self._lock = threading.Lock()
 
     def persons(self, bgr: np.ndarray) -> list[Rect]:

@@ -10,12 +10,14 @@ import typing
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.data import influxql
 from api.data.influx import InfluxReader
 from api.data.influxql import QueryError
-from api.data.scope import NotFound, Scope, check_place
+from api.data.scope import check_place, visible
+from api.services.errors import NotFound
+from api.services.scope import Principal
 from commhub.community import Community
 from commhub.wire import BODY_TYPES, Ident, Layer
 
@@ -45,25 +47,29 @@ class _Query(BaseModel):
     grid: Ident | None = Field(default=None, description="Grid cell id.")
     building: Ident | None = Field(default=None, description="Building id.")
     device_id: Ident | None = Field(default=None, description="Device id.")
-    start: AwareDatetime | None = Field(default=None, description="From (inclusive); default: end - 24 h.")
-    end: AwareDatetime | None = Field(default=None, description="Until (exclusive); default: now.")
+    start: float | None = Field(default=None, ge=0, le=9.2e9, description="From, epoch seconds (inclusive); "
+                                "default: end - 24 h.")
+    end: float | None = Field(default=None, ge=0, le=9.2e9, description="Until, epoch seconds (exclusive); "
+                              "default: now.")
 
     @model_validator(mode="after")
     def _range(self) -> _Query:
         if self.start is not None and self.end is not None:
             if self.start >= self.end:
                 raise ValueError("start must be before end")
-            if self.end - self.start > MAX_RANGE:
+            if self.end - self.start > MAX_RANGE.total_seconds():
                 raise ValueError(f"the time range may span at most {MAX_RANGE.days} days")
         return self
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
         """The [start, end) the query reads."""
-        end = self.end or now
-        start = self.start or end - timedelta(days=1)
+        end = datetime.fromtimestamp(self.end, UTC) if self.end is not None else now
+        start = datetime.fromtimestamp(self.start, UTC) if self.start is not None else end - timedelta(days=1)
         if start >= end:
             raise QueryError("start must be before end")
-        return start.astimezone(UTC), end.astimezone(UTC)
+        if end - start > MAX_RANGE:
+            raise QueryError(f"the time range may span at most {MAX_RANGE.days} days")
+        return start, end
 
 
 class EventQuery(_Query):
@@ -106,7 +112,7 @@ class TelemetryQuery(_Query):
 class EventOut(BaseModel):
     """One stored event."""
 
-    time: datetime
+    time: float = Field(description="Epoch seconds (the device's timestamp, microsecond precision).")
     type: str
     site: str | None = None
     grid: str | None = None
@@ -127,7 +133,7 @@ class EventPage(BaseModel):
 class Bucket(BaseModel):
     """One time bucket of an aggregate."""
 
-    time: datetime
+    time: float = Field(description="Start of the bucket, epoch seconds.")
     values: dict[str, float | int | None]
 
 
@@ -144,8 +150,8 @@ class Chart(BaseModel):
     measurement: str
     field: str
     interval: str
-    start: datetime
-    end: datetime
+    start: float
+    end: float
     series: list[Series]
 
 
@@ -190,17 +196,17 @@ class EventService:
         self.community = community
         self.devices = community.device_index()
 
-    def conditions(self, q: _Query, scope: Scope, start: datetime, end: datetime,
+    def conditions(self, q: _Query, who: Principal, start: datetime, end: datetime,
                    layer: Layer | None = None) -> list[str]:
-        """WHERE conditions for a place/device/time filter plus the jurisdiction; NotFound when out of scope."""
-        check_place(self.community, scope, q.grid, q.building)
+        """WHERE conditions for place, device and time plus the jurisdiction; NotFound outside the caller's reach."""
+        check_place(self.community, who, q.grid, q.building)
         if q.device_id is not None:
             d = self.devices.get(q.device_id)
-            if d is None or not scope.allows(d.grid, d.building, d.effective_layer.value) \
+            if d is None or not who.covers(d.grid, d.building, d.effective_layer.value) \
                     or (q.grid is not None and d.grid != q.grid) \
                     or (q.building is not None and d.building != q.building):
                 raise NotFound(f"no device {q.device_id!r}")
-        if layer is not None and scope.layers is not None and layer.value not in scope.layers:
+        if layer is not None and who.layers is not None and layer.value not in who.layers:
             raise NotFound(f"no {layer.value} layer here")
         conds = [f"time >= {influxql.ns(start)}", f"time < {influxql.ns(end)}",
                  influxql.eq("site", self.community.site.id)]
@@ -208,9 +214,9 @@ class EventService:
                            ("layer", layer.value if layer else None)):
             if value is not None:
                 conds.append(influxql.eq(tag, value))
-        return conds + influxql.scope_clauses(scope)
+        return conds + influxql.scope_clauses(who)
 
-    def history(self, q: EventQuery, scope: Scope, now: datetime) -> EventPage:
+    def history(self, q: EventQuery, who: Principal, now: datetime) -> EventPage:
         """Events newest first, one page."""
         start, end = q.window(now)
         skip = 0
@@ -219,8 +225,8 @@ class EventService:
             end = min(end, _from_ns(t_ns) + timedelta(microseconds=1))
             if end <= start:
                 return EventPage(events=[], next_cursor=None)
-        conds = self.conditions(q, scope, start, end, q.layer)
-        if scope.empty:
+        conds = self.conditions(q, who, start, end, q.layer)
+        if not visible(who):
             return EventPage(events=[], next_cursor=None)
         measurements = [q.type] if q.type else sorted(EVENT_TYPES)
         rows = self._rows(self.reader.query(influxql.select_events(measurements, conds, q.limit + skip + 1)))
@@ -249,18 +255,19 @@ class EventService:
                 t = int(rec.pop("time"))
                 tags = {k: rec.pop(k, None) for k in TAGS}
                 fields = {k: v for k, v in rec.items() if v is not None}
-                out.append((t, EventOut(time=_from_ns(t), type=s["name"], fields=fields, **tags)))
+                out.append((t, EventOut(time=t / 1e9, type=s["name"], fields=fields, **tags)))
         return out
 
-    def aggregate(self, q: TelemetryQuery, scope: Scope, now: datetime) -> Chart:
+    def aggregate(self, q: TelemetryQuery, who: Principal, now: datetime) -> Chart:
         """Aggregates per time bucket (and per device when asked)."""
         start, end = q.window(now)
         if (end - start).total_seconds() / influxql.INTERVALS[q.interval] > MAX_BUCKETS:
             raise QueryError(f"more than {MAX_BUCKETS} buckets: widen the interval or shorten the range")
-        conds = self.conditions(q, scope, start, end)
-        chart = Chart(measurement=q.measurement, field=q.field, interval=q.interval, start=start, end=end,
+        conds = self.conditions(q, who, start, end)
+        chart = Chart(measurement=q.measurement, field=q.field, interval=q.interval, start=start.timestamp(),
+                      end=end.timestamp(),
                       series=[])
-        if scope.empty:
+        if not visible(who):
             return chart
         fill = "0" if q.agg == ("count",) else "none"
         sql = influxql.select_aggregate(q.measurement, q.field, q.agg, conds, q.interval,
@@ -271,6 +278,6 @@ class EventService:
             for values in s.get("values", []):
                 rec = dict(zip(cols, values, strict=False))
                 t = int(rec.pop("time"))
-                points.append(Bucket(time=_from_ns(t), values=rec))
+                points.append(Bucket(time=t / 1e9, values=rec))
             chart.series.append(Series(device_id=(s.get("tags") or {}).get("device_id"), points=points))
         return chart

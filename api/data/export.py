@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.data.events import EventQuery, EventService
 from api.data.evidence import Package, build_zip, key_id
-from api.data.scope import NotFound, Scope
 from api.data.snapshots import SnapshotService
+from api.services.errors import NotFound
+from api.services.scope import Principal
 from hub.alerts.store import AlertStore
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,18 @@ class EvidenceService:
         """Fingerprint of the signing key."""
         return key_id(self.key.public_key())
 
-    def alert(self, alert_id: int, scope: Scope) -> dict[str, Any]:
-        """The alert row, or NotFound when absent or outside the scope."""
+    def alert(self, alert_id: int, who: Principal) -> dict[str, Any]:
+        """The alert row, or NotFound when absent or outside the caller's reach."""
         row = self.alerts.get(alert_id)
-        if row is None or not scope.allows(row["grid"], row["building"], row["layer"]):
+        if row is None or not who.covers(row["grid"], row["building"], row["layer"]):
             raise NotFound(f"no alert {alert_id}")
         return row
 
-    def export(self, alert_id: int, scope: Scope, req: ExportRequest, custody: dict[str, Any],
+    def export(self, alert_id: int, who: Principal, req: ExportRequest, custody: dict[str, Any],
                now: datetime | None = None) -> bytes:
         """The signed ZIP of one alert's evidence."""
         now = now or datetime.now(UTC)
-        row = self.alert(alert_id, scope)
+        row = self.alert(alert_id, who)
         timeline = self.alerts.transitions(alert_id)
         margin = timedelta(minutes=req.window_minutes)
         opened = datetime.fromtimestamp(row["opened_at"], UTC)
@@ -69,8 +70,8 @@ class EvidenceService:
         if end <= start:
             end = start + timedelta(seconds=1)
         place = {"grid": row["grid"], "building": row["building"]}
-        events = self._events(scope, place, start, end, None)
-        access = [e for t in ACCESS_TYPES for e in self._events(scope, place, start, end, t)]
+        events = self._events(who, place, start, end, None)
+        access = [e for t in ACCESS_TYPES for e in self._events(who, place, start, end, t)]
         snaps: dict[str, bytes] = {}
         missing: list[str] = []
         refs = [(r.get("device_id"), r.get("snapshot")) for r in row.get("events") or []]
@@ -83,7 +84,7 @@ class EvidenceService:
             if name in snaps or name in missing:
                 continue
             try:
-                snaps[name] = self.snapshots.original(device, snap, scope)
+                snaps[name] = self.snapshots.original(device, snap, who)
             except NotFound:
                 missing.append(name)
         record = {**custody, "alert_id": alert_id, "reason": req.reason, "exported_at": now.isoformat(),
@@ -93,14 +94,14 @@ class EvidenceService:
         log.info("evidence export of alert %d: %d events, %d snapshots", alert_id, len(events), len(snaps))
         return build_zip(pkg, self.key, now)
 
-    def _events(self, scope: Scope, place: dict[str, Any], start: datetime, end: datetime,
+    def _events(self, who: Principal, place: dict[str, Any], start: datetime, end: datetime,
                 type_: str | None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         cursor = None
         while True:
-            q = EventQuery(grid=place["grid"], building=place["building"], start=start, end=end, type=type_,
-                           limit=1000, cursor=cursor)
-            page = self.events.history(q, scope, end)
+            q = EventQuery(grid=place["grid"], building=place["building"], start=start.timestamp(),
+                           end=end.timestamp(), type=type_, limit=1000, cursor=cursor)
+            page = self.events.history(q, who, end)
             out.extend(e.model_dump(mode="json") for e in page.events)
             cursor = page.next_cursor
             if cursor is None or len(out) >= 20_000:

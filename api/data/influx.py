@@ -7,13 +7,14 @@ from typing import Any
 
 import httpx
 
+from api.services.errors import Unavailable
 from commhub.config import InfluxConfig
 
 log = logging.getLogger(__name__)
 
 
-class InfluxUnavailable(Exception):
-    """InfluxDB did not answer, or refused the query; the API answers 503."""
+class InfluxUnavailable(Unavailable):
+    """InfluxDB did not answer, or refused the query (503)."""
 
 
 class InfluxReader:

@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from api.data.scope import Scope
+from api.services.errors import Invalid
+from api.services.scope import Principal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -21,8 +22,8 @@ INTERVALS: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 
 AGGREGATES = ("count", "mean", "min", "max", "sum", "last")
 
 
-class QueryError(ValueError):
-    """A request cannot become a safe query; the message says which part and why."""
+class QueryError(Invalid):
+    """A request cannot become a safe query; the message says which part and why (400)."""
 
 
 def ident(name: str) -> str:
@@ -59,15 +60,15 @@ def any_of(tag: str, values: Iterable[str]) -> str:
     return "(" + " OR ".join(eq(tag, v) for v in vals) + ")"
 
 
-def scope_clauses(scope: Scope) -> list[str]:
+def scope_clauses(who: Principal) -> list[str]:
     """The jurisdiction as WHERE conditions, so another cell's points never leave InfluxDB."""
     out = []
-    if scope.grids is not None:
-        out.append(any_of("grid", scope.grids))
-    if scope.buildings is not None:
-        out.append(any_of("building", scope.buildings))
-    if scope.layers is not None:
-        out.append(any_of("layer", scope.layers))
+    if who.grids is not None:
+        out.append(any_of("grid", who.grids))
+    if who.buildings is not None:
+        out.append(any_of("building", who.buildings))
+    if who.layers is not None:
+        out.append(any_of("layer", who.layers))
     return out
 
 

@@ -8,14 +8,13 @@ from collections.abc import Sequence
 from api.data import influxql
 from api.data.blur import Blurrer, Rect
 from api.data.influx import InfluxReader, InfluxUnavailable
-from api.data.scope import NotFound, Scope
+from api.services.errors import NotFound
+from api.services.scope import Principal
 from commhub.community import Community
 from commhub.wire import DeviceKind
 from hub.store.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
-
-UNBLURRED_ROLES = frozenset({"police_liaison"})
 
 
 class SnapshotService:
@@ -36,11 +35,10 @@ class SnapshotService:
             self._blurrer = Blurrer()
         return self._blurrer
 
-    def original(self, device_id: str, snapshot_id: str, scope: Scope) -> bytes:
-        """The stored JPEG; NotFound when absent or outside the scope (ids are Ident-validated by the caller)."""
+    def original(self, device_id: str, snapshot_id: str, who: Principal) -> bytes:
+        """The stored JPEG; NotFound when absent or outside the caller's reach (ids are validated Idents)."""
         d = self.devices.get(device_id)
-        if d is None or d.kind is not DeviceKind.CAMERA or not scope.allows(d.grid, d.building,
-                                                                         d.effective_layer.value):
+        if d is None or d.kind is not DeviceKind.CAMERA or not who.covers(d.grid, d.building, d.effective_layer.value):
             raise NotFound("no such snapshot")
         path = self.store.path(self.community.site.id, device_id, snapshot_id)
         # The ids are validated identifiers, but check the resolved path stays in the store anyway.
@@ -52,10 +50,10 @@ class SnapshotService:
         except OSError:
             raise NotFound("no such snapshot") from None
 
-    def read(self, device_id: str, snapshot_id: str, scope: Scope, role: str) -> tuple[bytes, bool]:
-        """(JPEG, blurred?) for a role: only police get the original."""
-        data = self.original(device_id, snapshot_id, scope)
-        if role in UNBLURRED_ROLES:
+    def read(self, device_id: str, snapshot_id: str, who: Principal) -> tuple[bytes, bool]:
+        """(JPEG, blurred?) for the caller: only police get the original."""
+        data = self.original(device_id, snapshot_id, who)
+        if who.sees_unblurred:
             return data, False
         return self.blurrer.blur(data, self.event_boxes(device_id, snapshot_id)), True
 

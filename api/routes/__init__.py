@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import alerts, audit, auth, health, live, silences, users
+from api.routes import alerts, audit, auth, events, evidence, health, live, silences, snapshots, telemetry, users
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -19,7 +19,9 @@ ROUTERS: list[APIRouter] = [
     alerts.router,
     silences.router,
     audit.router,
-    # api-data: events.router, telemetry.router, devices.router, coverage.router, snapshots.router,
-    #           evidence.router, reports.router, patrols.router
+    events.router,
+    telemetry.router,
+    snapshots.router,
+    evidence.router,
     # console: console.router (serves / and its assets)
 ]
