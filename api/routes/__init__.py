@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.console import pages as console
-from api.routes import alerts, audit, auth, health, live, silences, users
+from api.routes import alerts, audit, auth, events, evidence, health, live, silences, snapshots, telemetry, users
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -20,7 +20,10 @@ ROUTERS: list[APIRouter] = [
     alerts.router,
     silences.router,
     audit.router,
-    # api-data: events.router, telemetry.router, devices.router, coverage.router, snapshots.router,
-    #           evidence.router, reports.router, patrols.router
+    events.router,
+    telemetry.router,
+    snapshots.router,
+    evidence.router,
+    # api-data, still to come: devices.router, coverage.router, reports.router, patrols.router
     console.router,  # the web console: / and its pages and assets (api/console)
 ]
