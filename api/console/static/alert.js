@@ -70,8 +70,8 @@ C.start(async (who) => {
     if (!events.length) target.append(C.el("tr", {}, C.el("td", {colspan: "3", class: "muted-text"}, C.T("common.none"))));
   }
   async function around(a) {
-    const from = new Date((a.opened_at - 1800) * 1000).toISOString();
-    const to = new Date((Math.max(a.updated_at, a.opened_at) + 1800) * 1000).toISOString();
+    const from = String(a.opened_at - 1800);  // epoch seconds, half an hour either side
+    const to = String(Math.max(a.updated_at, a.opened_at) + 1800);
     const where = a.building ? {building: a.building} : {grid: a.grid};
     const q = (extra) => "/api/v1/events?" + new URLSearchParams({...where, start: from, end: to, limit: "200", ...extra});
     const all = await C.api(q({}));

@@ -19,15 +19,16 @@ async function devicesPage() {
   const r = await C.api(ENDPOINTS.devices + "?limit=5000");
   if (!r.ok) return unavailable(box, r);
   const items = Array.isArray(r.data) ? r.data : r.data.items || [];
+  // status comes from the retained state and wills; overdue is the hub's own view (3 intervals silent).
+  const state = (d) => (d.status === "offline" || d.overdue ? "offline" : d.status === "online" ? "online" : "unknown");
   const draw = () => {
-    const rows = items.filter((d) => !only.checked || d.online === false);
-    tbody.replaceChildren(...rows.map((d) => C.el("tr", {"data-device": d.id || d.device_id,
-                                                         "data-online": String(d.online)},
-      C.el("td", {}, d.id || d.device_id), C.el("td", {}, C.label("kind", d.kind)), C.el("td", {}, C.place(d)),
-      C.el("td", {}, C.el("span", {class: d.online ? "badge sev-low" : d.online === false ? "badge sev-critical"
-        : "badge"}, C.T(d.online ? "devices.online" : d.online === false ? "devices.offline" : "devices.unknown"))),
-      C.el("td", {}, C.fmtTime(d.last_seen)), C.el("td", {}, d.battery_pct !== undefined && d.battery_pct !== null
-        ? d.battery_pct + "%" : "—"),
+    const rows = items.filter((d) => !only.checked || state(d) === "offline");
+    tbody.replaceChildren(...rows.map((d) => C.el("tr", {"data-device": d.id, "data-status": state(d)},
+      C.el("td", {}, d.id), C.el("td", {}, C.label("kind", d.kind)), C.el("td", {}, C.place(d)),
+      C.el("td", {}, C.el("span", {class: {online: "badge sev-low", offline: "badge sev-critical", unknown: "badge dim"}[
+        state(d)]}, C.T("devices." + state(d)))),
+      C.el("td", {}, C.fmtTime(d.last_seen)),
+      C.el("td", {}, d.battery_pct !== undefined && d.battery_pct !== null ? d.battery_pct + "%" : "—"),
       C.el("td", {}, d.agent || "—"), C.el("td", {}, String(d.open_alerts ?? 0)))));
   };
   only.addEventListener("change", draw);
@@ -36,12 +37,12 @@ async function devicesPage() {
 
 // One chart as SVG: a line per series (the chosen aggregate), or bars for counts.
 function drawChart(target, chart, kind, agg, title) {
-  const W = 720, H = 240, L = 48, R = 12, T = 12, B = 30;
-  const series = (chart.series || []).map((s) => s.points.map((p) => [Date.parse(p.time), p.values[agg]])
+  const W = 960, H = 220, L = 48, R = 12, T = 12, B = 30;
+  const series = (chart.series || []).map((s) => s.points.map((p) => [C.toMs(p.time), p.values[agg]])
     .filter((p) => p[1] !== null && p[1] !== undefined));
   const all = series.flat();
   if (!all.length) return target.replaceChildren(C.el("p", {class: "muted-text"}, C.T("charts.no_data")));
-  const x0 = Date.parse(chart.start), x1 = Date.parse(chart.end);
+  const x0 = C.toMs(chart.start), x1 = C.toMs(chart.end);
   const ymax = Math.max(...all.map((p) => p[1])) * 1.1 || 1, ymin = kind === "bar" ? 0 : Math.min(0, ...all.map((p) => p[1]));
   const sx = (t) => L + ((t - x0) / (x1 - x0)) * (W - L - R);
   const sy = (v) => H - B - ((v - ymin) / (ymax - ymin)) * (H - T - B);
@@ -58,9 +59,9 @@ function drawChart(target, chart, kind, agg, title) {
   for (const v of [ymin, (ymin + ymax) / 2, ymax]) {
     svg.append(mk("text", {x: L - 4, y: sy(v) + 4, "text-anchor": "end"}, (+v.toFixed(2)).toString()));
   }
-  for (const t of [x0, (x0 + x1) / 2, x1]) {
-    svg.append(mk("text", {x: sx(t), y: H - 8, "text-anchor": "middle"}, C.fmtTime(t / 1000).slice(5, 16)));
-  }
+  [[x0, "start"], [(x0 + x1) / 2, "middle"], [x1, "end"]].forEach(([t, anchor]) => {
+    svg.append(mk("text", {x: sx(t), y: H - 8, "text-anchor": anchor}, C.fmtTime(t / 1000).slice(5, 16)));
+  });
   if (kind === "bar") {
     const w = Math.max(2, (W - L - R) / Math.max(all.length, 1) * 0.8);
     for (const [t, v] of all) svg.append(mk("rect", {class: "bar", x: sx(t) - w / 2, y: sy(v), width: w, height: H - B - sy(v)}));
@@ -77,9 +78,9 @@ async function chartsPage() {
   const box = document.getElementById("charts-error");
   const draw = async () => {
     C.notice(box, "");
-    const end = new Date();
-    const start = new Date(end.getTime() - Number(document.getElementById("chart-range").value) * 1000);
-    const q = new URLSearchParams({start: start.toISOString(), end: end.toISOString()});
+    const end = Date.now() / 1000;
+    const start = end - Number(document.getElementById("chart-range").value);
+    const q = new URLSearchParams({start: String(start), end: String(end)});
     const b = document.getElementById("chart-building").value;
     if (b) q.set("building", b);
     for (const [id, name, kind, agg] of CHARTS) {

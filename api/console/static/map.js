@@ -24,7 +24,7 @@ C.start(async () => {
     const key = x.building || "grid:" + x.grid;
     devices[key] = devices[key] || {online: 0, total: 0};
     devices[key].total += 1;
-    if (x.online) devices[key].online += 1;
+    if (x.status === "online" && !x.overdue) devices[key].online += 1;
   }
   for (const b of document.querySelectorAll("svg.plan .bldg")) {
     if (worst[b.dataset.building]) b.classList.add("sev-" + worst[b.dataset.building]);
