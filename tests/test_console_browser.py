@@ -224,6 +224,31 @@ def test_police_see_the_original_export_evidence_and_others_see_it_blurred(
             ctx.close()
 
 
+def test_phone_report_form_creates_a_report_that_reaches_the_board(browser: Browser, stack: ConsoleStack) -> None:
+    """Issue test 8: the phone-sized resident terminal page files a report; it reaches an open board live."""
+    board_ctx, board = login(browser, stack, "guard")
+    phone_ctx, phone = login(browser, stack, "gw1", "phone")
+    try:
+        live(board)
+        phone.goto("/terminal")
+        _settle(phone)
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+        phone.select_option("#r-category", "facility")
+        phone.select_option("#r-place", "g1/b03")
+        phone.fill("#r-text", "Stairwell light broken on the 3rd floor")
+        phone.click("#report-form button[type=submit]")
+        result = phone.locator("#report-result")
+        expect(result).to_have_class(re.compile(r"\bok\b"), timeout=WAIT_MS)
+        alert_id = int(result.get_attribute("data-alert") or 0)
+        expect(row(board, alert_id)).to_be_visible(timeout=WAIT_MS)  # the other screen, without a reload
+        detail = stack.get("guard", f"/api/v1/alerts/{alert_id}")
+        assert (detail["code"], detail["grid"], detail["building"]) == ("resident_report", "g1", "b03")
+        assert detail["timeline"][0]["note"] == "Stairwell light broken on the 3rd floor"
+    finally:
+        board_ctx.close()
+        phone_ctx.close()
+
+
 def _labels(page: Page) -> list[str]:
     """The visible label texts of a page (headings, table heads, form labels, buttons, menu), in order."""
     return list(page.eval_on_selector_all(

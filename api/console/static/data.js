@@ -16,7 +16,7 @@ async function devicesPage() {
   const tbody = document.querySelector("#devices tbody");
   const only = document.getElementById("only-offline");
   const box = document.getElementById("devices-error");
-  const r = await C.api(ENDPOINTS.devices + "?limit=5000");
+  const r = await C.api(ENDPOINTS.devices);
   if (!r.ok) return unavailable(box, r);
   const items = Array.isArray(r.data) ? r.data : r.data.items || [];
   // status comes from the retained state and wills; overdue is the hub's own view (3 intervals silent).

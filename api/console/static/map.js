@@ -18,7 +18,7 @@ C.start(async () => {
       worst[a.building] = a.severity;
     }
   }
-  const d = await C.api("/api/v1/devices?limit=5000");
+  const d = await C.api("/api/v1/devices");
   const items = d.ok ? (Array.isArray(d.data) ? d.data : d.data.items || []) : [];
   for (const x of items) {
     const key = x.building || "grid:" + x.grid;

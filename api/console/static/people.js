@@ -15,11 +15,13 @@ C.start(async (who) => {
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const checkpoint = document.getElementById("p-checkpoint").value.trim();
-      const r = await C.api(PEOPLE.checkin, {method: "POST", body: {checkpoint}});
+      const guard = document.getElementById("p-guard").value.trim();
+      const r = await C.api(PEOPLE.checkin, {method: "POST", body: {checkpoint, guard, method: fromUrl ? "qr" : "other"}});
       C.notice(result, r.ok ? C.T("patrol.done", {checkpoint}) : r.status === 404 || r.status === 405
         ? C.T("common.not_available") : C.T("act.refused", {reason: r.error}), r.ok ? "ok" : "error");
-      if (r.ok) form.reset();
+      if (r.ok) document.getElementById("p-checkpoint").value = "";
     });
+    document.getElementById("p-guard").value = who.username;
     return null;
   }
   const form = document.getElementById("report-form");
@@ -28,22 +30,24 @@ C.start(async (who) => {
     ev.preventDefault();
     const [grid, building] = document.getElementById("r-place").value.split("/");
     const body = {category: document.getElementById("r-category").value, grid, building,
-                  text: document.getElementById("r-text").value, channel: page === "terminal" ? "terminal" : "staff"};
+                  text: document.getElementById("r-text").value};
     const photo = document.getElementById("r-photo").files[0];
-    let r;
     if (photo) {
-      const data = new FormData();
-      for (const [k, v] of Object.entries(body)) data.append(k, v);
-      data.append("photo", photo);
-      r = await C.api(PEOPLE.report, {method: "POST", body: data});
-    } else {
-      r = await C.api(PEOPLE.report, {method: "POST", body});
+      // The API takes the optional JPEG as base64 inside the JSON body.
+      const bytes = new Uint8Array(await photo.arrayBuffer());
+      let bin = "";
+      for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+      body.photo_jpeg_b64 = btoa(bin);
     }
-    const id = r.ok ? r.data.id ?? r.data.report_id ?? "" : "";
+    const r = await C.api(PEOPLE.report, {method: "POST", body});
+    const id = r.ok ? r.data.report_id : "";
     C.notice(result, r.ok ? C.T(page === "terminal" ? "terminal.thanks" : "report.created", {id})
       : r.status === 404 || r.status === 405 ? C.T("common.not_available") : C.T("act.refused", {reason: r.error}),
              r.ok ? "ok" : "error");
-    if (r.ok) form.reset();
+    if (r.ok) {
+      result.dataset.alert = String(r.data.alert_id);  // the ticket the report opened
+      form.reset();
+    }
   });
   return who;
 });
