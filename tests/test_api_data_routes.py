@@ -21,6 +21,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import yaml
 from api_helpers import PASSWORD, add_accounts, api_config
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -146,6 +147,20 @@ def _write(influxd: Influxd, db: str, t0: datetime) -> dict[str, Any]:
                           {"event_id": f"ev-{cam}", "phase": "new", "label": "person", "score": 0.9,
                            "box_x": 10, "box_y": 5, "box_w": 150, "box_h": 250, "snapshot": snap, "seq": seq,
                            "historical": False}, _us(t0 + timedelta(hours=1))))
+    # liveness: door-b1 online; gas-b1 online but its agent's will arrived; hydrant-b1 stopped cleanly
+    recent = datetime.now(UTC) - timedelta(seconds=30)
+    for dev, kind, b, agent, status in (("door-b1", "door_controller", "b1", "access-1", "online"),
+                                        ("gas-b1", "gas", "b1", "fac-1", "online"),
+                                        ("hydrant-b1", "hydrant", "b1", "fac-1", "offline")):
+        layer = "technical" if kind == "door_controller" else "facility"
+        tags = _tags(dev, kind, "g1", b, layer)
+        lines.append(line("birth", tags, {"session": 7, "agent": agent, "version": "1", "interval_s": 60.0,
+                                          "seq": 1}, _us(recent)))
+        lines.append(line("state", tags, {"status": status, "session": 7, "seq": 2}, _us(recent) + 1))
+        lines.append(line("heartbeat", tags, {"uptime_s": 5.0, "seq": 3}, _us(recent) + 2))
+    lines.append(line("state", {"site": SITE, "grid": "_unassigned", "building": "_unassigned", "layer": "technical",
+                                "device_kind": "agent", "device_id": "fac-1"},
+                      {"status": "offline", "session": 7, "seq": 9}, _us(recent) + 3))
     r = httpx.post(f"{influxd.url}/write", params={"db": db, "precision": "u"},
                    content="\n".join(lines).encode(), timeout=60)
     assert r.status_code == 204, r.text
@@ -406,6 +421,55 @@ def test_every_data_read_leaves_exactly_one_audit_row(world: World) -> None:
         call()
         rows = w.audit()[before:]
         assert len(rows) == 1 and rows[0]["action"] == action and rows[0]["result"].startswith(result), rows
+
+
+def test_devices_health_from_state_births_and_the_agents_will(world: World) -> None:
+    w = world
+    r = w.c.get("/api/v1/devices", headers=w.h("sec"))
+    assert r.status_code == 200, r.text
+    devs = {d["id"]: d for d in r.json()}
+    assert len(devs) == len(w.cfg.community.devices)
+    assert devs["door-b1"]["status"] == "online" and devs["door-b1"]["agent"] == "access-1"
+    assert devs["door-b1"]["overdue"] is False and devs["door-b1"]["last_seen"] is not None
+    assert devs["gas-b1"]["status"] == "offline"  # its own state says online, its agent's will says not
+    assert devs["hydrant-b1"]["status"] == "offline"
+    assert devs["smoke-b1-1"]["status"] == "unknown" and devs["smoke-b1-1"]["overdue"] is True
+    assert devs["door-b3"]["open_alerts"] == 0
+    gw1 = {d["id"] for d in w.c.get("/api/v1/devices", headers=w.h("gw1")).json()}
+    assert gw1 and all(w.cfg.community.device_index()[i].grid == "g1" for i in gw1)
+    assert w.c.get("/api/v1/devices/door-b3", headers=w.h("gw1")).status_code == 404
+    assert w.c.get("/api/v1/devices/door-b1", headers=w.h("gw1")).json()["status"] == "online"
+
+
+def test_coverage_by_cell_over_http_and_the_cli(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    w = world
+    r = w.c.get("/api/v1/coverage", headers=w.h("gw1"))
+    assert r.status_code == 200, r.text
+    cells = r.json()
+    assert [c["grid"] for c in cells] == ["g1"]
+    g1 = cells[0]
+    layers = {lc["layer"]: lc for lc in g1["layers"]}
+    assert set(layers) == {"people", "technical", "facility"} and all(lc["covered"] for lc in layers.values())
+    assert layers["facility"]["devices"]["smoke"] == 4 and layers["technical"]["online"] == 1
+    assert layers["technical"]["open_alerts"] == 1  # the forced door of g1
+    assert g1["patrol_checkpoints"] == ["patrol-g1"]
+    assert any("devices offline" in g and "gas-b1" in g and "hydrant-b1" in g for g in g1["gaps"])
+    assert not any("no smoke" in g for g in g1["gaps"])
+    prop = w.c.get("/api/v1/coverage", headers=w.h("prop")).json()
+    assert [c["grid"] for c in prop] == ["g1"] and [lc["layer"] for lc in prop[0]["layers"]] == ["facility"]
+
+    (w.tmp / "community.yaml").write_text(yaml.safe_dump(w.cfg.community.model_dump(mode="json",
+                                                                                    exclude_defaults=True)))
+    cfg_file = w.tmp / "commhub.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "community": "community.yaml", "mqtt": {"port": 1, "root": SITE},
+        "influx": {"url": w.cfg.influx.url, "transport": "v1", "database": w.cfg.influx.database},
+        "alerts": {"enabled": True, "db_url": w.cfg.alerts.db_url, "rules_file": str(w.cfg.alerts.rules_file),
+                   "routing_file": str(w.cfg.alerts.routing_file)}}))
+    assert cli.main(["coverage", "--config", str(cfg_file), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["grid"] for c in out] == ["g1", "g2"]
+    assert out[0]["layers"] == g1["layers"] and out[0]["gaps"] == g1["gaps"]
 
 
 def test_influxdb_down_is_an_unavailable_error_not_a_leak(world: World) -> None:

@@ -1,4 +1,4 @@
-"""The data services one API process holds: InfluxQL reader, events, snapshots and evidence (opened in lifespan)."""
+"""The data services of one API process: InfluxQL reader, events, devices, snapshots, evidence (opened in lifespan)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from api.data.devices import DeviceService
 from api.data.events import EventService
 from api.data.evidence import key_id, load_or_create_key
 from api.data.export import EvidenceService
@@ -27,6 +28,7 @@ class DataServices:
         self.events = EventService(self.reader, cfg.community)
         self.snapshots = SnapshotService(SnapshotStore(cfg.hub.snapshots_dir, cfg.hub.snapshot_max_bytes),
                                          cfg.community, self.reader)
+        self.devices = DeviceService(self.reader, cfg.community, store.engine)
         self.store = store
         self._evidence: EvidenceService | None = None
 

@@ -9,7 +9,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import alerts, audit, auth, events, evidence, health, live, silences, snapshots, telemetry, users
+from api.routes import (
+    alerts,
+    audit,
+    auth,
+    coverage,
+    devices,
+    events,
+    evidence,
+    health,
+    live,
+    silences,
+    snapshots,
+    telemetry,
+    users,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -21,6 +35,8 @@ ROUTERS: list[APIRouter] = [
     audit.router,
     events.router,
     telemetry.router,
+    devices.router,
+    coverage.router,
     snapshots.router,
     evidence.router,
     # console: console.router (serves / and its assets)
