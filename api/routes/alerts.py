@@ -22,7 +22,7 @@ from api.services.alerts import AlertFilter
 from api.services.errors import ServiceError
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
-ERR = errors(401, 403, 404, 409, 422)
+ERR = errors(400, 401, 403, 404, 409, 422, 503)
 Ident = Annotated[list[str], Query(max_length=100)]
 AlertId = Annotated[int, Path(ge=1, le=2**62)]
 Time = Annotated[float | None, Query(ge=0, le=1e11, description="Epoch seconds (opened_at).")]

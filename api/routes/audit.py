@@ -12,7 +12,7 @@ from api.services.scope import Principal
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
-ERR = errors(401, 403, 422)
+ERR = errors(400, 401, 403, 422, 503)
 
 
 @router.get("", response_model=AuditPage, responses=ERR, summary="Read the audit log")

@@ -13,7 +13,7 @@ from api.services.errors import ServiceError
 from api.services.scope import principal_for
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
-ERR = errors(401, 422, 429)
+ERR = errors(400, 401, 422, 429, 503)
 
 
 @router.post("/token", response_model=TokenPublic, responses=ERR, summary="Log in")

@@ -13,10 +13,10 @@ from api.services.scope import Principal
 
 router = APIRouter(prefix="/api/v1/silences", tags=["silences"])
 Manager = Annotated[Principal, Depends(require_roles("admin", "security_staff"))]
-ERR = errors(401, 403, 404, 409, 422)
+ERR = errors(400, 401, 403, 404, 409, 422, 503)
 
 
-@router.post("", response_model=SilencePublic, status_code=201, responses={**ERR, **errors(400)},
+@router.post("", response_model=SilencePublic, status_code=201, responses=ERR,
              summary="Create a silence")
 def add(body: SilenceCreate, who: Manager, alerts: AlertsDep, audit: AuditDep) -> SilencePublic:
     """Matchers (label -> value) and a time range; matching alerts are routed to nobody new meanwhile."""

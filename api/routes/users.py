@@ -14,7 +14,7 @@ from api.services.scope import Principal
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
 UserName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
-ERR = errors(401, 403, 404, 409, 422)
+ERR = errors(400, 401, 403, 404, 409, 422, 503)
 
 
 @router.get("", response_model=list[UserPublic], responses=ERR, summary="List accounts")
