@@ -19,6 +19,8 @@ from api.routes import (
     evidence,
     health,
     live,
+    patrols,
+    reports,
     silences,
     snapshots,
     telemetry,
@@ -39,5 +41,7 @@ ROUTERS: list[APIRouter] = [
     coverage.router,
     snapshots.router,
     evidence.router,
+    reports.router,
+    patrols.router,
     # console: console.router (serves / and its assets)
 ]
