@@ -163,3 +163,34 @@ def test_signing_key_is_created_once_with_owner_only_permissions(tmp_path: Path)
     os.chmod(path, 0o644)
     with pytest.raises(EvidenceKeyError, match="readable by others"):
         load_or_create_key(path)
+
+
+@pytest.mark.video
+def test_a_person_whose_face_is_not_found_has_the_upper_part_of_the_box_blurred(shared_data: Path) -> None:
+    """A woman walking away from the camera (one-by-one clip, frame 72): no face to find, the head goes anyway."""
+    import cv2
+    import numpy as np
+
+    from api.data.blur import Blurrer
+
+    cap = cv2.VideoCapture(str(shared_data / "video" / "one-by-one-person-detection.mp4"))
+    for _ in range(73):
+        ok, frame = cap.read()
+        assert ok
+    cap.release()
+    ok, jpg = cv2.imencode(".jpg", frame)
+    assert ok
+    box = (360, 50, 170, 380)  # the camera event's person box (x, y, w, h)
+    b = Blurrer()
+    faces = b.face_detector.faces(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    assert not any(box[0] <= x + w / 2 <= box[0] + box[2] and box[1] <= y + h / 2 <= box[1] + box[3]
+                   for x, y, w, h in faces), "the test needs a person without a detected face"
+    out = cv2.imdecode(np.frombuffer(b.blur(jpg.tobytes(), [box]), np.uint8), cv2.IMREAD_COLOR)
+    orig = cv2.imdecode(np.frombuffer(jpg.tobytes(), np.uint8), cv2.IMREAD_COLOR)
+    assert out is not None and orig is not None
+
+    def diff(x0: int, y0: int, x1: int, y1: int) -> float:
+        return float(np.abs(out[y0:y1, x0:x1].astype(int) - orig[y0:y1, x0:x1].astype(int)).mean())
+
+    assert diff(410, 60, 480, 150) > 8  # the head, blurred
+    assert diff(390, 340, 470, 420) < 4  # the legs, only re-encoded
