@@ -40,6 +40,20 @@ def test_up_runs_the_main_job(tmp_path: Path) -> None:
         except (OSError, AssertionError):
             pass
         time.sleep(1)
+    # the operator API answers at the printed URL, with a printed demo login
+    api = next((m.group(1) for x in lines if (m := re.search(r"API and console (http://\S+)/", x))), None)
+    demo = next((x.split() for x in lines if x.strip().startswith("demo-grid ")), None)
+    assert api and demo, "".join(lines)
+    import httpx
+    me = None
+    while time.monotonic() < deadline + 60 and me is None:
+        try:
+            r = httpx.post(f"{api}/api/v1/auth/token", data={"username": demo[0], "password": demo[1]}, timeout=10)
+            me = httpx.get(f"{api}/api/v1/auth/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"},
+                           timeout=10).json()
+        except (httpx.HTTPError, KeyError, ValueError):
+            time.sleep(1)
+    assert me is not None and me["role"] == "grid_worker" and me["grids"], me
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, "".join(lines) + out
     # the simulated community covers all three layers: facility, technical (access) and people readings
