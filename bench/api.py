@@ -49,7 +49,7 @@ PASSWORD = "bench-password-1"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options."""
     parser.add_argument("--alerts", type=int, default=100_000, help="alerts in the store")
-    parser.add_argument("--requests", type=int, default=300, help="list requests timed per case")
+    parser.add_argument("--requests", type=int, default=200, help="list requests timed per case")
     parser.add_argument("--clients", type=int, default=200, help="SSE clients")
     parser.add_argument("--notices", type=int, default=100, help="notices published for the fan-out")
     parser.add_argument("--rate", type=float, default=2.0, help="notices per second (a burst of alerts)")
