@@ -23,12 +23,17 @@ log = logging.getLogger(__name__)
 _SEEN = 20000
 
 
+def sse_event(n: AlertNotice) -> bytes:
+    """One notice as an SSE event: id = notice id, event = alert, data = the notice JSON."""
+    return f"id: {n.notice_id}\nevent: alert\ndata: {n.model_dump_json()}\n\n".encode()
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One SSE client: its principal and its queue (None in the queue = cut off, reconnect)."""
 
     principal: Principal
-    queue: asyncio.Queue[AlertNotice | None]
+    queue: asyncio.Queue[tuple[int, bytes] | None]
     loop: asyncio.AbstractEventLoop
     dropped: bool = field(default=False)
 
@@ -61,10 +66,7 @@ class LiveHub:
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
-        with self._lock:
-            subs = list(self._subs)
-        for s in subs:
-            self._put(s, None)
+        self.cut_all()
 
     def _on_connect(self, client: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
         if getattr(reason, "is_failure", False):
@@ -98,24 +100,24 @@ class LiveHub:
                 fresh.append(n)
             subs = list(self._subs)
         self.received += len(fresh)
-        for n in fresh:
-            for s in subs:
-                if s.principal.covers(n.grid, n.building, n.layer):
-                    self._put(s, n)
+        if not fresh or not subs:
+            return
+        # One wake-up per event loop and batch (not per client): the loop then fills every matching queue.
+        events = [(n, (n.notice_id, sse_event(n))) for n in fresh]  # encoded once, whatever the clients
+        by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = {}
+        for sub in subs:
+            by_loop.setdefault(sub.loop, []).append(sub)
+        for loop, group in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the app is shutting down
+                loop.call_soon_threadsafe(_deliver, group, events)
 
-    def _put(self, s: Subscriber, n: AlertNotice | None) -> None:
-        def put() -> None:
-            if s.dropped:
-                return
-            try:
-                s.queue.put_nowait(n)
-            except asyncio.QueueFull:
-                # A client this far behind is cut off; it reconnects with Last-Event-ID and replays from SQL.
-                s.dropped = True
-                s.queue._queue.clear()  # type: ignore[attr-defined]
-                s.queue.put_nowait(None)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the app is shutting down
-            s.loop.call_soon_threadsafe(put)
+    def cut_all(self) -> None:
+        """End every stream (shutting down); clients reconnect and replay."""
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            with contextlib.suppress(RuntimeError):
+                sub.loop.call_soon_threadsafe(_put, sub, None)
 
     def subscribe(self, principal: Principal) -> Subscriber:
         """Register a client (call from the event loop)."""
@@ -134,3 +136,24 @@ class LiveHub:
         """Connected clients."""
         with self._lock:
             return len(self._subs)
+
+
+def _deliver(subs: list[Subscriber], events: list[tuple[AlertNotice, tuple[int, bytes]]]) -> None:
+    """In the event loop: queue each event for every client whose jurisdiction covers it."""
+    for sub in subs:
+        for n, event in events:
+            if sub.principal.covers(n.grid, n.building, n.layer):
+                _put(sub, event)
+
+
+def _put(sub: Subscriber, item: tuple[int, bytes] | None) -> None:
+    if sub.dropped:
+        return
+    try:
+        sub.queue.put_nowait(item)
+    except asyncio.QueueFull:
+        # A client this far behind is cut off; it reconnects with Last-Event-ID and replays from SQL.
+        sub.dropped = True
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
+        sub.queue.put_nowait(None)

@@ -24,8 +24,9 @@ PLACES = [("door_g1", "door_forced_open", "g1", "b1"), ("door_g2", "door_forced_
 class Api:
     """A TestClient on one store with an account per role and the alerts of PLACES."""
 
-    def __init__(self, client: TestClient, app: Any, db_url: str, config_file: Path) -> None:
+    def __init__(self, client: TestClient, app: Any, db_url: str, config_file: Path, pg: Postgres | None) -> None:
         self.c = client
+        self.pg = pg
         self.app = app
         self.s = app.state.services
         self.db_url = db_url
@@ -80,7 +81,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     app = create_app(api_config(db_url, login_max_failures=3), live=False)
     try:
         with TestClient(app) as client:
-            a = Api(client, app, db_url, _write_config(tmp, db_url))
+            a = Api(client, app, db_url, _write_config(tmp, db_url), pg)
             add_accounts(a.s)
             for key, rule, grid, building in PLACES:
                 a.ids[key] = open_alert(a.s.store, rule, grid, building, f"{key}-subject")
@@ -347,3 +348,35 @@ def test_admin_manages_accounts_and_silences(api: Api) -> None:
     r = c.post(f"/api/v1/silences/{sid}/expire", headers=api.h("adm"))
     assert r.status_code == 200 and not r.json()["active"]
     assert c.post(f"/api/v1/silences/{sid}/expire", headers=api.h("adm")).status_code == 409
+
+
+def test_zz_a_database_that_is_down_is_a_503_not_a_500(api: Api, tmp_path: Path) -> None:
+    # Runs last in the module: on PostgreSQL the server is stopped for good.
+    h = api.h("sec")
+    engine = api.s.store.engine
+    if api.db_url.startswith("postgresql"):
+        import os
+        import signal
+        pg_proc = api.pg.proc  # type: ignore[union-attr]
+        os.killpg(pg_proc.pid, signal.SIGINT)
+        pg_proc.wait(30)
+        engine.dispose()
+        moved = None
+    else:
+        path = Path(api.db_url.split("///", 1)[1])
+        engine.dispose()
+        moved = tmp_path / "alerts.db.away"
+        path.rename(moved)
+        path.mkdir()  # a directory where the file was: SQLite cannot open it
+    try:
+        for method, url, body in (("GET", "/api/v1/alerts", None), ("GET", "/api/v1/alerts/1", None),
+                                  ("POST", "/api/v1/alerts/1/comment", {"note": "x"}), ("GET", "/readyz", None)):
+            r = api.c.request(method, url, headers=h, json=body)
+            assert r.status_code == 503, (url, r.status_code, r.text)
+        assert api.c.get("/healthz").status_code == 200  # the process itself is fine
+        r = api.c.post("/api/v1/auth/token", data={"username": "sec", "password": PASSWORD})
+        assert r.status_code == 503 and "database" in r.json()["detail"]
+    finally:
+        if moved is not None:
+            path.rmdir()
+            moved.rename(path)

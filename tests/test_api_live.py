@@ -104,5 +104,10 @@ def test_stream_needs_credentials_and_is_audited(live: Live) -> None:
     reader.close()
     rows = live.app.state.services.audit.page(actor="police", action="alerts.stream")
     assert len(rows) == 1 and rows[0]["result"] == "ok: from 0"
+    # readiness names what is missing: here InfluxDB (nothing listens on its port); the broker and SQL are up
+    r = httpx.get(f"{url}/readyz", timeout=30)
+    assert r.status_code == 503
+    checks = r.json()["checks"]
+    assert checks["database"] == "ok" and checks["broker"] == "ok" and checks["influxdb"].startswith("down")
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     assert "commhub_api_sse_clients" in metrics and "commhub_api_audit_rows_total" in metrics

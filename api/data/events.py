@@ -230,7 +230,8 @@ class EventService:
             return EventPage(events=[], next_cursor=None)
         measurements = [q.type] if q.type else sorted(EVENT_TYPES)
         rows = self._rows(self.reader.query(influxql.select_events(measurements, conds, q.limit + skip + 1)))
-        rows.sort(key=lambda r: (-r[0], r[1].type, r[1].device_id or "", r[1].fields.get("seq", 0)))
+        # Every measurement returns its own newest: merge them in one deterministic order (the cursor relies on it).
+        rows.sort(key=lambda r: (-r[0], r[1], r[2]))
         if q.cursor is not None:
             t_ns = decode_cursor(q.cursor)[0]
             at_cursor = [r for r in rows if r[0] == t_ns]
@@ -243,20 +244,30 @@ class EventService:
             same = sum(1 for r in page if r[0] == last)
             prior = skip if q.cursor is not None and last == decode_cursor(q.cursor)[0] else 0
             cursor = encode_cursor(last, same + prior)
-        return EventPage(events=[r[1] for r in page], next_cursor=cursor)
+        return EventPage(events=[self._event(r) for r in page], next_cursor=cursor)
 
     @staticmethod
-    def _rows(series: list[dict[str, Any]]) -> list[tuple[int, EventOut]]:
+    def _rows(series: list[dict[str, Any]]) -> list[tuple[int, str, tuple[str, int], list[str], list[Any]]]:
+        # Kept raw until the page is cut: only the events returned become models.
         out = []
         for s in series:
             cols = s["columns"]
+            ti = cols.index("time")
+            di = cols.index("device_id") if "device_id" in cols else None
+            si = cols.index("seq") if "seq" in cols else None
             for values in s.get("values", []):
-                rec = dict(zip(cols, values, strict=False))
-                t = int(rec.pop("time"))
-                tags = {k: rec.pop(k, None) for k in TAGS}
-                fields = {k: v for k, v in rec.items() if v is not None}
-                out.append((t, EventOut(time=t / 1e9, type=s["name"], fields=fields, **tags)))
+                key = (values[di] or "" if di is not None else "", values[si] or 0 if si is not None else 0)
+                out.append((int(values[ti]), str(s["name"]), key, cols, values))
         return out
+
+    @staticmethod
+    def _event(row: tuple[int, str, tuple[str, int], list[str], list[Any]]) -> EventOut:
+        t, name, _, cols, values = row
+        rec = dict(zip(cols, values, strict=False))
+        rec.pop("time")
+        tags = {k: rec.pop(k, None) for k in TAGS}
+        fields = {k: v for k, v in rec.items() if v is not None}
+        return EventOut(time=t / 1e9, type=name, fields=fields, **tags)
 
     def aggregate(self, q: TelemetryQuery, who: Principal, now: datetime) -> Chart:
         """Aggregates per time bucket (and per device when asked)."""

@@ -1,15 +1,19 @@
-"""The data services one API process holds: InfluxQL reader, events, snapshots and evidence (opened in lifespan)."""
+"""The data services of one API process: InfluxQL reader, events, devices, snapshots, evidence (opened in lifespan)."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from api.data.devices import DeviceService
 from api.data.events import EventService
 from api.data.evidence import key_id, load_or_create_key
 from api.data.export import EvidenceService
 from api.data.influx import InfluxReader
+from api.data.people import PeopleService
+from api.data.publish import Publisher
 from api.data.snapshots import SnapshotService
 from commhub.config import Config
 from hub.alerts.store import AlertStore
@@ -25,14 +29,18 @@ class DataServices:
         self.cfg = cfg
         self.reader = InfluxReader(cfg.influx)
         self.events = EventService(self.reader, cfg.community)
-        self.snapshots = SnapshotService(SnapshotStore(cfg.hub.snapshots_dir, cfg.hub.snapshot_max_bytes),
-                                         cfg.community, self.reader)
+        snaps = SnapshotStore(cfg.hub.snapshots_dir, cfg.hub.snapshot_max_bytes)
+        self.snapshots = SnapshotService(snaps, cfg.community, self.reader)
+        self.publisher = Publisher(cfg.mqtt, f"api-pub-{os.getpid()}-{id(self):x}")
+        self.people = PeopleService(cfg.community, cfg.mqtt.root, self.publisher, store, snaps)
+        self.devices = DeviceService(self.reader, cfg.community, store.engine)
         self.store = store
         self._evidence: EvidenceService | None = None
 
     def start(self) -> None:
-        """Open the pool and make sure the evidence key exists."""
+        """Open the pool, start connecting to the broker and make sure the evidence key exists."""
         self.reader.start()
+        self.publisher.start()
         key = load_or_create_key(self.cfg.api.evidence_key)
         log.info("evidence signing key %s at %s", key_id(key.public_key()), self.cfg.api.evidence_key)
         self._evidence = EvidenceService(self.store, self.events, self.snapshots, key)
@@ -50,5 +58,6 @@ class DataServices:
         return self._evidence
 
     def stop(self) -> None:
-        """Close the pool."""
+        """Close the pool and the broker connection."""
+        self.publisher.stop()
         self.reader.stop()

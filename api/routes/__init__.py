@@ -10,7 +10,23 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.console import pages as console
-from api.routes import alerts, audit, auth, events, evidence, health, live, silences, snapshots, telemetry, users
+from api.routes import (
+    alerts,
+    audit,
+    auth,
+    coverage,
+    devices,
+    events,
+    evidence,
+    health,
+    live,
+    patrols,
+    reports,
+    silences,
+    snapshots,
+    telemetry,
+    users,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -22,8 +38,11 @@ ROUTERS: list[APIRouter] = [
     audit.router,
     events.router,
     telemetry.router,
+    devices.router,
+    coverage.router,
     snapshots.router,
     evidence.router,
-    # api-data, still to come: devices.router, coverage.router, reports.router, patrols.router
+    reports.router,
+    patrols.router,
     console.router,  # the web console: / and its pages and assets (api/console)
 ]

@@ -11,17 +11,13 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import ServicesDep, api_key_header, client_address
+from api.live import sse_event
 from api.schemas import ErrorPublic
 from api.services.errors import Unauthorized, Unavailable
 from api.services.scope import Principal
-from commhub.wire import AlertNotice
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["live"])
 _PAGE = 1000
-
-
-def _event(n: AlertNotice) -> bytes:
-    return f"id: {n.notice_id}\nevent: alert\ndata: {n.model_dump_json()}\n\n".encode()
 
 
 @router.get("/stream", response_class=StreamingResponse, summary="Live alert notices (SSE)",
@@ -65,22 +61,28 @@ async def stream(request: Request, s: ServicesDep,
                     page = await anyio.to_thread.run_sync(s.alerts.notices_after, who, last, _PAGE)
                     for n in page:
                         sent.add(n.notice_id)
-                        yield _event(n)
+                        yield sse_event(n)
                     if len(page) < _PAGE:
                         break
                     last = page[-1].notice_id
             while True:
-                try:
-                    got: AlertNotice | None = await asyncio.wait_for(sub.queue.get(), s.cfg.api.sse_heartbeat_s)
-                except TimeoutError:
-                    yield b": ping\n\n"
-                    continue
+                if sub.queue.empty():
+                    try:
+                        async with asyncio.timeout(s.cfg.api.sse_heartbeat_s):
+                            got = await sub.queue.get()
+                    except TimeoutError:
+                        yield b": ping\n\n"
+                        continue
+                else:
+                    got = sub.queue.get_nowait()
                 if got is None:
                     return  # cut off (too far behind, or shutting down): the client reconnects and replays
-                if got.notice_id in sent:
+                notice_id, event = got
+                # The hub de-duplicates live notices; only the overlap with the replay can repeat here.
+                if notice_id in sent:
+                    sent.discard(notice_id)
                     continue
-                sent.add(got.notice_id)
-                yield _event(got)
+                yield event
         finally:
             live.unsubscribe(sub)
             s.metrics.sse_clients.set(live.clients)

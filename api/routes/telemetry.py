@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.data.events import CHARTS, Chart, TelemetryQuery
 from api.deps import AuditDep, CurrentUser, ServicesDep
 from api.routes._data import DataDep
 from api.schemas import errors
-from api.services.errors import ServiceError
+from api.services.errors import Invalid, ServiceError
 from commhub.wire import Ident
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
@@ -60,5 +60,10 @@ def chart(name: Annotated[Literal["door_traffic", "hydrant_pressure", "gas_lel"]
     preset = dict(CHARTS[name])
     if q.interval is not None:
         preset["interval"] = q.interval
-    tq = TelemetryQuery(**preset, **q.model_dump(exclude_none=True, exclude={"interval"}))
+    try:
+        tq = TelemetryQuery(**preset, **q.model_dump(exclude_none=True, exclude={"interval"}))
+    except ValidationError as e:
+        err = Invalid("; ".join(str(x["msg"]) for x in e.errors(include_input=False, include_url=False)))
+        audit.record(who, "telemetry.read", f"telemetry:{name}", f"{err.status}: {err}")
+        raise err from None
     return _run(tq, who, data, s, audit, name)

@@ -29,7 +29,8 @@ OB = cast(Table, Outbox.__table__)
 STORE_ACTION = {"acknowledge": "acknowledged", "resolve": "resolved", "false_alarm": "false_alarm",
                 "comment": "commented", "assign": "assigned", "escalate": "escalated"}
 SORTS = ("id", "opened_at", "updated_at", "severity")
-_RANK = case({"low": 0, "medium": 1, "high": 2, "critical": 3}, value=A.c.severity, else_=-1)
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+_RANK = case(SEVERITY_RANK, value=A.c.severity, else_=-1)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class AlertService:
             cond.append(A.c.opened_at >= f.since)
         if f.until is not None:
             cond.append(A.c.opened_at < f.until)
+        if sort == "severity":
+            return self._by_severity(cond, desc, limit, cursor)
         key = _sort_col(sort)
         if cursor:
             value, last_id = decode_cursor(cursor, sort, desc)
@@ -108,6 +111,32 @@ class AlertService:
             rows = rows[:limit]
             last = rows[-1]
             nxt = encode_cursor(sort, desc, last["rank"] if sort == "severity" else last[sort], int(last["id"]))
+        return rows, nxt
+
+    def _by_severity(self, cond: list[ColumnElement[bool]], desc: bool, limit: int,
+                     cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        # One indexed (severity, id) scan per level instead of sorting every match by a CASE expression.
+        start: tuple[Any, int] | None = decode_cursor(cursor, "severity", desc) if cursor else None
+        levels = sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__, reverse=desc)
+        rows: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for sev in levels:
+                rank = SEVERITY_RANK[sev]
+                extra: list[ColumnElement[bool]] = []
+                if start is not None:
+                    if (desc and rank > start[0]) or (not desc and rank < start[0]):
+                        continue
+                    if rank == start[0]:
+                        extra.append(A.c.id < start[1] if desc else A.c.id > start[1])
+                stmt = (select(A).where(*cond, A.c.severity == sev, *extra)
+                        .order_by(A.c.id.desc() if desc else A.c.id.asc()).limit(limit + 1 - len(rows)))
+                rows += [{**dict(r), "rank": rank} for r in conn.execute(stmt).mappings()]
+                if len(rows) > limit:
+                    break
+        nxt = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            nxt = encode_cursor("severity", desc, rows[-1]["rank"], int(rows[-1]["id"]))
         return rows, nxt
 
     def get(self, who: Principal, alert_id: int) -> dict[str, Any]:

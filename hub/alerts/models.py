@@ -56,6 +56,7 @@ class Alert(Base):
         Index("ix_alerts_escalate_at", "escalate_at"),
         Index("ix_alerts_place", "site", "grid", "building"),
         Index("ix_alerts_opened", "opened_at", "id"),
+        Index("ix_alerts_severity", "severity", "id"),
     )
 
 

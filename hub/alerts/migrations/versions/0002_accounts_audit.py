@@ -86,10 +86,12 @@ def upgrade() -> None:
         sa.Column("value", sa.Text, nullable=False),
     )
     op.create_index("ix_alerts_opened", "alerts", ["opened_at", "id"])
+    op.create_index("ix_alerts_severity", "alerts", ["severity", "id"])  # the severity sort scans it per level
 
 
 def downgrade() -> None:
     """Drop the tables and the column."""
+    op.drop_index("ix_alerts_severity", "alerts")
     op.drop_index("ix_alerts_opened", "alerts")
     for table in ("settings", "audit_head", "audit_log", "login_failures", "api_keys", "user_sessions", "users"):
         op.drop_table(table)
