@@ -21,8 +21,15 @@ async function devicesPage() {
   const items = Array.isArray(r.data) ? r.data : r.data.items || [];
   // status comes from the retained state and wills; overdue is the hub's own view (3 intervals silent).
   const state = (d) => (d.status === "offline" || d.overdue ? "offline" : d.status === "online" ? "online" : "unknown");
+  const gridSel = document.getElementById("dev-grid");
+  const more = document.getElementById("dev-more");
+  const PAGE = 100;  // a site has hundreds of devices: draw a page at a time
+  let shown = PAGE;
   const draw = () => {
-    const rows = items.filter((d) => !only.checked || state(d) === "offline");
+    const all = items.filter((d) => (!only.checked || state(d) === "offline") && (!gridSel.value || d.grid === gridSel.value));
+    const rows = all.slice(0, shown);
+    document.getElementById("dev-count").textContent = C.T("devices.count", {shown: rows.length, total: all.length});
+    more.hidden = rows.length >= all.length;
     tbody.replaceChildren(...rows.map((d) => C.el("tr", {"data-device": d.id, "data-status": state(d)},
       C.el("td", {}, d.id), C.el("td", {}, C.label("kind", d.kind)), C.el("td", {}, C.place(d)),
       C.el("td", {}, C.el("span", {class: {online: "badge sev-low", offline: "badge sev-critical", unknown: "badge dim"}[
@@ -31,7 +38,10 @@ async function devicesPage() {
       C.el("td", {}, d.battery_pct !== undefined && d.battery_pct !== null ? d.battery_pct + "%" : "—"),
       C.el("td", {}, d.agent || "—"), C.el("td", {}, String(d.open_alerts ?? 0)))));
   };
-  only.addEventListener("change", draw);
+  const reset = () => { shown = PAGE; draw(); };
+  only.addEventListener("change", reset);
+  gridSel.addEventListener("change", reset);
+  more.addEventListener("click", () => { shown += PAGE; draw(); });
   draw();
 }
 
