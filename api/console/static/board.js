@@ -88,7 +88,8 @@ C.start((who) => {
       }
       acts.append(C.el("a", {href: `/alerts/${a.id}`, class: "detail"}, C.T("board.open_detail")), note);
       const actions = C.el("td", {class: "actions"}, acts);
-      return C.el("tr", {class: "sev-" + a.severity, "data-alert": a.id, "data-state": a.state, "data-grid": a.grid},
+      return C.el("tr", {class: "sev-" + a.severity, "data-alert": a.id, "data-state": a.state, "data-grid": a.grid,
+                         "data-code": a.code},
         C.el("td", {}, C.el("span", {class: "badge sev-" + a.severity}, C.label("sev", a.severity))),
         C.el("td", {class: "code"}, C.label("code", a.code), a.device_id ? C.el("small", {class: "muted-text dev"},
           " " + a.device_id) : null),
