@@ -37,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer
         srv.stop()
 
 
-FUZZ = settings(max_examples=4, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=3, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 
 
