@@ -359,10 +359,12 @@ def test_zz_a_database_that_is_down_is_a_503_not_a_500(api: Api, tmp_path: Path)
         os.killpg(pg_proc.pid, signal.SIGINT)
         pg_proc.wait(30)
         engine.dispose()
+        api.s.reader.dispose()
         moved = None
     else:
         path = Path(api.db_url.split("///", 1)[1])
         engine.dispose()
+        api.s.reader.dispose()
         moved = tmp_path / "alerts.db.away"
         path.rename(moved)
         path.mkdir()  # a directory where the file was: SQLite cannot open it
