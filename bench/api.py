@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notices", type=int, default=100, help="notices published for the fan-out")
     parser.add_argument("--rate", type=float, default=2.0, help="notices per second (a burst of alerts)")
     parser.add_argument("--devices", type=int, default=1000, help="devices with a day of events in InfluxDB")
-    parser.add_argument("--event-requests", type=int, default=100, help="event-history requests timed per case")
+    parser.add_argument("--event-requests", type=int, default=50, help="event-history requests timed per case")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
