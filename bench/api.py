@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -397,7 +396,6 @@ def run(args: argparse.Namespace) -> int:
         ratio = f["sse_p99_ms"] / f["mqtt_baseline_p99_ms"] if f["mqtt_baseline_p99_ms"] else float("nan")
         print(f"ratio: {ratio:.1f}  (SSE p99 over {args.clients} clients / MQTT subscriber p99)")
         print(f"audit_rows: {s.audit.count()}")
-        print(f"api_mean_list_ms: {statistics.fmean([r[1] for r in rows]):.2f}")
     finally:
         proc.terminate()
         try:
