@@ -6,6 +6,9 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
 
 from api.data.state import DataServices
 from api.live import LiveHub
@@ -26,9 +29,10 @@ class Services:
         self.cfg = cfg
         self.clock = clock
         self.store = open_store(cfg, clock, actor=f"api-{os.getpid()}")
-        self.accounts = Accounts(self.store.engine, cfg.community, cfg.api, clock)
-        self.audit = AuditLog(self.store.engine, clock)
-        self.alerts = AlertService(self.store)
+        self.reader = read_engine(self.store.engine)
+        self.accounts = Accounts(self.store.engine, cfg.community, cfg.api, clock, self.reader)
+        self.audit = AuditLog(self.store.engine, clock, self.reader)
+        self.alerts = AlertService(self.store, self.reader)
         self.data = DataServices(cfg, self.store)
         self.metrics = ApiMetrics()
         self.audit.on_write = self.metrics.audit_rows.inc
@@ -44,8 +48,27 @@ class Services:
             self.live.start()
 
     def stop(self) -> None:
-        """Disconnect and close the pool."""
+        """Disconnect and close the pools."""
         if self.live is not None:
             self.live.stop()
         self.data.stop()
         self.store.engine.dispose()
+        if self.reader is not self.store.engine:
+            self.reader.dispose()
+
+
+def read_engine(engine: Engine) -> Engine:
+    """For SQLite, a second engine for reads without BEGIN IMMEDIATE: under WAL a read then never waits for,
+    nor holds up, a hub worker's write. Other databases read through the same engine."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine
+    reader = create_engine(engine.url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(reader, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA query_only=ON")  # this engine must never write
+        cur.close()
+
+    return reader

@@ -43,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory,
         srv.stop()
 
 
-FUZZ = settings(max_examples=6, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=3, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 
 

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from api.services.errors import ServiceError
 from api.services.scope import Principal
 from api.state import Services
@@ -29,7 +31,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def open_services(args: argparse.Namespace) -> Services:
     """The store and friends for this configuration, migrated; no broker connection."""
     s = Services(load(args.config), live=False)
-    s.store.start()
+    try:
+        s.store.start()
+    except DBAPIError as e:
+        print(f"error: the database is unavailable ({type(e.orig).__name__})", file=sys.stderr)
+        raise SystemExit(7) from None
     return s
 
 
@@ -63,6 +69,10 @@ def guarded(s: Services, who: Principal, action: str, target: str, fn: Callable[
     """Run one command, audit it (exactly one row), and turn a service error into a message and exit code."""
     try:
         code = fn()
+    except DBAPIError as e:
+        # Nothing can be audited either; the operator sees why.
+        print(f"error: the database is unavailable ({type(e.orig).__name__})", file=sys.stderr)
+        return 7
     except ServiceError as e:
         s.audit.append(who.username, who.role, action, target, f"{e.status}: {e}"[:300], "cli")
         print(f"error: {e}", file=sys.stderr)

@@ -42,8 +42,9 @@ class Accounts:
     """Accounts and credentials in the alert store's database."""
 
     def __init__(self, engine: Engine, community: Community, cfg: ApiConfig,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, reader: Engine | None = None) -> None:
         self.engine = engine
+        self.reader = reader or engine
         self.community = community
         self.cfg = cfg
         self.clock = clock
@@ -89,13 +90,13 @@ class Accounts:
 
     def get(self, username: str) -> dict[str, Any] | None:
         """One account row."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(U).where(U.c.username == username)).mappings().first()
             return dict(row) if row else None
 
     def users(self) -> list[dict[str, Any]]:
         """Every account, by name."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r) for r in conn.execute(select(U).order_by(U.c.username)).mappings()]
 
     def set_disabled(self, username: str, disabled: bool) -> None:
@@ -131,7 +132,7 @@ class Accounts:
     def check_limit(self, username: str, address: str) -> None:
         """RateLimited when this username or address failed too often within the window."""
         since = self.clock() - self.cfg.login_window_s
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             for col, value in ((LF.c.username, username), (LF.c.address, address)):
                 n, first = conn.execute(select(func.count(), func.min(LF.c.at))
                                         .where(col == value, LF.c.at > since)).one()
@@ -203,7 +204,7 @@ class Accounts:
             raise Unauthorized("the access token has expired; refresh it") from None
         except jwt.PyJWTError:
             raise Unauthorized("the access token is not valid") from None
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(U).join(S, S.c.username == U.c.username)
                                .where(S.c.id == str(claims["sid"]), S.c.revoked_at.is_(None),
                                       S.c.expires_at > self.clock(), U.c.username == str(claims.get("sub")),
@@ -231,7 +232,7 @@ class Accounts:
         stmt = select(K).order_by(K.c.created_at)
         if username:
             stmt = stmt.where(K.c.username == username)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
     def revoke_key(self, kid: str) -> None:
@@ -246,7 +247,7 @@ class Accounts:
         parts = key[len(KEY_PREFIX):].split("_", 1)
         if len(parts) != 2 or not parts[0] or len(key) > 200:
             raise Unauthorized("the API key is not valid")
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(U, K.c.key_hash).join(K, K.c.username == U.c.username)
                                .where(K.c.id == parts[0], K.c.revoked_at.is_(None),
                                       or_(U.c.disabled.is_(False), U.c.disabled.is_(None)))).mappings().first()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Table, and_, case, or_, select, update
 
 from api.services.errors import Conflict, Forbidden, Invalid, NotFound
 from api.services.scope import Principal
@@ -71,9 +71,10 @@ def decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, int]:
 class AlertService:
     """Reads and actions on alerts for one principal at a time."""
 
-    def __init__(self, store: AlertStore) -> None:
+    def __init__(self, store: AlertStore, reader: Engine | None = None) -> None:
         self.store = store
         self.engine = store.engine
+        self.reader = reader or store.engine
 
     def search(self, who: Principal, f: AlertFilter, sort: str = "id", desc: bool = True, limit: int = 50,
              cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
@@ -104,7 +105,7 @@ class AlertService:
         if sort == "id":
             order = order[1:]
         stmt = select(A, _RANK.label("rank")).where(*cond).order_by(*order).limit(limit + 1)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
         nxt = None
         if len(rows) > limit:
@@ -119,7 +120,7 @@ class AlertService:
         start: tuple[Any, int] | None = decode_cursor(cursor, "severity", desc) if cursor else None
         levels = sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__, reverse=desc)
         rows: list[dict[str, Any]] = []
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             for sev in levels:
                 rank = SEVERITY_RANK[sev]
                 extra: list[ColumnElement[bool]] = []
@@ -141,7 +142,7 @@ class AlertService:
 
     def get(self, who: Principal, alert_id: int) -> dict[str, Any]:
         """One alert in the caller's jurisdiction with its timeline; NotFound otherwise (never Forbidden)."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(A).where(A.c.id == alert_id, *who.where(A))).mappings().first()
             if row is None:
                 raise NotFound(f"no alert {alert_id}")
@@ -172,7 +173,7 @@ class AlertService:
         stmt = (select(OB.c.notice_id, OB.c.payload).join(T, T.c.id == OB.c.notice_id).join(A, A.c.id == T.c.alert_id)
                 .where(OB.c.channel == "mqtt", OB.c.notice_id > after, *who.where(A))
                 .order_by(OB.c.notice_id).limit(limit))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [AlertNotice.model_validate_json(r[1]) for r in conn.execute(stmt)]
 
     # ---- silences -----------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ class AlertService:
 
     def silence(self, silence_id: int) -> dict[str, Any]:
         """One silence."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(SI).where(SI.c.id == silence_id)).mappings().first()
         if row is None:
             raise NotFound(f"no silence {silence_id}")
@@ -204,7 +205,7 @@ class AlertService:
         stmt = select(SI).order_by(SI.c.id.desc())
         if active_only:
             stmt = stmt.where(SI.c.ends_at > self.store.clock())
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [self._public(dict(r)) for r in conn.execute(stmt).mappings()]
 
     def expire_silence(self, silence_id: int) -> dict[str, Any]:

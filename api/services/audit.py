@@ -45,8 +45,9 @@ class Verdict:
 class AuditLog:
     """Appends audit rows (one transaction each, serialized) and checks the chain."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time, reader: Engine | None = None) -> None:
         self.engine = engine
+        self.reader = reader or engine
         self.clock = clock
         self.written = 0
         self.on_write: Callable[[], None] = lambda: None
@@ -81,19 +82,19 @@ class AuditLog:
             stmt = stmt.where(AU.c.actor == actor)
         if action:
             stmt = stmt.where(AU.c.action == action)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
     def count(self) -> int:
         """Rows in the log."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return len(conn.execute(select(AU.c.seq)).all())
 
     def verify(self) -> Verdict:
         """Walk the chain: every seq present, every hash right, every link to the previous row, head at the end."""
         v = Verdict()
         prev_hash, expect = GENESIS, 1
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             for r in conn.execute(select(AU).order_by(AU.c.seq)).mappings():
                 row = dict(r)
                 v.rows += 1
