@@ -88,11 +88,23 @@ class Client:
         self.messages: list[str] = []
         self._event = threading.Event()
         self.c.on_connect = self._on_connect
-        self.c.on_publish = lambda _c, _u, mid, rc, _p: self._set(self.pubacks.__setitem__(mid, rc.value))
-        self.c.on_subscribe = lambda _c, _u, _m, rcs, _p: self._set(self.subacks.append([r.value for r in rcs]))
-        self.c.on_message = lambda _c, _u, msg: self._set(self.messages.append(msg.topic))
+        self.c.on_publish = self._on_publish
+        self.c.on_subscribe = self._on_subscribe
+        self.c.on_message = self._on_message
 
-    def _set(self, _: object = None) -> None:
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        self.pubacks[mid] = int(rc.value)
+        self._event.set()
+
+    def _on_subscribe(self, _c: Any, _u: Any, _m: int, rcs: list[Any], _p: Any) -> None:
+        self.subacks.append([int(r.value) for r in rcs])
+        self._event.set()
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        self.messages.append(msg.topic)
+        self._event.set()
+
+    def _set(self) -> None:
         self._event.set()
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
