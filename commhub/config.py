@@ -87,6 +87,22 @@ class MetricsConfig(_Section):
     port: int = Field(default=9108, ge=0, le=65535, description="Port of /metrics (0 = off).")
 
 
+class RetentionConfig(_Section):
+    """How long data is kept; the hub sets InfluxDB 1.x up at start (retention policies, downsampling) and purges."""
+
+    enabled: bool = Field(default=False, description="Manage retention (InfluxDB 1.x: policies and queries).")
+    raw_days: float = Field(default=30.0, ge=1 / 24, description="Raw points (the default policy 'raw').")
+    aggregate_days: float = Field(default=730.0, ge=1 / 24, description="Hourly aggregates (policy 'hourly').")
+    events_days: float = Field(default=183.0, ge=1 / 24,
+                               description="Access, alarm and camera events (policy 'events'); at least 6 months "
+                                           "as the face-recognition and personal-information rules ask.")
+    snapshots_days: float = Field(default=183.0, gt=0, description="Camera snapshots are deleted after this.")
+    lookback_h: float = Field(default=48.0, gt=0,
+                              description="Each run re-aggregates and copies events this far back, so a backlog "
+                                          "that arrives late is kept too.")
+    interval_s: float = Field(default=3600.0, gt=0, description="How often the copy and the purge run.")
+
+
 class HubConfig(_Section):
     """One hub worker."""
 
@@ -104,6 +120,7 @@ class HubConfig(_Section):
     snapshots_dir: Path = Field(default=Path("run/hub/snapshots"),
                                 description="Where camera snapshots are stored (relative to the config).")
     snapshot_max_bytes: int = Field(default=2_000_000, ge=1000, description="Largest snapshot accepted.")
+    retention: RetentionConfig = RetentionConfig()
 
 
 class WebhookConfig(_Section):

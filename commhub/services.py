@@ -188,9 +188,11 @@ class Influxd(_Service):
 
     name = "influxd"
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None,
+                 retention_check_s: float = 1800.0) -> None:
         super().__init__(workdir, host, port)
         self.rpc_port = free_port(host)
+        self.retention_check_s = retention_check_s
 
     @property
     def url(self) -> str:
@@ -218,7 +220,10 @@ bind-address = "{self.host}:{self.rpc_port}"
   log-enabled = false
   max-body-size = 0
 [continuous_queries]
-  enabled = false
+  enabled = true
+[retention]
+  enabled = true
+  check-interval = "{max(1, int(self.retention_check_s))}s"
 [logging]
   level = "warn"
 """
