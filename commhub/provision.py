@@ -96,7 +96,8 @@ def accounts_for(cfg: Config, *, simulator: bool = False) -> list[Account]:
     root = cfg.mqtt.root
     hub_root = topics.hub_root(root)
     out = [
-        Account(HUB_ACCOUNT, write=(f"{hub_root}/#",), read=(topics.devices_filter(root),)),
+        # The hub's account may also read its dead letters: the operator's way to watch them.
+        Account(HUB_ACCOUNT, write=(f"{hub_root}/#",), read=(topics.devices_filter(root), topics.dead_letter(root))),
         Account(API_ACCOUNT, write=(), read=(topics.alerts_filter(root),)),
     ]
     community = cfg.community

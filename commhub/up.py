@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             f"                  curl -sG {influx.url}/query --data-urlencode db={cfg.influx.database} "
             "--data-urlencode 'q=SHOW MEASUREMENTS'",
             f"  hub metrics     http://127.0.0.1:{metrics_port}/metrics",
+            f"  dead letters    mosquitto_sub -p {broker.port} {login[HUB_ACCOUNT]} -t '{root}/hub/v1/deadletter' -v",
             f"  alerts          mosquitto_sub -p {broker.port} {login[API_ACCOUNT]} -t '{root}/hub/v1/alerts/#' -v",
         ]
         if replay:
