@@ -291,3 +291,44 @@ def test_tls_port_refuses_plain_clients_and_foreign_certificates(env: Env, tmp_p
     assert Client(HUB_ACCOUNT, env.secret(HUB_ACCOUNT), port, wrong_ca).connect() == -1
     # The plain listener is on loopback only.
     assert env.broker.host == "127.0.0.1" and "listener" in env.broker.config_text()
+
+
+@pytest.mark.services
+def test_hub_worker_stores_an_agents_stream_over_tls(env: Env, influxd: Any, tmp_path: Path) -> None:
+    """The hub's own read loop over TLS (decrypted bytes wait in the SSL object, not the socket)."""
+    from conftest import influx_count
+
+    from hub.worker import Worker
+
+    site = env.site
+    db = "tls_" + uuid.uuid4().hex[:8]
+    hub_cfg = env.cfg.hub.model_copy(update={
+        "worker_id": "hub-tls-" + uuid.uuid4().hex[:6], "metrics": env.cfg.hub.metrics.model_copy(update={"port": 0}),
+        "spool": env.cfg.hub.spool.model_copy(update={"dir": tmp_path / "spool"}), "snapshots_dir": tmp_path / "s"})
+    cfg = env.cfg.model_copy(update={
+        "mqtt": env.tls(HUB_ACCOUNT), "hub": hub_cfg,
+        "influx": env.cfg.influx.model_copy(update={"url": influxd.url, "database": db, "transport": "v1"})})
+    worker = Worker(cfg)
+    access = agent_account(site, "access")
+    devices = [d for d, (_k, a) in env.devices.items() if a == access][:5]
+    agent = BaseAgent(env.tls(access), site, "access", tmp_path / "agent",
+                      env.cfg.agent.model_copy(update={"heartbeats": False}))
+    for d in devices:
+        agent.add_device(d, DeviceKind(env.devices[d][0]))
+    n = 2000
+    worker.start()
+    try:
+        assert worker.wait_connected(WAIT), "the hub did not connect over TLS"
+        agent.start()
+        assert agent.wait_connected(WAIT)
+        from commhub.wire import Heartbeat
+        for i in range(n):
+            agent.publish(devices[i % len(devices)], Heartbeat(uptime_s=float(i)))
+        assert agent.flush(WAIT) and agent.stats.rejected == 0
+        deadline = time.monotonic() + WAIT
+        while influx_count(influxd.url, db, "heartbeat") < n and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert influx_count(influxd.url, db, "heartbeat") == n
+    finally:
+        agent.stop()
+        worker.stop()
