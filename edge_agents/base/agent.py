@@ -71,12 +71,12 @@ _MEM_CAP = 20_000  # rows kept in memory for sending before the pump falls back 
 _OWNED_BODIES = frozenset(("birth", "state"))
 _NO_SUBSCRIBERS = 0x10
 _HOLD_MAX_DELAY_S = 5.0  # longest wait between probes while the broker has no subscriber for us
+_IDENT: TypeAdapter[str] = TypeAdapter(Ident)
 
 
 def delivered(reason: int) -> bool:
     """Whether a PUBACK reason code means the broker took the message for a subscriber."""
     return reason < 0x80 and reason != _NO_SUBSCRIBERS
-_IDENT: TypeAdapter[str] = TypeAdapter(Ident)
 
 
 def _version() -> str:
