@@ -74,9 +74,9 @@ _HOLD_MAX_DELAY_S = 5.0  # longest wait between probes while the broker has no s
 _IDENT: TypeAdapter[str] = TypeAdapter(Ident)
 
 
-def delivered(reason: int) -> bool:
+def delivered(reason: int, hold_on_no_subscribers: bool = True) -> bool:
     """Whether a PUBACK reason code means the broker took the message for a subscriber."""
-    return reason < 0x80 and reason != _NO_SUBSCRIBERS
+    return reason < 0x80 and (reason != _NO_SUBSCRIBERS or not hold_on_no_subscribers)
 
 
 def _version() -> str:
@@ -490,7 +490,7 @@ class _Pump:
             entry = self.inflight.pop(mid, None)
             if entry is None:
                 continue
-            if delivered(reason):
+            if delivered(reason, a.settings.hold_on_no_subscribers):
                 acked.append(entry)
             else:
                 rejected += 1  # the row stays in the spool and is sent again after a rewind
