@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=deploy/generated
+[ -x .venv/bin/commhub ] || ./scripts/setup.sh
 .venv/bin/commhub mqtt provision --config deploy/compose.yaml --out "$out/mqtt" --simulator
 .venv/bin/commhub certs init --config deploy/compose.yaml --out "$out/certs" --simulator \
   --broker-name mosquitto --broker-name localhost --broker-name 127.0.0.1
