@@ -132,9 +132,10 @@ class Mosquitto(_Service):
 
     def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None,
                  max_queued_messages: int = 1_000_000, extra_conf: str = "", auth: BrokerAuth | None = None,
-                 tls: BrokerTls | None = None) -> None:
+                 tls: BrokerTls | None = None, autosave_interval_s: int = AUTOSAVE_INTERVAL_S) -> None:
         super().__init__(workdir, host, port)
         self.max_queued_messages = max_queued_messages
+        self.autosave_interval_s = autosave_interval_s
         self.extra_conf = extra_conf
         self.auth = auth
         self.tls = tls if tls is None or tls.port else replace(tls, port=free_port(tls.host))
@@ -163,7 +164,7 @@ class Mosquitto(_Service):
             *self._tls_lines(),
             "persistence true",
             f"persistence_location {self.workdir}/",
-            f"autosave_interval {AUTOSAVE_INTERVAL_S}",
+            f"autosave_interval {self.autosave_interval_s}",
             f"max_queued_messages {self.max_queued_messages}",
             "max_queued_bytes 0",
             "max_inflight_messages 0",
