@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from commhub import certs
-from commhub.config import load
+from commhub.config import Config, load
 from commhub.mqtt import API_ACCOUNT, HUB_ACCOUNT, agent_account
 from commhub.provision import provision
 
@@ -36,9 +37,13 @@ def _env_example() -> dict[str, str]:
     return out
 
 
-def _config_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COMMHUB_INFLUX_TOKEN", "t")
-    monkeypatch.setenv("COMMHUB_ALERTS_DB_URL", "postgresql+psycopg://commhub:p@postgres:5432/commhub")
+@pytest.fixture(scope="module")
+def compose_cfg() -> Iterator[Config]:
+    """deploy/compose.yaml loaded once, with the two values compose passes in from .env."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMMHUB_INFLUX_TOKEN", "t")
+        mp.setenv("COMMHUB_ALERTS_DB_URL", "postgresql+psycopg://commhub:p@postgres:5432/commhub")
+        yield load(REPO / "deploy" / "compose.yaml")
 
 
 def _account(name: str, service: dict[str, Any], site: str) -> str | None:
@@ -57,9 +62,8 @@ def _account(name: str, service: dict[str, Any], site: str) -> str | None:
     raise AssertionError(f"{name}: unknown commhub command {command}")
 
 
-def test_compose_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    _config_env(monkeypatch)
-    cfg = load(REPO / "deploy" / "compose.yaml")
+def test_compose_config_loads(compose_cfg: Config) -> None:
+    cfg = compose_cfg
     assert cfg.influx.transport == "v2" and cfg.mqtt.host == "mosquitto"
     assert cfg.alerts.enabled
     assert cfg.mqtt.port == 8883 and cfg.mqtt.tls is not None and cfg.mqtt.password_file is not None
@@ -95,10 +99,9 @@ def test_compose_secrets_come_only_from_env() -> None:
     assert "/.env" in (REPO / ".gitignore").read_text().splitlines()
 
 
-def test_compose_files_contexts_volumes_and_mounts_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _config_env(monkeypatch)
+def test_compose_files_contexts_volumes_and_mounts_exist(tmp_path: Path, compose_cfg: Config) -> None:
     compose = _compose()
-    cfg = load(REPO / "deploy" / "compose.yaml")
+    cfg = compose_cfg
     # What deploy/init.sh generates: make it here and check every generated mount against it.
     generated = tmp_path / "generated"
     accounts = provision(cfg, generated / "mqtt", simulator=True)
