@@ -97,6 +97,9 @@ class RetentionConfig(_Section):
                                description="Access, alarm and camera events (policy 'events'); at least 6 months "
                                            "as the face-recognition and personal-information rules ask.")
     snapshots_days: float = Field(default=183.0, gt=0, description="Camera snapshots are deleted after this.")
+    alerts_days: float = Field(default=183.0, gt=0,
+                               description="Closed and false-alarm alerts (with their audit trail) are deleted "
+                                           "this long after their last change.")
     lookback_h: float = Field(default=48.0, gt=0,
                               description="Each run re-aggregates and copies events this far back, so a backlog "
                                           "that arrives late is kept too.")

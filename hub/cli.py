@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     keeper = None
     if hub.retention.enabled and not args.retire:
-        keeper = RetentionKeeper(cfg.influx, hub.retention, hub.snapshots_dir)
+        alerts_db = importlib.import_module("hub.alerting").db_url(cfg) if cfg.alerts.enabled else None
+        keeper = RetentionKeeper(cfg.influx, hub.retention, hub.snapshots_dir, alerts_db)
         keeper.start()
     worker.start()
     if args.retire:

@@ -124,3 +124,33 @@ def test_old_snapshots_are_purged_and_new_ones_kept(tmp_path: Path) -> None:
     assert purge_snapshots(tmp_path, 183 * 86400, now) == 1
     assert not old.exists() and new.exists() and other.exists()
     assert purge_snapshots(tmp_path / "missing", 1.0, now) == 0
+
+
+def test_closed_alerts_are_purged_by_age_with_their_audit_trail(tmp_path: Path) -> None:
+    from sqlalchemy import func, insert, select
+
+    from hub.alerts.db import make_engine, migrate
+    from hub.alerts.models import Alert, Transition
+    from hub.store.retention import purge_alerts
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'alerts.db'}")
+    migrate(engine)
+    now = time.time()
+    day = 86400.0
+    rows = {  # name: (state, last change)
+        "old_closed": ("closed", now - 200 * day), "old_false_alarm": ("false_alarm", now - 200 * day),
+        "old_but_open": ("open", now - 200 * day), "recent_closed": ("closed", now - 10 * day)}
+    ids = {}
+    with engine.begin() as conn:
+        for name, (state, at) in rows.items():
+            ids[name] = conn.execute(insert(Alert).values(
+                rule="r", code="c", subject=name, severity="high", layer="people", site="s", grid="g",
+                state=state, opened_at=at, updated_at=at, last_fired_at=at).returning(Alert.id)).scalar_one()
+            conn.execute(insert(Transition).values(alert_id=ids[name], transition="open", to_state="open", by="t",
+                                                   at=at))
+    assert purge_alerts(engine, 183 * day, now) == 2
+    with engine.connect() as conn:
+        left = set(conn.execute(select(Alert.subject)).scalars())
+        trail = conn.execute(select(func.count()).select_from(Transition)).scalar_one()
+    assert left == {"old_but_open", "recent_closed"} and trail == 2
+    engine.dispose()

@@ -5,6 +5,7 @@ means of every numeric field `aggregate_days`; `events` keeps access, alarm and 
 A continuous query fills `hourly` as time passes. Events cannot be copied by a continuous query (it must
 aggregate), so a periodic run copies them with `SELECT * INTO`; the same run re-aggregates the last
 `lookback_h` hours, so a backlog that arrives late (a hub or agent outage) is aggregated and kept as well.
+The same run deletes snapshots older than `snapshots_days` and closed alerts older than `alerts_days`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from commhub.config import InfluxConfig, RetentionConfig
 from commhub.wire import BODY_TYPES, body_channel
+from hub.alerts.db import make_engine
+from hub.alerts.models import Alert, Transition
 from hub.store.influx import choose_transport, detect
 
 log = logging.getLogger(__name__)
@@ -124,16 +129,30 @@ def purge_snapshots(directory: Path, older_than_s: float, now: float | None = No
     return removed
 
 
+_FINAL_STATES = ("closed", "false_alarm")
+
+
+def purge_alerts(engine: Engine, older_than_s: float, now: float | None = None) -> int:
+    """Delete closed and false-alarm alerts last changed more than older_than_s ago, with their transitions."""
+    cutoff = (now if now is not None else time.time()) - older_than_s
+    old = select(Alert.id).where(Alert.state.in_(_FINAL_STATES), Alert.updated_at < cutoff)
+    with engine.begin() as conn:
+        conn.execute(delete(Transition).where(Transition.alert_id.in_(old)))
+        return int(conn.execute(delete(Alert).where(Alert.id.in_(old))).rowcount or 0)
+
+
 class RetentionKeeper:
     """Background thread: apply the policies once InfluxDB answers, then copy, re-aggregate and purge periodically.
 
     InfluxDB being down at start must not hold the hub up: ingest goes to the spool meanwhile.
     """
 
-    def __init__(self, influx: InfluxConfig, cfg: RetentionConfig, snapshots_dir: Path) -> None:
+    def __init__(self, influx: InfluxConfig, cfg: RetentionConfig, snapshots_dir: Path,
+                 alerts_db_url: str | None = None) -> None:
         self.influx = influx
         self.cfg = cfg
         self.snapshots_dir = snapshots_dir
+        self.alerts_db_url = alerts_db_url
         self.applied = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -172,13 +191,23 @@ class RetentionKeeper:
                     self.applied.set()
                 agg, events = retention.backfill()
                 purged = purge_snapshots(self.snapshots_dir, self.cfg.snapshots_days * 86400)
-                log.info("retention: %d hourly aggregates, %d events kept, %d old snapshots deleted", agg, events,
-                         purged)
+                alerts = self._purge_alerts()
+                log.info("retention: %d hourly aggregates, %d events kept, %d old snapshots and %d old alerts "
+                         "deleted", agg, events, purged, alerts)
                 delay = 1.0
                 self._stop.wait(self.cfg.interval_s)
-            except (httpx.HTTPError, RetentionError, OSError) as e:
+            except (httpx.HTTPError, RetentionError, OSError, SQLAlchemyError) as e:
                 log.warning("retention: %s; retrying in %.0fs", e, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 300.0)
         if retention is not None:
             retention.close()
+
+    def _purge_alerts(self) -> int:
+        if not self.alerts_db_url:
+            return 0
+        engine = make_engine(self.alerts_db_url)
+        try:
+            return purge_alerts(engine, self.cfg.alerts_days * 86400)
+        finally:
+            engine.dispose()
