@@ -21,6 +21,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "api": ("api.cli", "serve the HTTP API and web console"),
     "mqtt": ("commhub.provision", "broker accounts: `mqtt provision` writes the password file, ACL and secrets"),
     "certs": ("commhub.certs", "TLS: `certs init` makes the CA, broker and per-account client certificates"),
+    "alerts": ("api.commands.alerts", "list, show and act on alerts (on the store, like amtool)"),
+    "silence": ("api.commands.silence", "add, list and expire silences"),
+    "users": ("api.commands.users", "operator accounts: add, list, disable, reset-password, api-key"),
+    "audit": ("api.commands.audit", "verify or show the audit log"),
+    "evidence": ("api.commands.evidence", "verify an evidence package (hashes and signature)"),
+    "coverage": ("api.commands.coverage", "coverage by grid cell: layers, devices online, alerts and gaps"),
 }
 
 

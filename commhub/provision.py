@@ -28,6 +28,7 @@ from commhub.wire import DeviceKind
 log = logging.getLogger(__name__)
 
 SIM_AGENT = "sim"
+API_REPORT_DEVICE = "api-reports"  # api/data/people.py REPORT_DEVICE: the API's report desk
 # mosquitto_passwd (2.0) writes $7$: PBKDF2-HMAC-SHA512, 101 iterations, a 12-byte salt.
 _ITERATIONS = 101
 _SALT_BYTES = 12
@@ -98,9 +99,15 @@ def accounts_for(cfg: Config, *, simulator: bool = False) -> list[Account]:
     out = [
         # The hub's account may also read its dead letters: the operator's way to watch them.
         Account(HUB_ACCOUNT, write=(f"{hub_root}/#",), read=(topics.devices_filter(root), topics.dead_letter(root))),
-        Account(API_ACCOUNT, write=(), read=(topics.alerts_filter(root),)),
     ]
     community = cfg.community
+    site = community.site.id
+    # The API publishes people's input on device topics: patrol check-ins as the checkpoint's event, and
+    # residents' reports as events of the report desk (api/data/people.py); nothing else.
+    api_writes = [topics.event(root, site, d.kind.value, d.id) for d in community.devices
+                  if d.kind is DeviceKind.PATROL]
+    api_writes.append(topics.event(root, site, DeviceKind.REPORT_DESK.value, API_REPORT_DEVICE))
+    out.append(Account(API_ACCOUNT, write=tuple(api_writes), read=(topics.alerts_filter(root),)))
     out.append(_agent(cfg, "access", select_devices(community, ACCESS_KINDS, cfg.agent.access.devices,
                                                       "agent.access").values()))
     out.append(_agent(cfg, "facility", select_devices(community, FACILITY_KINDS, cfg.agent.facility.devices,

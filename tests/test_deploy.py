@@ -160,9 +160,17 @@ def test_compose_is_hardened() -> None:
     for text in (hub_image, agent_image):
         users = re.findall(r"^USER\s+(\S+)", text, re.M)
         assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert re.search(r"^ARG EXTRAS=postgres$", hub_image, re.M), "the hub image installs no camera or modbus extra"
     assert "camera" not in re.findall(r"pip install[^\n]*", hub_image)[0]
     assert "modbus" not in re.findall(r"pip install[^\n]*", hub_image)[0]
     assert "camera" in agent_image and "modbus" in agent_image
+    for name, service in compose["services"].items():
+        extras = str((service.get("build") or {}).get("args", {}).get("EXTRAS", ""))
+        command = (service.get("command") or [""])[0]
+        if command == "hub":
+            assert service["build"]["dockerfile"] == "Dockerfile" and not extras, f"{name}: no OpenCV in the hub"
+        if command == "api":
+            assert "camera" in extras, f"{name}: the API blurs faces with OpenCV"
     pyproject = (REPO / "pyproject.toml").read_text()
     deps = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
     assert "opencv" not in deps and "pymodbus" not in deps, "OpenCV and pymodbus are extras"
