@@ -228,10 +228,12 @@ def test_device_cannot_read_alerts_and_hub_cannot_publish_as_device(env: Env) ->
         assert api._wait(lambda: alert in api.messages)
         assert agent_sub == [0x87] or alert not in agent.messages
         assert agent.messages == []
-        # The hub may write under commhub/hub/v1 only; nor may the API write anything.
+        # The hub may write under commhub/hub/v1 only; the API only people's input (patrol check-ins).
         forged = topics.event(root, site, kind, dev_id)
         assert hub.publish(forged) == 0x87
-        assert api.publish(alert) == 0x87
+        assert api.publish(alert) == 0x87 and api.publish(forged) == 0x87
+        patrol = next(d for d in env.cfg.community.devices if d.kind is DeviceKind.PATROL)
+        assert api.publish(topics.event(root, site, patrol.kind.value, patrol.id)) == 0
         assert agent.publish(topics.event(root, site, kind, dev_id)) == 0
         assert watcher._wait(lambda: forged in watcher.messages)
         assert watcher.messages.count(forged) == 1  # the agent's, not the hub's
