@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from api.services.scope import Principal
 from commhub import topics
 from commhub.config import MqttConfig
-from commhub.mqtt import connect, make_client
+from commhub.mqtt import API_ACCOUNT, connect, make_client
 from commhub.wire import AlertNotice
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class LiveHub:
 
     def start(self) -> None:
         """Connect in the background; reconnects by itself (paho) and re-subscribes on every connect."""
-        self._client = make_client(self.client_id, self.mqtt)
+        self._client = make_client(self.client_id, self.mqtt, account=API_ACCOUNT)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

@@ -78,6 +78,8 @@ def generation_rate(cfg: Config, devices: int, n: int) -> float:
 def simulator_rate(cfg: Config, devices: int, n: int, state_dir: Path) -> tuple[float, float, int]:
     """(end-to-end msg/s through BaseAgent until all acknowledged, publish-call msg/s, messages)."""
     fleet = select(cfg.community.devices, devices)
+    # No hub subscribes here: 0x10 No matching subscribers must not hold the publish path being measured.
+    cfg = cfg.model_copy(update={"agent": cfg.agent.model_copy(update={"hold_on_no_subscribers": False})})
     agent = make_agent(cfg, fleet, name=f"bench{devices}", state_dir=state_dir)
     sim, stopper = _simulation(cfg, devices, agent, n)
     agent.start()

@@ -96,6 +96,10 @@ class AgentSettings(_Section):
     backoff_jitter: float = Field(default=0.5, ge=0, le=1, description="Fraction of each delay that is random.")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Wait this long for CONNACK.")
     heartbeats: bool = Field(default=True, description="Send a heartbeat for a device silent for its interval.")
+    hold_on_no_subscribers: bool = Field(
+        default=True, description="A PUBACK of 0x10 No matching subscribers (the hub's subscription is missing, e.g. "
+                                  "after a broker restart) keeps the message spooled until delivered; off only "
+                                  "for benchmarks that run without a hub.")
     stop_timeout_s: float = Field(default=5.0, ge=0, description="stop() waits this long for acknowledgements.")
     access: AccessSettings = AccessSettings()
     facility: FacilitySettings = FacilitySettings()

@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "scenario": ("simulators.scenario_cli", "run incident scenarios against a running hub"),
     "bench": ("bench.cli", "run a benchmark: ingest, alerts, camera, simulate, api, scale"),
     "api": ("api.cli", "serve the HTTP API and web console"),
+    "mqtt": ("commhub.provision", "broker accounts: `mqtt provision` writes the password file, ACL and secrets"),
+    "certs": ("commhub.certs", "TLS: `certs init` makes the CA, broker and per-account client certificates"),
     "alerts": ("api.commands.alerts", "list, show and act on alerts (on the store, like amtool)"),
     "silence": ("api.commands.silence", "add, list and expire silences"),
     "users": ("api.commands.users", "operator accounts: add, list, disable, reset-password, api-key"),

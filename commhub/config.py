@@ -23,14 +23,34 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MqttTlsConfig(_Section):
+    """TLS to the broker; `{account}` in cert and key is replaced by the component's account name."""
+
+    ca: Path = Field(description="CA certificate the broker's certificate must chain to.")
+    cert: Path | None = Field(default=None, description="Client certificate (e.g. certs/clients/{account}.crt).")
+    key: Path | None = Field(default=None, description="Client private key (e.g. certs/clients/{account}.key).")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
 class MqttConfig(_Section):
     """How to reach the broker."""
 
     host: str = Field(default="127.0.0.1", description="Broker host.")
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port (8883 for TLS).")
     root: str = Field(default="commhub", pattern=r"^[A-Za-z0-9_-]+$", description="First topic level.")
-    username: str | None = Field(default=None, description="MQTT username, if the broker wants one.")
+    username: str | None = Field(default=None,
+                                 description="MQTT username; default: the component's account when "
+                                             "password_file is set (hub, api, agent-<site>-<name>).")
     password: str | None = Field(default=None, description="MQTT password.")
+    password_file: Path | None = Field(
+        default=None, description="File holding the password, `{account}` replaced by the component's account "
+                                  "(as `commhub mqtt provision` writes: mqtt/accounts/{account}.secret).")
+    tls: MqttTlsConfig | None = Field(default=None, description="TLS settings; none = plain TCP.")
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive.")
 
 
@@ -67,6 +87,25 @@ class MetricsConfig(_Section):
     port: int = Field(default=9108, ge=0, le=65535, description="Port of /metrics (0 = off).")
 
 
+class RetentionConfig(_Section):
+    """How long data is kept; the hub sets InfluxDB 1.x up at start (retention policies, downsampling) and purges."""
+
+    enabled: bool = Field(default=False, description="Manage retention (InfluxDB 1.x: policies and queries).")
+    raw_days: float = Field(default=30.0, ge=1 / 24, description="Raw points (the default policy 'raw').")
+    aggregate_days: float = Field(default=730.0, ge=1 / 24, description="Hourly aggregates (policy 'hourly').")
+    events_days: float = Field(default=183.0, ge=1 / 24,
+                               description="Access, alarm and camera events (policy 'events'); at least 6 months "
+                                           "as the face-recognition and personal-information rules ask.")
+    snapshots_days: float = Field(default=183.0, gt=0, description="Camera snapshots are deleted after this.")
+    alerts_days: float = Field(default=183.0, gt=0,
+                               description="Closed and false-alarm alerts (with their audit trail) are deleted "
+                                           "this long after their last change.")
+    lookback_h: float = Field(default=48.0, gt=0,
+                              description="Each run re-aggregates and copies events this far back, so a backlog "
+                                          "that arrives late is kept too.")
+    interval_s: float = Field(default=3600.0, gt=0, description="How often the copy and the purge run.")
+
+
 class HubConfig(_Section):
     """One hub worker."""
 
@@ -84,6 +123,7 @@ class HubConfig(_Section):
     snapshots_dir: Path = Field(default=Path("run/hub/snapshots"),
                                 description="Where camera snapshots are stored (relative to the config).")
     snapshot_max_bytes: int = Field(default=2_000_000, ge=1000, description="Largest snapshot accepted.")
+    retention: RetentionConfig = RetentionConfig()
 
 
 class WebhookConfig(_Section):
@@ -152,6 +192,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Config:
+        object.__setattr__(self, "mqtt", _resolve_mqtt(self.mqtt, self.base_dir))
         if not self.hub.spool.dir.is_absolute():
             spool = self.hub.spool.model_copy(update={"dir": self.base_dir / self.hub.spool.dir})
             object.__setattr__(self, "hub", self.hub.model_copy(update={"spool": spool}))
@@ -166,6 +207,18 @@ class Config(_Section):
         if paths:
             object.__setattr__(self, "alerts", self.alerts.model_copy(update=paths))
         return self
+
+
+def _resolve_mqtt(mqtt: MqttConfig, base: Path) -> MqttConfig:
+    """The MQTT section with its file paths made absolute from the config's directory."""
+    def absolute(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    update: dict[str, Any] = {"password_file": absolute(mqtt.password_file)}
+    if mqtt.tls is not None:
+        update["tls"] = mqtt.tls.model_copy(update={"ca": absolute(mqtt.tls.ca), "cert": absolute(mqtt.tls.cert),
+                                                    "key": absolute(mqtt.tls.key)})
+    return mqtt.model_copy(update=update)
 
 
 class ConfigError(Exception):

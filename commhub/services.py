@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -99,16 +100,57 @@ class _Service:
         self.proc = None
 
 
+# Seconds between saves of the broker's in-memory state: a SIGKILL or power cut loses at most the messages
+# the broker accepted in this window that no hub worker had received yet (SIGTERM saves everything).
+AUTOSAVE_INTERVAL_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAuth:
+    """mosquitto's password file and ACL, as `commhub mqtt provision` writes them."""
+
+    password_file: Path
+    acl_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """A TLS listener: files as `commhub certs init` writes them; clients must present a certificate of ca."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    port: int = 0  # 0 = a free port
+    host: str = "127.0.0.1"
+    require_certificate: bool = True
+
+
 class Mosquitto(_Service):
-    """A mosquitto broker with persistence and queues sized for the hub."""
+    """A mosquitto broker with persistence and queues sized for the hub; with auth, no anonymous client."""
 
     name = "mosquitto"
 
     def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None,
-                 max_queued_messages: int = 1_000_000, extra_conf: str = "") -> None:
+                 max_queued_messages: int = 1_000_000, extra_conf: str = "", auth: BrokerAuth | None = None,
+                 tls: BrokerTls | None = None, autosave_interval_s: int = AUTOSAVE_INTERVAL_S) -> None:
         super().__init__(workdir, host, port)
         self.max_queued_messages = max_queued_messages
+        self.autosave_interval_s = autosave_interval_s
         self.extra_conf = extra_conf
+        self.auth = auth
+        self.tls = tls if tls is None or tls.port else replace(tls, port=free_port(tls.host))
+
+    def _auth_lines(self) -> list[str]:
+        if self.auth is None:
+            return ["allow_anonymous true"]
+        return ["allow_anonymous false", f"password_file {self.auth.password_file}", f"acl_file {self.auth.acl_file}"]
+
+    def _tls_lines(self) -> list[str]:
+        t = self.tls
+        if t is None:
+            return []
+        return [f"listener {t.port} {t.host}", f"cafile {t.ca}", f"certfile {t.cert}", f"keyfile {t.key}",
+                "tls_version tlsv1.2", f"require_certificate {'true' if t.require_certificate else 'false'}"]
 
     def config_text(self) -> str:
         """The mosquitto.conf we run with."""
@@ -117,11 +159,12 @@ class Mosquitto(_Service):
             "per_listener_settings false",
             # As root, mosquitto would switch to its own user, who cannot write our data dir.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+            *self._auth_lines(),
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *self._tls_lines(),
             "persistence true",
             f"persistence_location {self.workdir}/",
-            "autosave_interval 30",
+            f"autosave_interval {self.autosave_interval_s}",
             f"max_queued_messages {self.max_queued_messages}",
             "max_queued_bytes 0",
             "max_inflight_messages 0",
@@ -146,9 +189,11 @@ class Influxd(_Service):
 
     name = "influxd"
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None,
+                 retention_check_s: float = 1800.0) -> None:
         super().__init__(workdir, host, port)
         self.rpc_port = free_port(host)
+        self.retention_check_s = retention_check_s
 
     @property
     def url(self) -> str:
@@ -176,7 +221,10 @@ bind-address = "{self.host}:{self.rpc_port}"
   log-enabled = false
   max-body-size = 0
 [continuous_queries]
-  enabled = false
+  enabled = true
+[retention]
+  enabled = true
+  check-interval = "{max(1, int(self.retention_check_s))}s"
 [logging]
   level = "warn"
 """

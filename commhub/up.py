@@ -18,7 +18,9 @@ from typing import IO
 import yaml
 
 from commhub.config import Config, load
-from commhub.services import Influxd, Mosquitto, free_port
+from commhub.mqtt import API_ACCOUNT, HUB_ACCOUNT
+from commhub.provision import provision
+from commhub.services import BrokerAuth, Influxd, Mosquitto, free_port
 from edge_agents.camera.config import source_kind
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,9 @@ def _write_config(base: Path, run_dir: Path, mqtt_port: int, influx_url: str, me
     data = yaml.safe_load(base.read_text())
     community = (base.parent / data["community"]).resolve()
     data["community"] = str(community)
-    data["mqtt"] = {**data.get("mqtt", {}), "host": "127.0.0.1", "port": mqtt_port}
+    # Every component logs in with its own provisioned account (no anonymous client, on loopback too).
+    data["mqtt"] = {**data.get("mqtt", {}), "host": "127.0.0.1", "port": mqtt_port,
+                    "password_file": str(run_dir / "mqtt" / "accounts" / "{account}.secret")}
     data["influx"] = {**data.get("influx", {}), "url": influx_url}
     hub = data.setdefault("hub", {})
     hub["metrics"] = {**hub.get("metrics", {}), "port": metrics_port}
@@ -124,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
     """Start everything, print where to look, and wait."""
     run_dir = Path(args.run_dir).resolve()
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    broker = Mosquitto(run_dir / "mosquitto", port=_port(1883))
+    mqtt_dir = run_dir / "mqtt"
+    provision(load(Path(args.config).resolve()), mqtt_dir, simulator=not args.no_simulator)
+    broker = Mosquitto(run_dir / "mosquitto", port=_port(1883),
+                       auth=BrokerAuth(mqtt_dir / "passwd", mqtt_dir / "acl"))
     influx = Influxd(run_dir / "influxdb", port=_port(8086))
     broker.start()
     influx.start()
@@ -165,17 +172,19 @@ def run(args: argparse.Namespace) -> int:
             _wait_api(api_port, next(c for c in children if c.name == "api"))
         root = cfg.mqtt.root
         devices = len(cfg.community.devices)
+        secrets = mqtt_dir / "accounts"
+        login = {a: f"-u {a} -P \"$(cat {secrets / (a + '.secret')})\"" for a in (HUB_ACCOUNT, API_ACCOUNT)}
         lines = [
             "",
             f"commhub is up: community '{cfg.community.site.id}' with {devices} devices, data under {run_dir}",
-            f"  MQTT broker     mqtt://127.0.0.1:{broker.port}   "
-            f"watch: mosquitto_sub -p {broker.port} -t '{root}/#' -v",
+            f"  MQTT broker     mqtt://127.0.0.1:{broker.port}   accounts, ACL and secrets in {mqtt_dir}",
+            f"                  watch: mosquitto_sub -p {broker.port} {login[HUB_ACCOUNT]} -t '{root}/v1/#' -v",
             f"  InfluxDB        {influx.url}  database '{cfg.influx.database}'",
             f"                  curl -sG {influx.url}/query --data-urlencode db={cfg.influx.database} "
             "--data-urlencode 'q=SHOW MEASUREMENTS'",
             f"  hub metrics     http://127.0.0.1:{metrics_port}/metrics",
-            f"  dead letters    mosquitto_sub -p {broker.port} -t '{root}/hub/v1/deadletter' -v",
-            f"  alerts          mosquitto_sub -p {broker.port} -t '{root}/hub/v1/alerts/#' -v",
+            f"  dead letters    mosquitto_sub -p {broker.port} {login[HUB_ACCOUNT]} -t '{root}/hub/v1/deadletter' -v",
+            f"  alerts          mosquitto_sub -p {broker.port} {login[API_ACCOUNT]} -t '{root}/hub/v1/alerts/#' -v",
         ]
         if replay:
             lines.append(f"  cameras         {', '.join(replay)} (OpenCV on recorded footage)")

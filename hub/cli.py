@@ -11,6 +11,7 @@ from types import FrameType
 
 from commhub.config import Config, load
 from hub.ingest.message import Sink
+from hub.store.retention import RetentionKeeper
 from hub.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    keeper = None
+    if hub.retention.enabled and not args.retire:
+        alerts_db = importlib.import_module("hub.alerting").db_url(cfg) if cfg.alerts.enabled else None
+        keeper = RetentionKeeper(cfg.influx, hub.retention, hub.snapshots_dir, alerts_db)
+        keeper.start()
     worker.start()
     if args.retire:
         if not worker.wait_connected(30):
@@ -64,4 +70,6 @@ def run(args: argparse.Namespace) -> int:
     log.info("hub worker %s running; metrics on %s:%d", hub.worker_id, hub.metrics.host, hub.metrics.port)
     done.wait()
     worker.stop()
+    if keeper is not None:
+        keeper.stop()
     return 0

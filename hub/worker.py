@@ -26,7 +26,7 @@ from prometheus_client import start_http_server
 
 from commhub import topics
 from commhub.config import Config
-from commhub.mqtt import connect, make_client
+from commhub.mqtt import HUB_ACCOUNT, connect, make_client
 from commhub.topics import Channel
 from commhub.wire import DeadLetter
 from hub.ingest.dedup import Deduplicator
@@ -99,7 +99,7 @@ class Worker:
         mc = self.cfg.hub.metrics
         if mc.port:
             self._http = start_http_server(mc.port, mc.host, registry=m.registry)
-        client = make_client(self.cfg.hub.worker_id, self.cfg.mqtt, manual_ack=True)
+        client = make_client(self.cfg.hub.worker_id, self.cfg.mqtt, manual_ack=True, account=HUB_ACCOUNT)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -169,10 +169,14 @@ class Worker:
                     delay = min(delay * 2, 10.0)
                 continue
             timeout = wait if self._pending else 1.0
-            try:
-                readable, _, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout)
-            except (OSError, ValueError):
-                readable = []
+            pending = getattr(sock, "pending", None)
+            if pending is not None and pending():
+                readable = [sock]  # TLS: bytes decrypted inside the SSL object never wake select()
+            else:
+                try:
+                    readable, _, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout)
+                except (OSError, ValueError):
+                    readable = []
             drained = not readable
             if readable:
                 for _ in range(_READS_PER_WAKEUP):

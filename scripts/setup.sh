@@ -30,7 +30,7 @@ stamp=".venv/.commhub-$(cat pyproject.toml requirements.lock | sha256sum | cut -
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python dependencies (pinned in requirements.lock)"
   if ! { .venv/bin/python -m pip install -q --upgrade "pip==26.3" &&
-         .venv/bin/python -m pip install -q -c requirements.lock -e '.[dev,postgres]'; } >.venv/pip.log 2>&1; then
+         .venv/bin/python -m pip install -q -c requirements.lock -e '.[dev,postgres,camera,modbus]'; } >.venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
     exit 1
   fi

@@ -40,6 +40,8 @@ def test_up_runs_the_main_job(tmp_path: Path) -> None:
     measurements: set[str] = set()
     deadline = time.monotonic() + 240
     try:
+        port = int(next(m.group(1) for x in lines if (m := re.search(r"mqtt://127\.0\.0\.1:(\d+)", x))))
+        assert _anonymous_connack(port) != 0, "the broker of commhub up accepts anonymous clients"
         while time.monotonic() < deadline and not (wanted <= measurements and _snapshots(tmp_path / "run")):
             try:
                 series = influx_query(url, "commhub", "SHOW MEASUREMENTS")
@@ -79,3 +81,19 @@ def _api_login(lines: list[str]) -> dict[str, Any] | None:
 
 def _snapshots(run_dir: Path) -> list[Path]:
     return list((run_dir / "hub" / "snapshots").rglob("*.jpg"))
+
+
+def _anonymous_connack(port: int) -> int:
+    """The CONNACK reason code an anonymous MQTT 5 client gets (-1: none)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    codes: list[int] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="t-anonymous", protocol=paho.MQTTv5)
+    client.on_connect = lambda _c, _u, _f, rc, _p: codes.append(int(rc.value))
+    client.connect("127.0.0.1", port)
+    deadline = time.monotonic() + 30
+    while not codes and time.monotonic() < deadline:
+        client.loop(0.1)
+    client.disconnect()
+    return codes[0] if codes else -1

@@ -10,7 +10,7 @@ import time
 from paho.mqtt.client import MQTTMessageInfo
 
 from commhub.config import MqttConfig
-from commhub.mqtt import connect, make_client
+from commhub.mqtt import API_ACCOUNT, connect, make_client
 from commhub.wire import Envelope
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class Publisher:
         self.cfg = cfg
         self.client_id = client_id
         self.ack_timeout_s = ack_timeout_s
-        self._client = make_client(client_id, cfg)
+        self._client = make_client(client_id, cfg, account=API_ACCOUNT)
         self._lock = threading.Lock()
         self._last_seq: dict[str, int] = {}
         self._started = False

@@ -6,6 +6,13 @@ QoS 1 in spool order; a message leaves the spool only when the broker has acknow
 reconnect, or at start-up, every unacknowledged message is sent again, oldest first, so nothing is lost
 and the order is kept (the hub removes the duplicates by (device_id, seq)).
 
+Acknowledged means delivered: a PUBACK with 0x10 (No matching subscribers) or any failure code (>= 0x80)
+is not. mosquitto answers 0x10 and discards the message while the hub's shared subscription is missing,
+e.g. right after a broker restart (it does not restore `$share/` subscriptions from persistence). Then
+the agent holds: the message stays in the spool, nothing new is sent, and the oldest spooled message is
+sent alone as a probe after a growing delay; the first probe that is delivered ends the hold and the rest
+of the spool follows in order.
+
 Durability window: a message is in the spool file before it is first sent to the broker, and at most
 `commit_interval_ms` plus one commit after publish() returned (on an idle agent: one commit). With
 `spool_fsync` that commit is fsynced, so the window also covers a power cut; a crash inside the window
@@ -62,7 +69,14 @@ log = logging.getLogger(__name__)
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,47}$")
 _MEM_CAP = 20_000  # rows kept in memory for sending before the pump falls back to reading the spool
 _OWNED_BODIES = frozenset(("birth", "state"))
+_NO_SUBSCRIBERS = 0x10
+_HOLD_MAX_DELAY_S = 5.0  # longest wait between probes while the broker has no subscriber for us
 _IDENT: TypeAdapter[str] = TypeAdapter(Ident)
+
+
+def delivered(reason: int, hold_on_no_subscribers: bool = True) -> bool:
+    """Whether a PUBACK reason code means the broker took the message for a subscriber."""
+    return reason < 0x80 and (reason != _NO_SUBSCRIBERS or not hold_on_no_subscribers)
 
 
 def _version() -> str:
@@ -83,7 +97,8 @@ class AgentStats:
     sent: int
     acked: int
     dropped: int
-    rejected: int
+    rejected: int  # PUBACKs that did not deliver (0x10 no subscriber, or >= 0x80): kept and sent again
+    holding: bool  # the broker has no subscriber for us: messages wait in the spool, one probe at a time
     superseded: int
     connects: int
     session: int
@@ -116,7 +131,8 @@ class BaseAgent:
         self._pump_stop = threading.Event()
         self._queue: list[Row] = []
         self._dirty_seqs: dict[str, int] = {}
-        self._acks: deque[tuple[int, int, bool]] = deque()
+        self._acks: deque[tuple[int, int, int]] = deque()
+        self._holding = False
         self._seq: dict[str, int] = {}
         self._next_id = 1
         self._persisted_upto = 0
@@ -326,7 +342,7 @@ class BaseAgent:
             published=c["published"], persisted=c["persisted"],
             spooled=spool.count if spool else 0, spooled_bytes=spool.bytes if spool else 0,
             sent=c["sent"], acked=c["acked"], dropped=c["dropped"], rejected=c["rejected"],
-            superseded=c["superseded"], connects=link.connects if link else 0,
+            superseded=c["superseded"], holding=self._holding, connects=link.connects if link else 0,
             session=link.session if link else 0, connected=bool(link and link.up))
 
     def seq(self, device_id: str) -> int:
@@ -377,9 +393,9 @@ class BaseAgent:
                        body=DeviceState(status="offline", session=session))
         return dev.topics["state"], env.to_json()
 
-    def _on_ack(self, generation: int, mid: int, ok: bool) -> None:
+    def _on_ack(self, generation: int, mid: int, reason: int) -> None:
         # Runs on the MQTT thread inside paho's locks: only hand over (deque.append is thread-safe).
-        self._acks.append((generation, mid, ok))
+        self._acks.append((generation, mid, reason))
         self._work.set()
 
     def _enqueue_birth(self, device_id: str, dev: _Device, session: int) -> None:
@@ -427,6 +443,11 @@ class _Pump:
         self.last_commit = 0.0
         self.last_trim = 0.0
         self.last_beat = 0.0
+        self.hold_since = 0.0  # > 0: holding (see the module docstring)
+        self.hold_delay = 0.0
+        self.probe_at = 0.0
+        self.hold_reason = 0
+        self.rewind = False  # some sent row was not delivered: send again from the oldest spooled row
 
     def run(self) -> None:
         a = self.a
@@ -463,13 +484,22 @@ class _Pump:
         acked = self.carry_acked
         rejected = 0
         while a._acks:
-            generation, mid, ok = a._acks.popleft()
+            generation, mid, reason = a._acks.popleft()
             if generation != self.generation:
                 continue  # an ack from a connection that is gone: its rows are re-sent anyway
             entry = self.inflight.pop(mid, None)
-            if entry is not None:
+            if entry is None:
+                continue
+            if delivered(reason, a.settings.hold_on_no_subscribers):
                 acked.append(entry)
-                rejected += not ok
+            else:
+                rejected += 1  # the row stays in the spool and is sent again after a rewind
+                self.hold_reason = reason
+                self.rewind = True
+        if acked and self.hold_since:
+            self._end_hold()
+        elif rejected and not self.hold_since:
+            self._start_hold()
         try:
             self.spool.commit(rows, acked, seqs)
         except Exception:
@@ -497,9 +527,42 @@ class _Pump:
             if rows:
                 a._persisted_upto = rows[-1].id
             a._cond.notify_all()
-        if rejected:
-            log.warning("broker refused %d messages (negative PUBACK)", rejected)
         self._heartbeats()
+
+    def _start_hold(self) -> None:
+        a = self.a
+        self.hold_since = time.monotonic()
+        self.hold_delay = a.settings.backoff_initial_s
+        self.probe_at = self.hold_since + self.hold_delay
+        a._holding = True
+        what = "no matching subscribers" if self.hold_reason == _NO_SUBSCRIBERS else "a refusal"
+        log.warning("broker answered 0x%02x (%s): holding %d spooled messages until the hub subscribes again",
+                    self.hold_reason, what, self.spool.count)
+
+    def _end_hold(self) -> None:
+        log.info("broker delivers again after %.1fs on hold: sending the %d spooled messages",
+                 time.monotonic() - self.hold_since, self.spool.count)
+        self.hold_since = 0.0
+        self.a._holding = False
+
+    def _send_window(self) -> int:
+        """How many more messages may go out now; while holding, one probe once the previous answer is in."""
+        a, link = self.a, self.link
+        now = time.monotonic()
+        if self.hold_since and now < self.probe_at:
+            return 0
+        if self.rewind or self.hold_since:
+            if self.inflight:
+                return 0  # every answer must be in first, or a rewind would send a row twice
+            self.rewind = False
+            self.cursor = 0
+            self.behind = True
+            self.mem.clear()
+        if self.hold_since:
+            self.hold_delay = min(self.hold_delay * 2, _HOLD_MAX_DELAY_S)
+            self.probe_at = now + self.hold_delay
+            return 1  # the probe: the oldest spooled row
+        return min(a.settings.max_inflight, link.receive_maximum) - len(self.inflight)
 
     def _link_changes(self) -> None:
         a = self.a
@@ -510,8 +573,9 @@ class _Pump:
             return
         if generation == self.generation:
             return
-        # A new connection: everything unacknowledged is sent again from the oldest.
+        # A new connection: everything unacknowledged is sent again from the oldest (a hold probes at once).
         self.generation = generation
+        self.probe_at = 0.0
         self.inflight.clear()
         self.cursor = 0
         self.behind = True
@@ -546,7 +610,7 @@ class _Pump:
         a, link = self.a, self.link
         if not link.up or link.generation != self.generation:
             return
-        window = min(a.settings.max_inflight, link.receive_maximum) - len(self.inflight)
+        window = self._send_window()
         sent = 0
         while window > 0:
             if self.behind:

@@ -28,7 +28,7 @@ from edge_agents.base.statedir import StateDir
 log = logging.getLogger(__name__)
 
 WillFactory = Callable[[int], tuple[str, bytes]]
-AckCallback = Callable[[int, int, bool], None]  # (generation, mid, accepted)
+AckCallback = Callable[[int, int, int], None]  # (generation, mid, PUBACK reason code)
 
 
 class Link:
@@ -89,7 +89,7 @@ class Link:
     # ---- the connection thread -------------------------------------------------------------------
 
     def _new_client(self, session: int, generation: int) -> tuple[paho.Client, list[Any]]:
-        client = make_client(self.client_id, self.mqtt)
+        client = make_client(self.client_id, self.mqtt, account=self.client_id)
         # The pump keeps its own window; paho's (when > 0) rescans every queued message on each PUBACK.
         client.max_inflight_messages_set(0)
         client.connect_timeout = self.settings.connect_timeout_s
@@ -101,7 +101,7 @@ class Link:
             connack.append((rc, props))
 
         def on_publish(_c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
-            self._on_ack(generation, mid, not rc.is_failure)
+            self._on_ack(generation, mid, int(rc.value))
 
         def on_register_write(_c: paho.Client, _u: Any, _s: Any) -> None:
             # Only this thread writes to the socket: paho's _packet_write is not safe from two threads,

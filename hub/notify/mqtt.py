@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from commhub import topics
 from commhub.config import MqttConfig
-from commhub.mqtt import connect, make_client
+from commhub.mqtt import HUB_ACCOUNT, connect, make_client
 from commhub.wire import AlertNotice
 from hub.alerts.store import AlertStore
 
@@ -29,7 +29,7 @@ class MqttNotifier:
         self.qos = qos
         self.sweep_s = sweep_s
         self._q: queue.SimpleQueue[list[AlertNotice] | None] = queue.SimpleQueue()
-        self._client = make_client(client_id, cfg)
+        self._client = make_client(client_id, cfg, account=HUB_ACCOUNT)
         self._thread: threading.Thread | None = None
         # Notice ids this process already published: the sweep and the fast path never send one twice.
         self._sent: OrderedDict[int, None] = OrderedDict()

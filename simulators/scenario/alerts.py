@@ -68,7 +68,7 @@ class AlertListener:
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect and subscribe; returns once the subscription is acknowledged."""
-        client = mqtt.make_client(f"scenario-{uuid.uuid4().hex[:8]}", self.cfg)
+        client = mqtt.make_client(f"scenario-{uuid.uuid4().hex[:8]}", self.cfg, account=mqtt.API_ACCOUNT)
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *_a: self._subscribed.set()
         client.on_message = self._on_message
