@@ -6,6 +6,7 @@ receiver (authentication, bounds on size, time and threads, a 4xx with a reason 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -76,7 +77,7 @@ def _wait(cond: Any, what: str) -> None:
 
 def test_a_token_is_required_unless_turned_off_explicitly() -> None:
     adapter = HttpPushAdapter(AccessHttpSettings(port=0), CredentialHasher(SECRET, 32), {})
-    with pytest.raises(ValueError, match="token is empty.*require_token: false"):
+    with pytest.raises(ValueError, match=r"token is empty.*require_token: false"):
         adapter.start(Recorder())
     open_adapter, rec = _adapter(require_token=False)
     try:
@@ -101,7 +102,8 @@ def test_bad_token_oversized_body_and_overflowing_timestamp_get_a_4xx_with_a_rea
         assert "ts must be unix seconds" in body["details"][0]["reason"]
     # JSON's non-standard Infinity and NaN (Python's json accepts them) are refused the same way.
     for word in (b"Infinity", b"NaN"):
-        status, body = _post(port, None, raw=b'[{"device": "dc1", "event": "granted", "card": "1", "ts": ' + word + b"}]")
+        raw = b'[{"device": "dc1", "event": "granted", "card": "1", "ts": ' + word + b"}]"
+        status, body = _post(port, None, raw=raw)
         assert status == 400 and body["details"], word
     status, body = _post(port, None, raw=b"[" * 100_000 + b"]" * 100_000)
     assert status in (400, 413) and body["error"]
@@ -131,10 +133,8 @@ def test_half_sent_requests_do_not_pin_threads(push: tuple[HttpPushAdapter, Reco
             if time.monotonic() < trickle_until:
                 # Keep half of them trickling, one byte at a time.
                 for t in socks[1::2]:
-                    try:
+                    with contextlib.suppress(OSError):
                         t.sendall(b"X")
-                    except OSError:
-                        pass
             try:
                 s.settimeout(0.3 if time.monotonic() < trickle_until else WAIT_S)
                 data = s.recv(4096)
