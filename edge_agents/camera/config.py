@@ -126,9 +126,10 @@ class TrackSettings(_Model):
     max_jump: float = Field(default=0.75, gt=0, description="Largest centre move, in box heights, without overlap.")
     min_hits: int = Field(default=2, ge=1, description="Detections before a track is reported (new).")
     max_gap_s: float = Field(default=3.0, gt=0, description="A track ends after this long unseen.")
-    count_misses: int = Field(default=3, ge=1, le=100,
+    count_misses: int = Field(default=20, ge=1, le=1000,
                               description="A tracked person is counted (persons, crowd) until this many detector "
-                                          "runs in a row have missed them.")
+                                          "runs in a row have missed them (20: as long as the track lives, at "
+                                          "the shipped rates; lower drops stale tracks from counts sooner).")
     update_s: float = Field(default=10.0, gt=0, description="Periodic update of a tracked object.")
     zone_exit_s: float = Field(default=1.0, ge=0, description="Time outside a zone before a person has left it.")
     crowd_hold_s: float = Field(default=2.0, ge=0, description="A zone count must hold this long to be reported.")
