@@ -70,8 +70,8 @@ class _Worker:
                     finished = True
                     return
                 except Exception as e:
-                    self.counts["restarts"] += 1
                     self._set_live(False)
+                    self.counts["restarts"] += 1
                     delay = backoff.next()
                     # The first failure with its traceback, then one line each: a persistent fault must not
                     # flood the log.
