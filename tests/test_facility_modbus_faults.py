@@ -104,6 +104,8 @@ def test_unexpected_poll_errors_take_liveness_and_the_poller_recovers(server: An
         adapter.stop()
 
 
+# The injected SystemExit ends the thread, which pytest reports as an unhandled thread exception: expected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_poller_thread_that_ends_takes_its_devices_liveness(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     adapter, rec = _adapter(server.port)
 
