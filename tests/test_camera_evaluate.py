@@ -16,7 +16,7 @@ import pytest
 
 from commhub.cli import main
 from edge_agents.camera.config import CameraConfig
-from edge_agents.camera.evaluate import evaluate_clip, load_mot, match, sample, scale_gt
+from edge_agents.camera.evaluate import evaluate_clip, load_mot, match, read_clip, sample, scale_gt
 
 
 def test_matching_is_one_to_one_at_iou_half() -> None:
@@ -88,3 +88,19 @@ def test_evaluate_command_line(shared_data: Path, tmp_path: Path, capsys: pytest
     assert "no video with NAME.gt.txt" in capsys.readouterr().err
     assert main(["agent", "camera", "--evaluate", str(shared_data / "video"), "--scales", "2"]) != 0
     assert "between 0.05 and 1" in capsys.readouterr().err
+
+
+@pytest.mark.video
+def test_calibrate_measures_the_people_in_a_frame(shared_data: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # One frame of TUD-Campus at half size: its ground-truth people are 64-144 px tall (median 92).
+    (frame,) = read_clip(shared_data / "video" / "TUD-Campus.mp4", 0.5)[:1]
+    image = tmp_path / "calibration.png"
+    cv2.imwrite(str(image), frame)
+    assert main(["--log-level", "WARNING", "agent", "camera", "--calibrate", str(image)]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["size"] == [320, 240] and found["people"] >= 2
+    # 90 % of the smallest measured people: between the window's floor at 3x upscale (35 px) and the median.
+    assert 35 <= found["detect"]["min_person_px"] <= 92
+    assert main(["agent", "camera", "--calibrate", str(tmp_path / "missing.png")]) == 2
+    assert "no such file" in capsys.readouterr().err
