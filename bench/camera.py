@@ -6,7 +6,8 @@ decoding is measured on its own and added for the camera count. Baselines in the
 grey 640x480 and the default HOG people detector on 640x480 with its default parameters.
 
 Footage: TUD-Stadtmitte and TUD-Campus (640x480, people walking through every frame: the worst case for
-detection on motion) and the indoor one-by-one clip scaled to 640x480 (people come and go, empty spells).
+detection on motion) and the indoor one-by-one clip scaled to 640x480 (people come and go, empty spells), and
+the street at a third of its size, where the detector works on upscaled moving regions.
 """
 
 from __future__ import annotations
@@ -147,10 +148,14 @@ def run(args: argparse.Namespace) -> int:
 
     full = CameraConfig(id="bench", source="bench")
     cameras: dict[str, float] = {}
-    for name, frames in (("busy_street", busy), ("indoor", indoor)):
+    # The same street from a camera of a third of the resolution (213x160): people 41-96 px tall, so the
+    # detector upscales the moving regions (issue 12). Its decode is counted at the 640x480 rate (pessimistic).
+    third = [cv2.resize(f, (213, 160), interpolation=cv2.INTER_AREA) for f in busy]
+    for name, frames in (("busy_street", busy), ("indoor", indoor), ("busy_street_third_scale", third)):
         cpu, wall, share = _pipeline_rate(frames, full, args.seconds)
-        print(f"motion_tamper_person_{name}_640x480_fps_per_core: {cpu:.1f}")
-        print(f"motion_tamper_person_{name}_640x480_fps_wall: {wall:.1f}")
+        size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
+        print(f"motion_tamper_person_{name}_{size}_fps_per_core: {cpu:.1f}")
+        print(f"motion_tamper_person_{name}_{size}_fps_wall: {wall:.1f}")
         print(f"motion_tamper_person_{name}_detector_runs_per_frame: {share:.2f}")
         # A live camera's cost per second: 5 analysed frames, plus decoding every frame of its stream
         # (H.264 frames depend on each other, so the skipped ones are decoded too).

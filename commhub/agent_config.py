@@ -20,8 +20,14 @@ class AccessHttpSettings(_Section):
     enabled: bool = Field(default=True, description="Serve the push endpoint.")
     host: str = Field(default="127.0.0.1", description="Bind address (0.0.0.0 to accept controllers on the LAN).")
     port: int = Field(default=8088, ge=0, le=65535, description="TCP port (0 = any free port).")
-    token: str = Field(default="", description="If set, requests need 'Authorization: Bearer <token>'.")
+    token: str = Field(default="", description="Requests need 'Authorization: Bearer <token>'.")
+    require_token: bool = Field(default=True,
+                                description="Refuse to serve without a token; false only on a closed network.")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest accepted request body.")
+    timeout_s: float = Field(default=10.0, gt=0, le=300,
+                             description="Time a client has to send a whole request, and the longest idle pause.")
+    max_connections: int = Field(default=32, ge=1, le=1024,
+                                 description="Connections served at once (one thread each); more get 503.")
     sync_timeout_s: float = Field(default=2.0, ge=0, description="Wait this long for events to reach disk.")
 
 

@@ -115,10 +115,17 @@ class PushError(ValueError):
         self.details = details or []
 
 
+_MIN_UNIX = 0.0
+_MAX_UNIX = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second datetime can hold
+
+
 def _timestamp(ts: datetime | float | None, now: datetime) -> datetime:
     if ts is None:
         return now
     if isinstance(ts, int | float):
+        # 1e20, inf or nan would raise OverflowError (not a ValueError) deep in datetime: refuse them here.
+        if not _MIN_UNIX <= float(ts) <= _MAX_UNIX:
+            raise ValueError(f"ts must be unix seconds between {_MIN_UNIX:.0f} and {_MAX_UNIX:.0f} (1970..9999)")
         return datetime.fromtimestamp(float(ts), UTC)
     if ts.tzinfo is None:
         raise ValueError("ts needs a UTC offset (e.g. 2026-05-01T08:00:00+08:00) or unix seconds")
@@ -182,7 +189,7 @@ def parse_request(data: Any, hasher: CredentialHasher, now: datetime | None = No
             for err in e.errors(include_input=False, include_url=False):
                 field = ".".join(str(p) for p in err["loc"])
                 details.append({"index": i, "field": field, "reason": err["msg"]})
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             details.append({"index": i, "field": "", "reason": str(e)})
     if details:
         raise PushError(f"{len(details)} problem(s) in {len(items)} event(s); nothing was accepted", details)

@@ -38,10 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, help="--analyse: analysis width (overrides the settings)")
     parser.add_argument("--max-frames", type=int, help="--analyse: stop after this many analysed frames")
     parser.add_argument("--snapshots", type=Path, metavar="DIR", help="--analyse: write the event snapshots here")
+    parser.add_argument("--evaluate", type=Path, metavar="PATH",
+                        help="score against MOT ground truth: a video with NAME.gt.txt beside it, or a folder of "
+                             "them; ours next to plain MOG2 + default HOG, at each --scales")
+    parser.add_argument("--scales", default="1,1/2,1/3",
+                        help="--evaluate: footage scales, comma-separated (default 1,1/2,1/3)")
+    parser.add_argument("--calibrate", type=Path, metavar="FILE",
+                        help="measure the smallest person in a calibration image or clip; prints detect.min_person_px")
 
 
 def run(args: argparse.Namespace) -> int:
     """Live mode or offline analysis."""
+    if args.evaluate is not None:
+        return _evaluate(args)
+    if args.calibrate is not None:
+        return _calibrate(args)
     if args.analyse is not None:
         return _analyse(args)
     if args.config is None:
@@ -67,7 +78,7 @@ def _live(args: argparse.Namespace) -> int:
 # ---- offline analysis ------------------------------------------------------------------------------
 
 def _camera_for_analysis(args: argparse.Namespace) -> CameraConfig:
-    source = str(args.analyse)
+    source = str(args.analyse or args.evaluate or args.calibrate)
     if args.camera_config is not None:
         path = args.camera_config
         try:
@@ -182,3 +193,94 @@ def _print_frame(as_json: bool, result: Any, tamper: Sequence[str]) -> None:
         detail = " ".join(f"{k}={v}" for k, v in e.items() if k != "type" and v not in (None, (), []))
         where = "end of file" if result.index < 0 else f"frame {result.index} ({result.ts:.2f} s)"
         print(f"{where}: {e['type']} {detail}", flush=True)
+
+
+# ---- evaluation and calibration ----------------------------------------------------------------------
+
+def _scales(text: str) -> list[float]:
+    out = []
+    for part in text.split(","):
+        num, _, den = part.strip().partition("/")
+        try:
+            value = float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"--scales: {part.strip()!r} is not a number or a fraction such as 1/2") from None
+        if not 0.05 <= value <= 1.0:
+            raise ConfigError(f"--scales: {part.strip()!r} must be between 0.05 and 1")
+        out.append(value)
+    return out
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge_agents.camera.evaluate import clips_in, evaluate_clip, table
+
+    path: Path = args.evaluate
+    if path.is_dir():
+        clips = clips_in(path)
+    elif path.is_file():
+        gt = path.with_name(path.stem + ".gt.txt")
+        clips = [(path, gt)] if gt.is_file() else []
+    else:
+        clips = []
+    if not clips:
+        print(f"commhub agent camera: --evaluate {path}: no video with NAME.gt.txt (MOT ground truth) beside it",
+              file=sys.stderr)
+        return 2
+    cam = _camera_for_analysis(args)
+    scales = _scales(args.scales)
+    cv2.setNumThreads(1)
+    scores = []
+    for video, gt in clips:
+        try:
+            scores.extend(evaluate_clip(video, gt, cam, scales, max_frames=args.max_frames))
+        except ValueError as e:
+            print(f"commhub agent camera: --evaluate: {e}", file=sys.stderr)
+            return 2
+    if args.json:
+        for sc in scores:
+            print(json.dumps({"clip": sc.clip, "scale": round(sc.scale, 4), "size": list(sc.size),
+                              "person_px": list(sc.person_px), "ours": _score_dict(sc.ours),
+                              "baseline": _score_dict(sc.baseline)}), flush=True)
+    else:
+        print(f"fps {cam.fps:g}, detection at most {cam.detect.max_fps:g}/s; each cell: ours / plain MOG2 + HOG")
+        print("\n".join(table(scores)))
+    return 0
+
+
+def _score_dict(score: Any) -> dict[str, float]:
+    return {k: round(float(getattr(score, k)), 4) for k in score.__slots__}
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge_agents.camera.detect import measure_person_px
+    from edge_agents.camera.evaluate import read_clip
+
+    path: Path = args.calibrate
+    if not path.is_file():
+        print(f"commhub agent camera: --calibrate {path}: no such file", file=sys.stderr)
+        return 2
+    cam = _camera_for_analysis(args)
+    cv2.setNumThreads(1)
+    image = cv2.imread(str(path))
+    try:
+        frames = [image] if image is not None else read_clip(path)[:: max(1, round(cam.fps))][:20]
+    except ValueError as e:
+        print(f"commhub agent camera: --calibrate: {e}", file=sys.stderr)
+        return 2
+    if not frames:
+        print(f"commhub agent camera: --calibrate {path}: no frames", file=sys.stderr)
+        return 2
+    found = measure_person_px(frames, cam.detect)
+    if found is None:
+        print("no person found in the calibration frames: pick a frame with people at the farthest place you "
+              "want counted, or set detect.min_person_px by hand", file=sys.stderr)
+        return 1
+    h, w = frames[0].shape[:2]
+    print(json.dumps({"frames": len(frames), "size": [w, h], "people": found.people,
+                      "smallest_px": found.smallest, "median_px": found.median,
+                      "detect": {"min_person_px": found.suggested}}))
+    return 0

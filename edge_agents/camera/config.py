@@ -91,8 +91,18 @@ class DetectSettings(_Model):
     """OpenCV's default HOG people detector, run on motion (and to refresh tracked people)."""
 
     enabled: bool = True
-    width: int = Field(default=480, ge=64, le=1920, description="Detection frame width (people >= ~100 px tall).")
-    scale: float = Field(default=1.05, gt=1.0, le=2.0, description="Pyramid step; larger is faster, misses more.")
+    min_person_px: float | None = Field(
+        default=None, gt=0, le=4000,
+        description="Height of the smallest person to find, in pixels of the camera's frame (from a calibration "
+                    "frame: commhub agent camera --calibrate FILE). None: min_person_frac of the frame height.")
+    min_person_frac: float = Field(default=0.25, gt=0, le=1,
+                                   description="Untuned default: the smallest person is this fraction of the "
+                                               "frame height.")
+    max_upscale: float = Field(default=3.0, ge=1.0, le=6.0,
+                               description="Largest upscaling of moving regions for small people (costs its square).")
+    min_downscale: float = Field(default=0.5, gt=0.1, le=1.0,
+                                 description="Strongest downscaling for large people (cheaper, coarser).")
+    scale: float = Field(default=1.1, gt=1.0, le=2.0, description="Pyramid step; larger is faster, misses more.")
     win_stride: int = Field(default=8, ge=4, le=64, description="Window stride in pixels (multiple of 4).")
     hit_threshold: float = Field(default=0.0, description="SVM margin a window needs.")
     group_threshold: int = Field(default=1, ge=0, le=10, description="Overlapping windows needed for a detection.")
@@ -116,6 +126,10 @@ class TrackSettings(_Model):
     max_jump: float = Field(default=0.75, gt=0, description="Largest centre move, in box heights, without overlap.")
     min_hits: int = Field(default=2, ge=1, description="Detections before a track is reported (new).")
     max_gap_s: float = Field(default=3.0, gt=0, description="A track ends after this long unseen.")
+    count_misses: int = Field(default=20, ge=1, le=1000,
+                              description="A tracked person is counted (persons, crowd) until this many detector "
+                                          "runs in a row have missed them (20: as long as the track lives, at "
+                                          "the shipped rates; lower drops stale tracks from counts sooner).")
     update_s: float = Field(default=10.0, gt=0, description="Periodic update of a tracked object.")
     zone_exit_s: float = Field(default=1.0, ge=0, description="Time outside a zone before a person has left it.")
     crowd_hold_s: float = Field(default=2.0, ge=0, description="A zone count must hold this long to be reported.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -22,53 +23,92 @@ class Detection:
     score: float
 
 
+# A person fills about 81 % of the default detector's 128 px window (measured on TUD ground truth: the
+# person spans 7-88 % of the window's height), so this is the height the detector finds best.
+WINDOW_PERSON_PX = 104.0
+
+
+def detection_scale(person_px: float, settings: DetectSettings) -> float:
+    """Factor that makes a person `person_px` tall fill the detector's window (bounded both ways)."""
+    return min(settings.max_upscale, max(settings.min_downscale, WINDOW_PERSON_PX / max(1.0, person_px)))
+
+
 class PersonDetector:
-    """HOG + linear SVM on a grey frame scaled to `settings.width`, optionally only inside a region."""
+    """HOG + linear SVM on regions of a grey frame, each scaled so the smallest expected person fills the window.
+
+    Small people (far away, a low-resolution camera) are found by upscaling only the regions that move; large
+    people by downscaling, which is cheaper. The pyramid of each region covers every larger size, and the
+    boxes of all regions are merged.
+    """
 
     def __init__(self, settings: DetectSettings) -> None:
         self.settings = settings
         self._hog: cv2.HOGDescriptor | None = None
+        self.pixels = 0  # pixels scanned at the top of the pyramid (a cost measure for benches)
 
-    def detect(self, grey: np.ndarray, roi: BoxT | None = None) -> list[Detection]:
-        """People in a grey analysis frame; `roi` (analysis pixels) limits the search."""
+    def detect(self, grey: np.ndarray, regions: Sequence[BoxT] | None, person_px: float) -> list[Detection]:
+        """People at least `person_px` tall in a grey frame; `regions` (frame pixels) limit the search."""
         if self._hog is None:
             self._hog = cv2.HOGDescriptor()
             people = cv2.HOGDescriptor_getDefaultPeopleDetector()  # type: ignore[attr-defined]
             self._hog.setSVMDetector(people)
         s = self.settings
         h, w = grey.shape[:2]
-        k = min(1.0, s.width / w)
-        small = grey if k == 1.0 else cv2.resize(grey, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
-        sh, sw = small.shape[:2]
-        x0, y0, x1, y1 = 0, 0, sw, sh
-        if roi is not None:
-            x0, y0, x1, y1 = _grow((roi[0] * k, roi[1] * k, (roi[0] + roi[2]) * k, (roi[1] + roi[3]) * k), sw, sh)
-        crop = small[y0:y1, x0:x1]
-        if crop.shape[0] < _WIN_H or crop.shape[1] < _WIN_W:
-            return []
-        stride = (s.win_stride, s.win_stride)
-        rects, weights = self._hog.detectMultiScale(crop, hitThreshold=s.hit_threshold, winStride=stride,
-                                                    padding=(_PAD, _PAD), scale=s.scale,
-                                                    groupThreshold=s.group_threshold)
-        found = []
-        for (rx, ry, rw, rh), score in zip(rects, np.ravel(weights), strict=True):
-            if score < s.min_score:
+        k = detection_scale(person_px, s)
+        found: list[Detection] = []
+        for x0, y0, x1, y1 in search_areas(regions, w, h, k):
+            crop = grey[y0:y1, x0:x1]
+            size = (round((x1 - x0) * k), round((y1 - y0) * k))
+            if size[0] < _WIN_W or size[1] < _WIN_H:
                 continue
-            # The window has margins around the person: keep the body (measured on TUD ground truth: the
-            # person spans 7-88 % of the window's height and the middle 60 % of its width).
-            bx, by = (rx + x0 + 0.2 * rw) / k, (ry + y0 + 0.07 * rh) / k
-            box = (int(bx), int(by), int(0.6 * rw / k), int(0.81 * rh / k))
-            found.append(Detection(_clip(box, w, h), float(score)))
+            interp = cv2.INTER_AREA if k < 1.0 else cv2.INTER_LINEAR
+            scaled = crop if k == 1.0 else cv2.resize(crop, size, interpolation=interp)
+            self.pixels += size[0] * size[1]
+            rects, weights = self._hog.detectMultiScale(scaled, hitThreshold=s.hit_threshold,
+                                                        winStride=(s.win_stride, s.win_stride), padding=(_PAD, _PAD),
+                                                        scale=s.scale, groupThreshold=s.group_threshold)
+            for (rx, ry, rw, rh), score in zip(rects, np.ravel(weights), strict=True):
+                if score < s.min_score:
+                    continue
+                found.append(Detection(_clip(body_box((rx, ry, rw, rh), k, x0, y0), w, h), float(score)))
         return _suppress(found)
 
 
-def _grow(box: tuple[float, float, float, float], w: int, h: int) -> tuple[int, int, int, int]:
-    # Motion blobs are partial people (a moving arm, the legs): widen the search by a person's size.
-    x0, y0, x1, y1 = box
-    mx, my = _WIN_W, _WIN_H
-    cx0, cy0 = max(0, int(x0 - mx)), max(0, int(y0 - my))
-    cx1, cy1 = min(w, int(x1 + mx)), min(h, int(y1 + my))
-    return cx0, cy0, cx1, cy1
+def body_box(window: BoxT, k: float = 1.0, x0: int = 0, y0: int = 0) -> BoxT:
+    """The person inside a detector window found on a frame scaled by k and cropped at (x0, y0).
+
+    The window has margins around the person: the person spans 7-88 % of its height and the middle 60 % of
+    its width (measured on TUD ground truth).
+    """
+    rx, ry, rw, rh = window
+    return (int(x0 + (rx + 0.2 * rw) / k), int(y0 + (ry + 0.07 * rh) / k), int(0.6 * rw / k), int(0.81 * rh / k))
+
+
+def search_areas(regions: Sequence[BoxT] | None, w: int, h: int, k: float) -> list[tuple[int, int, int, int]]:
+    """Regions grown by a window's size and merged where they overlap, as (x0, y0, x1, y1); None = the frame."""
+    if regions is None:
+        return [(0, 0, w, h)]
+    # Motion blobs are partial people (a moving arm, the legs): widen the search by a window at this scale.
+    mx, my = _WIN_W / k, _WIN_H / k
+    areas = [(max(0, int(x - mx)), max(0, int(y - my)), min(w, int(x + bw + mx)), min(h, int(y + bh + my)))
+             for x, y, bw, bh in regions]
+    merged = True
+    while merged:
+        merged = False
+        out: list[tuple[int, int, int, int]] = []
+        for a in areas:
+            for i, b in enumerate(out):
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    merged = True
+                    break
+            else:
+                out.append(a)
+        areas = out
+    # Scanning nearly all of the frame in pieces costs more than scanning it once.
+    if sum((a[2] - a[0]) * (a[3] - a[1]) for a in areas) >= 0.8 * w * h:
+        return [(0, 0, w, h)]
+    return areas
 
 
 def _clip(box: BoxT, w: int, h: int) -> BoxT:
@@ -92,3 +132,29 @@ def _overlap(a: BoxT, b: BoxT) -> int:
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     return ix * iy
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """People measured on calibration frames (pixels of those frames) and the suggested min_person_px."""
+
+    people: int
+    smallest: float
+    median: float
+    suggested: float
+
+
+def measure_person_px(frames: Sequence[np.ndarray], settings: DetectSettings) -> Calibration | None:
+    """Find people of any size on whole frames (at the largest upscale) and measure how tall they are."""
+    detector = PersonDetector(settings)
+    floor = WINDOW_PERSON_PX / settings.max_upscale
+    heights: list[float] = []
+    for image in frames:
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        heights += [float(d.box[3]) for d in detector.detect(grey, None, floor)]
+    if not heights:
+        return None
+    ordered = sorted(heights)
+    # The 10th percentile, not the minimum: one false detection on a small texture must not set the scale.
+    low = ordered[int(0.1 * (len(ordered) - 1))]
+    return Calibration(len(heights), low, ordered[len(ordered) // 2], round(max(floor, 0.9 * low), 1))

@@ -38,7 +38,7 @@ class MotionDetector:
         self._watched_px = max(1, cv2.countNonZero(watched))
         self._all_watched = self._watched_px == watched.size
         self._mog: cv2.BackgroundSubtractorMOG2 | None = None
-        self._frames = 0
+        self.frames = 0  # frames seen since the background model started (1: the first, no background yet)
         self._min_blob = max(4, int(watched.size * 0.0002))
 
     def apply(self, grey: np.ndarray) -> MotionResult:
@@ -52,8 +52,8 @@ class MotionDetector:
                                                            detectShadows=False)
         blurred = cv2.GaussianBlur(grey, (5, 5), 0)
         fg = self._mog.apply(blurred)
-        self._frames += 1
-        if self._frames == 1:
+        self.frames += 1
+        if self.frames == 1:
             # MOG2 calls the whole first frame foreground: there is no background yet.
             return MotionResult(False, 0.0, (), None)
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, _KERNEL)

@@ -49,6 +49,7 @@ class FrameResult:
     detections: int  # people it found (0 when it did not run)
     persons: int  # people tracked now (confirmed tracks), which bridges frames the detector missed
     outputs: list[Output]
+    found: tuple[BoxT, ...] = ()  # the detector's boxes on this frame (analysis-frame pixels)
 
 
 class _Geometry:
@@ -58,6 +59,9 @@ class _Geometry:
         sw, sh = source_size
         k = min(1.0, cfg.width / sw)
         self.size = (max(1, round(sw * k)), max(1, round(sh * k)))
+        d = cfg.detect
+        # The smallest person to find, in analysis pixels.
+        self.person_px = d.min_person_px * k if d.min_person_px is not None else d.min_person_frac * self.size[1]
         aw, ah = self.size
         mw = min(cfg.motion.width, aw)
         self.motion_size = (mw, max(1, round(ah * mw / aw)))
@@ -124,17 +128,17 @@ class CameraPipeline:
         ran = self._detect_due(motion, ts)
         if ran:
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            detections = self._detector.detect(grey, self._roi(motion, geo))
+            detections = self._detector.detect(grey, self._regions(motion, geo), geo.person_px)
             if geo.masks:
                 detections = [d for d in detections if not any(inside(m, foot(d.box)) for m in geo.masks)]
             update = self._tracker.update(detections, ts)
             confirmed, ended = update.confirmed, update.ended
         else:
             confirmed, ended = [], self._tracker.expire(ts)
-        pending.extend(zones.step(self._tracker.live, confirmed, ended, ts))
+        pending.extend(zones.step(self._tracker.live, confirmed, ended, ts, counted=self._tracker.counted))
         outputs = self._snapshots(pending, frame, frame_no)
         return FrameResult(frame_no, ts, motion.active, round(motion.area_pct, 3), motion.zones, ran,
-                           len(detections), len(self._tracker.live), outputs)
+                           len(detections), len(self._tracker.counted), outputs, tuple(d.box for d in detections))
 
     def missing(self, ts: float) -> list[Output]:
         """No frame could be read at `ts` (the source is down)."""
@@ -196,23 +200,23 @@ class CameraPipeline:
         since = ts - self._last_detect
         if since + slack < 1.0 / d.max_fps:
             return False
-        wanted = (not d.on_motion_only or m.active
+        wanted = (not d.on_motion_only or m.active or self._motion_frames() == 1
                   or (bool(self._tracker.tracks) and since + slack >= d.refresh_s))
         if wanted:
             self._last_detect = ts
         return wanted
 
-    def _roi(self, m: MotionResult, geo: _Geometry) -> BoxT | None:
-        """Where to look: the moving area plus the tracked people (who may stand still), or everywhere."""
+    def _motion_frames(self) -> int:
+        return self._motion.frames if self._motion is not None else 0
+
+    def _regions(self, m: MotionResult, geo: _Geometry) -> list[BoxT] | None:
+        """Where to look: the moving blobs plus the tracked people (who may stand still), or everywhere."""
         if not self.cfg.detect.on_motion_only or m.box is None:
+            # Also the first frame: with no background yet, motion cannot say where people are; look everywhere.
             return None
         k = geo.size[0] / geo.motion_size[0]
-        x, y, w, h = m.box
-        boxes = [(x * k, y * k, (x + w) * k, (y + h) * k)]
-        boxes += [(t.box[0], t.box[1], t.box[0] + t.box[2], t.box[1] + t.box[3]) for t in self._tracker.tracks]
-        x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-        x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-        return (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        boxes = [(int(x * k), int(y * k), int(w * k) + 1, int(h * k) + 1) for x, y, w, h in m.blobs]
+        return boxes + [t.box for t in self._tracker.tracks]
 
     def _snapshots(self, pending: list[Pending | Output], frame: np.ndarray, frame_no: int) -> list[Output]:
         out: list[Output] = []

@@ -21,24 +21,31 @@ _POLL_S = 0.5  # read() returns None at least this often while a source is down,
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One frame to analyse: the image, its time in seconds and its frame number in the source."""
+    """One frame to analyse: the image, its wall-clock time, its frame number and its monotonic time.
+
+    `ts` stamps the events (it follows the wall clock, steps included); `mono` never steps back and is what
+    pacing, dwell times and holds are measured on. For an unpaced file both are the position in the file.
+    """
 
     image: np.ndarray
     ts: float
     index: int
+    mono: float = 0.0
 
 
 class VideoSource:
     """Sample a capture at `fps`; on a lost signal release it and reopen with bounded exponential backoff.
 
     Timestamps are wall-clock seconds (time.time()) for streams, devices and paced files, and the position
-    in the file for an unpaced file (offline analysis), so time-based rules behave the same in both.
+    in the file for an unpaced file (offline analysis), so time-based rules behave the same in both. Sampling
+    and pacing run on the monotonic clock: a wall clock stepped back (NTP) must not make frames "early".
     """
 
     def __init__(self, source: str, fps: float, *, realtime: bool = True, loop: bool = False,
                  reconnect_initial_s: float = 1.0, reconnect_max_s: float = 30.0,
                  open_timeout_s: float = 10.0, read_timeout_s: float = 5.0,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.fps = fps
         self.kind = source_kind(source)
@@ -47,6 +54,7 @@ class VideoSource:
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self._clock = clock
+        self._mono = monotonic
         self._sleep = sleep
         self._backoff = Backoff(reconnect_initial_s, reconnect_max_s, jitter=0.2)
         self._cap: cv2.VideoCapture | None = None
@@ -55,7 +63,7 @@ class VideoSource:
         self._index = -1
         self._file_fps = 0.0
         self._pos_offset = 0.0  # file position added per loop, so unpaced timestamps keep increasing
-        self._pace_base: tuple[float, float] | None = None  # (wall clock, file position) of the first frame
+        self._pace_base: tuple[float, float] | None = None  # (monotonic clock, file position) of the first frame
         self._next_due = float("-inf")
         self._frames_since_open = 0
         self.attempts = 0  # open attempts
@@ -94,9 +102,10 @@ class VideoSource:
                 self._lost("frame could not be decoded")
                 return None
             self._backoff.reset()
-            if self.kind == "file" and self.realtime:
-                ts = self._pace()
-            return Frame(image, ts, self._index)
+            if self.kind == "file" and not self.realtime:
+                return Frame(image, ts, self._index, ts)
+            mono = self._pace() if self.kind == "file" else ts
+            return Frame(image, self._clock(), self._index, mono)
 
     def close(self) -> None:
         """Release the capture."""
@@ -107,16 +116,16 @@ class VideoSource:
     # ---- internals --------------------------------------------------------------------------------
 
     def _try_open(self) -> bool:
-        now = time.monotonic()
+        now = self._mono()
         if now < self._retry_at:
             self._sleep(min(self._retry_at - now, _POLL_S))
-            if time.monotonic() < self._retry_at:
+            if self._mono() < self._retry_at:
                 return False
         self.attempts += 1
         cap = self._open()
         if cap is None:
             delay = self._backoff.next()
-            self._retry_at = time.monotonic() + delay
+            self._retry_at = self._mono() + delay
             log.warning("camera source %s cannot be opened; retrying in %.1f s", self._redacted(), delay)
             return False
         self._cap = cap
@@ -159,13 +168,13 @@ class VideoSource:
                 return
         self.losses += 1
         delay = self._backoff.next()
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = self._mono() + delay
         log.warning("camera source %s lost (%s); reopening in %.1f s", self._redacted(), why, delay)
 
     def _timestamp(self) -> float:
         if self.kind == "file":
             return self._pos_offset + self._index / self._file_fps
-        return self._clock()
+        return self._mono()
 
     def _due(self, ts: float) -> bool:
         period = 1.0 / self.fps
@@ -178,9 +187,9 @@ class VideoSource:
         return True
 
     def _pace(self) -> float:
-        """Sleep so a file plays at its own speed; returns the wall-clock time of the frame."""
+        """Sleep so a file plays at its own speed; returns the monotonic time of the frame."""
         pos = self._index / self._file_fps
-        now = self._clock()
+        now = self._mono()
         if self._pace_base is None:
             self._pace_base = (now, pos)
             return now

@@ -20,6 +20,7 @@ class Track:
     last_ts: float
     hits: int = 1
     confirmed: bool = False
+    last_run: int = 0  # the detector run that last saw it
     extra: dict[str, object] = field(default_factory=dict)  # per-track state owned by the zone logic
 
 
@@ -38,15 +39,28 @@ class Tracker:
         self.settings = settings
         self.tracks: list[Track] = []
         self._next_id = 1
+        self.runs = 0  # detector runs so far (update() calls)
 
     @property
     def live(self) -> list[Track]:
         """Confirmed tracks that have not ended."""
         return [t for t in self.tracks if t.confirmed]
 
+    @property
+    def counted(self) -> list[Track]:
+        """The people to count now: confirmed tracks seen in one of the last `count_misses` detector runs.
+
+        A person the detector misses once or twice is still counted; a track kept alive only for its events
+        (up to max_gap_s, which must bridge long gaps for dwell times) stops counting sooner, so stale and
+        duplicate tracks do not pile up in the count. Counted in runs, not seconds, so a person standing still
+        (the detector then runs only every refresh_s) is not dropped.
+        """
+        return [t for t in self.tracks if t.confirmed and self.runs - t.last_run < self.settings.count_misses]
+
     def update(self, detections: list[Detection], ts: float) -> TrackUpdate:
         """Match one frame's detections to tracks."""
         s = self.settings
+        self.runs += 1
         pairs = []
         for ti, t in enumerate(self.tracks):
             for di, d in enumerate(detections):
@@ -67,14 +81,14 @@ class Tracker:
             used_t.add(ti)
             used_d.add(di)
             t, d = self.tracks[ti], detections[di]
-            t.box, t.score, t.last_ts = d.box, d.score, ts
+            t.box, t.score, t.last_ts, t.last_run = d.box, d.score, ts, self.runs
             t.hits += 1
             if not t.confirmed and t.hits >= s.min_hits:
                 t.confirmed = True
                 confirmed.append(t)
         for di, d in enumerate(detections):
             if di not in used_d:
-                t = Track(self._next_id, d.box, d.score, ts, ts)
+                t = Track(self._next_id, d.box, d.score, ts, ts, last_run=self.runs)
                 self._next_id += 1
                 if s.min_hits <= 1:
                     t.confirmed = True

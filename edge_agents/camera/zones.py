@@ -64,8 +64,9 @@ class ZoneAnalytics:
         self._crowds = {z.name: _Crowd() for z, _ in self.zones if z.crowd}
         self._tag = hashlib.blake2s(camera_id.encode(), digest_size=3).hexdigest()
 
-    def step(self, live: list[Track], confirmed: list[Track], ended: list[Track], ts: float) -> list[Pending]:
-        """One frame: the live tracks, those confirmed now and those that ended now."""
+    def step(self, live: list[Track], confirmed: list[Track], ended: list[Track], ts: float,
+             counted: list[Track] | None = None) -> list[Pending]:
+        """One frame: the live tracks, those confirmed now, those that ended now, and those counted (crowds)."""
         out: list[Pending] = []
         new_ids = {t.id for t in confirmed}
         for t in live:
@@ -86,7 +87,7 @@ class ZoneAnalytics:
             obj = self._objs.pop(t.id, None)
             if obj is not None:
                 out.append(Pending(self._object(obj, t, "end", ts, ended=True)))
-        out.extend(self._crowd_step(live, ts))
+        out.extend(self._crowd_step(live if counted is None else counted, ts))
         return out
 
     # ---- zones ------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Hydrant-pressure transmitters, fire panels and pump-room PLCs commonly speak Modbus. Each configured point is
 decoded (uint16, int16, uint32, int32, float32, bool) and scaled: value = raw * scale + offset. When the server
 stays unreachable for `fail_after` polls, every device on it gets a `tamper` (signal_lost) event and its
-heartbeats stop, so the hub sees the loss; the recovery clears the tamper.
+heartbeats stop, so the hub sees the loss; the recovery clears the tamper. An unexpected error in a poll (a
+bug, an odd answer) counts as a failed poll: the poller keeps running, backs off, and counts it in `errors`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pymodbus.exceptions import ModbusException
 from commhub.agent_config import ModbusPoint, ModbusServer
 from commhub.wire import DeviceKind, Tamper
 from edge_agents.base.adapter import Emit
+from edge_agents.base.backoff import Backoff
 from edge_agents.facility.bodies import Reporter
 
 log = logging.getLogger(__name__)
 
 _WIDTH = {"uint16": 1, "int16": 1, "bool": 1, "uint32": 2, "int32": 2, "float32": 2}
+_MAX_BACKOFF_S = 60.0  # longest pause between polls after unexpected errors
 _MAX_REGS = 125  # per Read Holding Registers request (Modbus spec)
 
 
@@ -76,6 +79,7 @@ class ModbusAdapter:
         self.failures = 0  # consecutive failed polls
         self.reachable = True
         self.polls = 0
+        self.errors = 0  # polls that failed with an unexpected error (the poller retried with backoff)
 
     def start(self, emit: Emit) -> None:
         """Start polling in a thread."""
@@ -97,13 +101,42 @@ class ModbusAdapter:
             self._client = None
 
     def _run(self, emit: Emit) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self.poll_once(emit)
-            except RuntimeError:
-                return  # the agent is stopping
-            self._stop.wait(max(0.0, self.server.poll_s - (time.monotonic() - started)))
+        backoff = Backoff(self.server.poll_s, max(self.server.poll_s, _MAX_BACKOFF_S), jitter=0.2)
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                delay = self.server.poll_s
+                try:
+                    self.poll_once(emit)
+                    backoff.reset()
+                except RuntimeError:
+                    if self._stop.is_set():
+                        return  # the agent is stopping
+                    delay = self._crashed(emit, backoff)
+                except Exception:
+                    delay = self._crashed(emit, backoff)
+                self._stop.wait(max(0.0, delay - (time.monotonic() - started)))
+        finally:
+            if not self._stop.is_set():
+                # The poller is gone for good (nothing above should let this happen): the devices must not
+                # go on looking alive through heartbeats nobody backs.
+                log.error("modbus %s: poller thread ended unexpectedly; its devices are marked unreachable",
+                          self.server.name)
+                self.reachable = False
+                for dmap in self.server.devices:
+                    if self.on_reachable is not None:
+                        self.on_reachable(dmap.device, False)
+
+    def _crashed(self, emit: Emit, backoff: Backoff) -> float:
+        """An unexpected error in a poll: count it as a failed poll, reconnect, and retry after a backoff."""
+        self.errors += 1
+        # The first error with its traceback, then one line each, so a persistent fault does not flood the log.
+        log.error("modbus %s: poll failed unexpectedly (%d so far); retrying with backoff", self.server.name,
+                  self.errors, exc_info=self.errors == 1)
+        if self._client is not None:
+            self._client.close()
+        self._poll_failed(emit)
+        return backoff.next()
 
     def _read(self) -> dict[int, int] | None:
         client = self._client
@@ -129,20 +162,22 @@ class ModbusAdapter:
         self.polls += 1
         regs = self._read()
         if regs is None:
-            self.failures += 1
-            if self.reachable and self.failures >= self.fail_after:
-                self._set_reachable(False, emit)
+            self._poll_failed(emit)
             return 0
-        self.failures = 0
-        if not self.reachable:
-            self._set_reachable(True, emit)
-        now = time.monotonic()
-        sent = 0
+        readings = []
         for dmap in self.server.devices:
             values: dict[str, Any] = dict(dmap.constants)
             for name, point in dmap.fields.items():
                 width = _WIDTH[point.type]
                 values[name] = decode(point, [regs[a] for a in range(point.address, point.address + width)])
+            readings.append((dmap, values))
+        # Only a poll that got every value through counts as a success (an error above is a failed poll).
+        self.failures = 0
+        if not self.reachable:
+            self._set_reachable(True, emit)
+        now = time.monotonic()
+        sent = 0
+        for dmap, values in readings:
             try:
                 body = self._reporters[dmap.device].update(values, now)
             except ValueError as e:  # out of range for the wire model: a wrong scale or a broken sensor
@@ -153,6 +188,11 @@ class ModbusAdapter:
                 emit(dmap.device, body)
                 sent += 1
         return sent
+
+    def _poll_failed(self, emit: Emit) -> None:
+        self.failures += 1
+        if self.reachable and self.failures >= self.fail_after:
+            self._set_reachable(False, emit)
 
     def _set_reachable(self, reachable: bool, emit: Emit) -> None:
         self.reachable = reachable
