@@ -54,14 +54,16 @@ def test_live_agent_publishes_objects_snapshots_and_signal_loss(
             return any(b.phase == "new" and b.snapshot in snaps for b in news)
 
         assert collector.wait_for(has_new, timeout=30), "no tracked person with its snapshot arrived"
-        server.stop()  # the camera goes dark
+        # The camera goes dark. On a loaded machine the agent may first work through frames it had buffered, so
+        # the bounds below are generous: the verdict is that the loss is noticed and cleared, not how fast.
+        server.stop()
         assert collector.wait_for(lambda m: any(
             isinstance(e.body, Tamper) and e.body.kind == "signal_lost" and e.body.active
-            for e in _bodies(m, "cam1")), timeout=15), "no signal_lost"
+            for e in _bodies(m, "cam1")), timeout=60), "no signal_lost"
         server.start()
         assert collector.wait_for(lambda m: any(
             isinstance(e.body, Tamper) and e.body.kind == "signal_lost" and not e.body.active
-            for e in _bodies(m, "cam1")), timeout=15), "signal_lost never cleared"
+            for e in _bodies(m, "cam1")), timeout=60), "signal_lost never cleared"
     finally:
         agent.stop()
         server.stop()
