@@ -1,4 +1,9 @@
-"""`commhub bench scale`: one hub worker against two on one MQTT shared subscription, same backlog, same run."""
+"""`commhub bench scale`: one hub worker against two on one MQTT shared subscription, same backlog, same run.
+
+The backlog is the realistic feed of `bench ingest` (the sample community's mix) with the default rule pack on.
+Two workers share alert state through SQL: give `--db-url` a PostgreSQL URL to measure them as deployed (the
+runs then share its tables). Without it, each run has its own SQLite file.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +13,58 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.ingest import PUBLISHERS, measure_hub, measure_raw
+from bench import feed as feeds
+from bench.hubrun import measure_raw
+from bench.ingest import FILTER, Queue, measure_hub
+from commhub.config import load
 from commhub.services import Influxd, Mosquitto
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options."""
-    parser.add_argument("--messages", type=int, default=200_000, help="messages per measurement")
+    parser.add_argument("--messages", type=int, default=100_000, help="messages per measurement")
+    parser.add_argument("--db-url", default="", help="alert store URL shared by the workers (PostgreSQL)")
+    parser.add_argument("--rules-off", action="store_true", help="measure without the alerting chain")
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print."""
-    n = args.messages - args.messages % PUBLISHERS
+    cfg = load(REPO / "configs" / "commhub.yaml")
+    msgs = feeds.simulate(cfg, args.messages).messages
+    n = len(msgs)
     workdir = Path(tempfile.mkdtemp(prefix="commhub-bench-scale-"))
     broker, influx = Mosquitto(workdir / "mosquitto"), Influxd(workdir / "influxd")
     broker.start()
     influx.start()
+
+    def queue(tag: str) -> Queue:
+        def go() -> int:
+            feeds.publish_backlog(broker, msgs, workdir, tag)
+            return n
+        return go
+
+    extra = {"db_url": args.db_url} if args.db_url else {}
+    rules = not args.rules_off
     try:
-        raw = measure_raw(broker, n, workdir)
-        one = measure_hub(broker, influx, n, workdir, workers=1, db="one")
-        two = measure_hub(broker, influx, n, workdir, workers=2, db="two")
+        raw = measure_raw(broker, FILTER, queue("raw"))
+        one = measure_hub(broker, influx, workdir, queue("one"), workers=1, db="one", rules=rules, alerts=extra)
+        two = measure_hub(broker, influx, workdir, queue("two"), workers=2, db="two", rules=rules, alerts=extra)
     finally:
         broker.stop()
         influx.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"messages: {n}")
     print(f"cores: {os.cpu_count()}")
+    print(f"rules: {'on' if rules else 'off'}")
+    print(f"alert_store: {'postgresql' if args.db_url.startswith('postgresql') else 'sqlite'}")
     print(f"raw_paho_qos1_msgs_per_s: {raw:.0f}")
-    print(f"one_worker_stored_msgs_per_s: {one['hub_stored_msgs_per_s']:.0f}")
-    print(f"two_workers_stored_msgs_per_s: {two['hub_stored_msgs_per_s']:.0f}")
-    ok = one["hub_points_in_influxdb"] == n and two["hub_points_in_influxdb"] == n
+    print(f"one_worker_stored_msgs_per_s: {one['msgs_per_s']:.0f}")
+    print(f"one_worker_cpu_us_per_msg: {one['cpu_us_per_msg']:.1f}")
+    print(f"two_workers_stored_msgs_per_s: {two['msgs_per_s']:.0f}")
+    print(f"two_workers_cpu_us_per_msg: {two['cpu_us_per_msg']:.1f}")
+    ok = one["points_in_influxdb"] == n and two["points_in_influxdb"] == n
     print(f"all_accounted_for: {'yes' if ok else 'NO'}")
-    print(f"ratio: {two['hub_stored_msgs_per_s'] / one['hub_stored_msgs_per_s']:.2f}")
+    print(f"ratio: {two['msgs_per_s'] / one['msgs_per_s']:.2f}")
     return 0 if ok else 1

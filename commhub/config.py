@@ -77,7 +77,8 @@ class HubConfig(_Section):
                                  description="Longest a message waits for its batch while more keep arriving.")
     receive_maximum: int = Field(default=4000, ge=1, le=65535,
                                  description="MQTT 5 receive maximum: un-acked QoS 1 messages in flight.")
-    dedup_window: int = Field(default=4096, ge=16, description="Recent seqs remembered per device.")
+    dedup_window: int = Field(default=4096, ge=16,
+                              description="Seqs below each device's highest one whose repeats are recognised.")
     session_expiry_s: int = Field(default=86400, ge=0, description="Broker keeps the session this long.")
     metrics: MetricsConfig = MetricsConfig()
     spool: SpoolConfig = SpoolConfig()

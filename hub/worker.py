@@ -277,7 +277,7 @@ class Worker:
                                                item.received_at)
             if isinstance(result, Accepted):
                 env = result.envelope
-                if not self.dedup.first_time(env.device_id, env.seq):
+                if not self.dedup.first_time(env.device_id, env.seq, restart=env.body.type == "birth"):
                     duplicates += 1
                     continue
                 lines.append(self.points.build(result))
