@@ -13,6 +13,7 @@ from typing import Any
 
 from commhub.wire import KIND_LAYER, DeadLetter, DeviceKind
 from hub.ingest.message import Accepted
+from hub.ingest.validate import safe_topic
 from hub.store.lineproto import escape_measurement, field_set, line, tag_set
 
 PRECISION = "us"
@@ -73,6 +74,6 @@ def dead_letter_point(dl: DeadLetter, site: str = "") -> str:
     tags = {"reason": dl.reason, "worker": dl.worker}
     if site:
         tags["site"] = site
-    return line("hub_dead_letter", tags, {"topic": dl.topic[:512], "payload_bytes": dl.payload_bytes,
+    return line("hub_dead_letter", tags, {"topic": safe_topic(dl.topic)[:512], "payload_bytes": dl.payload_bytes,
                                           "detail": dl.detail[:512]}, to_us(dl.received_at))
 
