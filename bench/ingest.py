@@ -34,7 +34,6 @@ from commhub.services import Influxd, Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHERS = 8
-SITE = "bench"
 FILTER = "commhub/v1/#"
 Queue = Callable[[], int]
 After = Callable[[list[HubProc]], dict[str, float]]
@@ -133,11 +132,12 @@ def live_phase(broker: Mosquitto, messages: Sequence[tuple[str, bytes]], rate: f
 
 def _simple_messages(n: int) -> list[tuple[str, bytes]]:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    community = load(REPO / "configs" / "commhub.yaml").community
+    gas = [d.id for d in community.devices if d.kind.value == "gas"][:PUBLISHERS]  # registered: the hub refuses others
     out = []
     per = n // PUBLISHERS
-    for p in range(PUBLISHERS):
-        dev = f"gas-bench-{p}"
-        topic = f"commhub/v1/{SITE}/gas/{dev}/tele"
+    for dev in gas:
+        topic = f"commhub/v1/{community.site.id}/gas/{dev}/tele"
         for i in range(per):
             ts = (t0 + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z")
             out.append((topic, json.dumps({"schema": 1, "device_id": dev, "ts": ts, "seq": i,

@@ -150,6 +150,8 @@ class Engine:
         work: list[tuple[Event, Rule, str]] = []
         for ev in events:
             for rule in self._rules_for(ev):
+                if isinstance(rule, Instant) and not _instant_cares(rule, ev):
+                    continue  # neither fires nor clears: no state to read or write
                 for key in rule.keys(ev):
                     if self.write_back_s and isinstance(rule, Absence) and self._defer(rule, key, ev):
                         continue
@@ -271,3 +273,9 @@ class Engine:
                 out.extend(corr.on_signal(st, key, sig))
                 store.save(corr.id, key, st)
         return out
+
+
+def _instant_cares(rule: Instant, ev: Event) -> bool:
+    """Whether an instant rule would fire or clear on this event (its on_event does nothing otherwise)."""
+    spec = rule.spec
+    return matches(spec.when, ev) or bool(spec.clear_when and matches(spec.clear_when, ev))
