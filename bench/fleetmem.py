@@ -68,7 +68,8 @@ def measure(devices: int, per_device: int) -> dict[str, float]:
         for dev in ids:
             dedup.first_time(dev, s)
     spooled = worker.metrics.registry.get_sample_value("commhub_points_spooled_total", {"worker": cfg.hub.worker_id})
-    return {"devices": len(fleet), "messages_per_device": per_device, "hot_path_points": int(spooled or 0), "dedup_fill_s": time.perf_counter() - t0,
+    return {"devices": len(fleet), "messages_per_device": per_device, "hot_path_points": int(spooled or 0),
+            "dedup_fill_s": time.perf_counter() - t0,
             "dedup_bytes_per_device": dedup.approx_bytes() / len(dedup),
             "hub_rss_mb_10k_devices": peak_rss_mb(os.getpid())}
 

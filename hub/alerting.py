@@ -113,8 +113,11 @@ class AlertingSink:
                     log.exception("alerting skipped %s seq %d", ev.device_id, ev.seq)
 
     def _process(self, events: list[Event]) -> None:
+        work = self.engine.plan(events)
+        if not work:
+            return  # only signs of life the engine keeps in memory: no transaction at all
         with self.store.tx() as tx:
-            tx.apply(self.engine.process(events, tx))
+            tx.apply(self.engine.run(work, tx))
 
     def tick(self) -> None:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""

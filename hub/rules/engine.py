@@ -146,7 +146,10 @@ class Engine:
 
     def process(self, events: Iterable[Event], store: StateStore) -> list[Signal]:
         """Feed events in order; returns the signals they caused."""
-        out: list[Signal] = []
+        return self.run(self.plan(events), store)
+
+    def plan(self, events: Iterable[Event]) -> list[tuple[Event, Rule, str]]:
+        """The (event, rule, key) steps a batch needs, in order; signs of life kept in memory need none."""
         work: list[tuple[Event, Rule, str]] = []
         for ev in events:
             for rule in self._rules_for(ev):
@@ -156,6 +159,11 @@ class Engine:
                     if self.write_back_s and isinstance(rule, Absence) and self._defer(rule, key, ev):
                         continue
                     work.append((ev, rule, key))
+        return work
+
+    def run(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[Signal]:
+        """Feed planned steps to the rules; returns the signals they caused."""
+        out: list[Signal] = []
         store.prefetch({(rule.id, key) for _, rule, key in work})
         for ev, rule, key in work:
             out.extend(self._feed(rule, key, ev, store))
@@ -173,6 +181,11 @@ class Engine:
         store.save(rule.id, key, st)
         if self.write_back_s and isinstance(rule, Absence):
             self._learn(rule.id, key, st)
+            if self._touches:
+                with self._touch_lock:  # an older sign of life in memory has nothing left to say
+                    kept = self._touches.get((rule.id, key))
+                    if kept is not None and kept.t <= ev.t:
+                        del self._touches[(rule.id, key)]
         return self._correlate(sigs, store)
 
     def _learn(self, rule_id: str, key: str, st: State) -> None:

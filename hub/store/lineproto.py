@@ -66,23 +66,24 @@ def _fmt_str(value: str) -> str:
 
 
 # Exact-type dispatch (bool before int matters, and type() tells them apart); subclasses take the slow path.
-_FORMAT: dict[type, Callable[[Any], str]] = {bool: _fmt_bool, int: _fmt_int, float: _fmt_float, str: _fmt_str}
+FORMAT: dict[type, Callable[[Any], str]] = {bool: _fmt_bool, int: _fmt_int, float: _fmt_float, str: _fmt_str}
 _KEYS: dict[str, str] = {}  # escaped field keys: a few dozen names from the wire models
 _MAX_KEYS = 4096
 
 
 def format_value(value: FieldValue) -> str:
     """Format one field value."""
-    fmt = _FORMAT.get(type(value))
+    fmt = FORMAT.get(type(value))
     if fmt is not None:
         return fmt(value)
     for kind in (bool, int, float, str):
         if isinstance(value, kind):
-            return _FORMAT[kind](value)
+            return FORMAT[kind](value)
     raise LineProtocolError(f"unsupported field type {type(value).__name__}")
 
 
-def _field_key(key: str) -> str:
+def field_key(key: str) -> str:
+    """An escaped field key (cached: the keys are the wire models' field names)."""
     escaped = _KEYS.get(key)
     if escaped is None:
         escaped = escape_key(key)
@@ -103,8 +104,8 @@ def tag_set(tags: Iterable[tuple[str, str]]) -> str:
 
 def field_set(fields: Mapping[str, FieldValue | None]) -> str:
     """The 'k=v,...' field part; None values are dropped."""
-    fmt = _FORMAT.get
-    out = ",".join(f"{_field_key(k)}={(fmt(type(v)) or format_value)(v)}" for k, v in fields.items() if v is not None)
+    fmt = FORMAT.get
+    out = ",".join(f"{field_key(k)}={(fmt(type(v)) or format_value)(v)}" for k, v in fields.items() if v is not None)
     if not out:
         raise LineProtocolError("a point needs at least one field")
     return out
