@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -46,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live-rate", type=float, default=2000.0, help="msg/s of the steady live phase (0 = skip)")
     parser.add_argument("--live-seconds", type=float, default=20.0, help="length of the live phase")
     parser.add_argument("--no-storm", action="store_true", help="skip the alert-storm run")
+    parser.add_argument("--fleet-messages", type=int, default=5000,
+                        help="messages per device for hub_rss_mb_10k_devices (0 = skip that line)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
@@ -209,7 +213,18 @@ def run_realistic(args: argparse.Namespace, broker: Mosquitto, influx: Influxd, 
         print(f"storm_cost_ratio: {storm['cpu_us_per_msg'] / on['cpu_us_per_msg']:.2f}")
         runs.append(storm)
     ok = all(r["points_in_influxdb"] == r["messages"] and r["invalid"] == 0 for r in runs)
-    print(f"all_accounted_for: {'yes' if ok else 'NO'}")
+    print(f"all_accounted_for: {'yes' if ok else 'NO'}", flush=True)
+    if args.fleet_messages:
+        # Its own process, so its peak RSS is the hub's structures alone (see bench/fleetmem.py for how).
+        fleet = subprocess.run([sys.executable, "-m", "bench.fleetmem", "--per-device", str(args.fleet_messages)],
+                               cwd=REPO, capture_output=True, text=True, timeout=3600)
+        lines = [ln for ln in fleet.stdout.splitlines() if ln.startswith(("hub_rss_mb_10k_devices:",
+                                                                          "dedup_bytes_per_device:"))]
+        if fleet.returncode != 0 or not lines:
+            print(f"hub_rss_mb_10k_devices: failed ({fleet.stderr.strip()[-300:]})")
+            ok = False
+        for ln in lines:
+            print(ln)
     print(f"ratio: {on['msgs_per_s'] / raw:.2f}")
     return 0 if ok else 1
 
