@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-storm", action="store_true", help="skip the alert-storm run")
     parser.add_argument("--fleet-messages", type=int, default=5000,
                         help="messages per device for hub_rss_mb_10k_devices (0 = skip that line)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="only the processing path in-process (no MQTT, no InfluxDB): CPU µs per message")
+    parser.add_argument("--profile", action="store_true", help="with --in-process: print cProfile's top entries")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
@@ -229,8 +232,31 @@ def run_realistic(args: argparse.Namespace, broker: Mosquitto, influx: Influxd, 
     return 0 if ok else 1
 
 
+def run_in_process(args: argparse.Namespace) -> int:
+    """The processing path alone, rules off, on, and during an alert storm."""
+    from bench import hotpath
+    cfg = load(REPO / "configs" / "commhub.yaml")
+    backlog = feeds.simulate(cfg, args.messages).messages
+    print(f"messages: {len(backlog)}", flush=True)
+    runs = [("rules_off", backlog, False), ("rules_on", backlog, True)]
+    if not args.no_storm:
+        runs.append(("rules_storm", feeds.storm(feeds.Feed(list(backlog))).messages, True))
+    cost = {}
+    for name, msgs, rules in runs:
+        cost[name], text = hotpath.measure(cfg, msgs, rules, args.profile)
+        print(f"inproc_{name}_cpu_us_per_msg: {cost[name]:.1f}", flush=True)
+        if text:
+            print(text, flush=True)
+    if "rules_storm" in cost:
+        print(f"storm_cost_ratio: {cost['rules_storm'] / cost['rules_on']:.2f}")
+    print(f"ratio: {cost['rules_off'] / cost['rules_on']:.2f}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Measure and print."""
+    if args.in_process:
+        return run_in_process(args)
     workdir = Path(tempfile.mkdtemp(prefix="commhub-bench-ingest-"))
     broker = Mosquitto(workdir / "mosquitto")
     influx = Influxd(workdir / "influxd")
