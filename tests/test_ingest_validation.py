@@ -43,6 +43,9 @@ def test_topic_must_match_the_community_model() -> None:
         "commhub/v1/sunrise\\/gas/gas-b01-u1-202/tele": "topic",  # a site ending in a backslash
         "commhub/v1/../camera/../snap/pwned": "topic",
     }
+    # An edge agent's own birth/state/heartbeat topics are admitted; a registered id under that kind is not.
+    assert not isinstance(v.parse_topic("commhub/v1/sunrise/agent/facility/birth"), Refusal)
+    assert isinstance(v.parse_topic("commhub/v1/sunrise/agent/gas-b01-u1-202/birth"), Refusal)
     for topic, reason in cases.items():
         got = v.parse_topic(topic)
         assert isinstance(got, Refusal) and got.reason == reason, (topic, got)
