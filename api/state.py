@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
+from api.data.state import DataServices
 from api.live import LiveHub
 from api.metrics import ApiMetrics
 from api.services.accounts import Accounts
@@ -32,6 +33,7 @@ class Services:
         self.accounts = Accounts(self.store.engine, cfg.community, cfg.api, clock, self.reader)
         self.audit = AuditLog(self.store.engine, clock, self.reader)
         self.alerts = AlertService(self.store, self.reader)
+        self.data = DataServices(cfg, self.store)
         self.metrics = ApiMetrics()
         self.audit.on_write = self.metrics.audit_rows.inc
         self.live = LiveHub(cfg.mqtt, f"api-{os.getpid()}-{id(self):x}", cfg.api.sse_queue) if live else None
@@ -39,6 +41,7 @@ class Services:
     def start(self) -> None:
         """Migrate (safe beside running hubs), then connect to the broker in the background."""
         self.store.start()
+        self.data.start()
         if self.live is not None:
             # This process's own actions reach its clients at once; the same notices from MQTT are then skipped.
             self.store.on_notices = self.live.publish
@@ -48,6 +51,7 @@ class Services:
         """Disconnect and close the pools."""
         if self.live is not None:
             self.live.stop()
+        self.data.stop()
         self.store.engine.dispose()
         if self.reader is not self.store.engine:
             self.reader.dispose()

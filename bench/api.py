@@ -6,7 +6,9 @@ alerts of the sample community:
   and by severity, and deep pages through the cursor) against the same SELECT straight on SQL (ratio);
 - SSE fan-out: --clients live streams; notices published on the hub's alert topic as a hub worker would;
   publish-to-client p99 against a plain MQTT subscriber of the same topic (ratio);
-- event history (InfluxQL): added by the api-data work in `_events()` below.
+- event history (InfluxQL on a real influxd holding a day of events from --devices devices): GET /api/v1/events
+  p50/p99 (newest page as the control room and as a grid worker, one device's day) against the same InfluxQL
+  sent straight to /query (ratio).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from api.state import Services
 from commhub import topics
 from commhub.config import load
 from commhub.mqtt import connect, make_client
-from commhub.services import Mosquitto, free_port
+from commhub.services import Influxd, Mosquitto, free_port
 from commhub.wire import AlertNotice
 from hub.alerts.models import Alert
 
@@ -50,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=200, help="SSE clients")
     parser.add_argument("--notices", type=int, default=100, help="notices published for the fan-out")
     parser.add_argument("--rate", type=float, default=2.0, help="notices per second (a burst of alerts)")
+    parser.add_argument("--devices", type=int, default=1000, help="devices with a day of events in InfluxDB")
+    parser.add_argument("--event-requests", type=int, default=50, help="event-history requests timed per case")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
@@ -60,10 +64,10 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
 
 
-def _config(tmp: Path, mqtt_port: int, api_port: int) -> Path:
+def _config(tmp: Path, mqtt_port: int, api_port: int, influx_url: str) -> Path:
     data = {"community": str(REPO / "configs" / "community" / "sample.yaml"),
             "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "root": ROOT},
-            "influx": {"url": "http://127.0.0.1:9", "transport": "v1"},
+            "influx": {"url": influx_url, "transport": "v1", "database": "benchapi"},
             "alerts": {"enabled": True, "db_path": str(tmp / "alerts.db")},
             "api": {"port": api_port, "sse_queue": 10_000}}
     path = tmp / "commhub.yaml"
@@ -263,8 +267,85 @@ def _fanout(port: int, cfg: Any, token: str, clients: int, notices: int, rate: f
             "mqtt_baseline_p50_ms": _pct(mqtt_ms, 50), "mqtt_baseline_p99_ms": _pct(mqtt_ms, 99)}
 
 
-def _events(url: str, tokens: dict[str, str]) -> None:
-    """Event-history query p50/p99 against bare InfluxQL: the api-data work adds it here (same run)."""
+def _fill_events(cfg: Any, devices: int) -> tuple[float, float, int]:
+    """A day of door events (one every 10 min per device, staggered) from `devices` devices; (start, end, points)."""
+    from hub.store.lineproto import line
+
+    c = cfg.community
+    places = [(g.id, b.id) for g in c.grids for b in g.buildings]
+    httpx.post(f"{cfg.influx.url}/query", params={"q": 'CREATE DATABASE "benchapi"'}, timeout=60).raise_for_status()
+    end = time.time()
+    start = end - 86400
+    batch: list[str] = []
+    total = 0
+    for d in range(devices):
+        grid, building = places[d % len(places)]
+        tags = {"site": c.site.id, "grid": grid, "building": building, "layer": "technical",
+                "device_kind": "door_controller", "device_id": f"bench-door-{d:04d}"}
+        for k in range(144):
+            t_us = int((start + k * 600 + (d * 0.6) % 600) * 1e6)
+            kind = ("door_opened", "door_closed", "access_granted")[k % 3]
+            fields: dict[str, Any] = {"door": "main", "seq": k, "historical": False}
+            if kind == "access_granted":
+                fields.update({"credential_ref": f"{d:016x}", "method": "card", "direction": "in",
+                               "registered": True})
+            batch.append(line(kind, tags, fields, t_us))
+        if len(batch) >= 20_000 or d == devices - 1:
+            r = httpx.post(f"{cfg.influx.url}/write", params={"db": "benchapi", "precision": "u"},
+                           content="\n".join(batch).encode(), timeout=120)
+            r.raise_for_status()
+            total += len(batch)
+            batch = []
+    return start, end, total
+
+
+def _events(url: str, tokens: dict[str, str], cfg: Any, n: int,
+            devices: int) -> list[tuple[str, float, float, float, float]]:
+    """(case, API p50, API p99, bare p50, bare p99) in ms: GET /api/v1/events against the same InfluxQL on /query."""
+    from api.data import influxql
+    from api.data.events import EVENT_TYPES, EventQuery, EventService
+    from api.data.influx import InfluxReader
+
+    t0 = time.perf_counter()
+    start, end, points = _fill_events(cfg, devices)
+    print(f"event_points: {points}  ({devices} devices, one day)")
+    print(f"event_fill_s: {time.perf_counter() - t0:.1f}")
+    gw = next(st for st in cfg.community.staff if st.role == "grid_worker")
+    who = {"sec": Principal("sec", "security_staff", None, None),
+           "gw": Principal("gw", "grid_worker", frozenset(gw.grids), None)}
+    svc = EventService(InfluxReader(cfg.influx), cfg.community)
+    cases = [("newest_control_room", "sec", {"limit": 100}),
+             ("newest_grid_worker", "gw", {"limit": 100}),
+             ("one_building_access_day", "sec", {"limit": 1000, "type": "access_granted",
+                                                 "building": cfg.community.grids[0].buildings[0].id})]
+    out = []
+    with httpx.Client(timeout=120) as http:
+        for name, user, params in cases:
+            params = {**params, "start": start, "end": end + 1}
+            q = EventQuery.model_validate(params)
+            s0, e0 = q.window(datetime.now(UTC))
+            types = [q.type] if q.type else sorted(EVENT_TYPES)
+            # exactly what the API sends for this request (same conditions, same LIMIT)
+            sql = influxql.select_events(types, svc.conditions(q, who[user], s0, e0), q.limit + 1)
+            api_ms, bare_ms = [], []
+            headers = {"Authorization": f"Bearer {tokens[user]}"}
+            for i in range(n + 5):
+                t = time.perf_counter()
+                r = http.get(f"{url}/api/v1/events", params=params, headers=headers)
+                dt = (time.perf_counter() - t) * 1000
+                assert r.status_code == 200, r.text
+                t = time.perf_counter()
+                b = http.get(f"{cfg.influx.url}/query", params={"db": "benchapi", "q": sql, "epoch": "ns"})
+                b.json()
+                db = (time.perf_counter() - t) * 1000
+                assert b.status_code == 200, b.text
+                if i >= 5:  # warm-up
+                    api_ms.append(dt)
+                    bare_ms.append(db)
+            got = len(r.json()["events"])
+            print(f"events_{name}_rows: {got}")
+            out.append((name, _pct(api_ms, 50), _pct(api_ms, 99), _pct(bare_ms, 50), _pct(bare_ms, 99)))
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -272,8 +353,10 @@ def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="commhub-bench-api-"))
     broker = Mosquitto(tmp / "mosquitto")
     broker.start()
+    influx = Influxd(tmp / "influxd")
+    influx.start()
     port = free_port()
-    cfg_path = _config(tmp, broker.port, port)
+    cfg_path = _config(tmp, broker.port, port, influx.url)
     cfg = load(cfg_path)
     s = Services(cfg, live=False)
     s.store.start()
@@ -301,7 +384,12 @@ def run(args: argparse.Namespace) -> int:
         bare = next(r for r in rows if r[0] == "bare_select_newest")
         newest = rows[0]
         print(f"ratio: {newest[1] / bare[1]:.1f}  (API p50 / bare SELECT p50, newest page, control room)")
-        _events(url, tokens)
+        for name, p50, p99, b50, b99 in _events(url, tokens, cfg, args.event_requests, args.devices):
+            print(f"events_{name}_p50_ms: {p50:.2f}")
+            print(f"events_{name}_p99_ms: {p99:.2f}")
+            print(f"events_{name}_bare_influxql_p50_ms: {b50:.2f}")
+            print(f"events_{name}_bare_influxql_p99_ms: {b99:.2f}")
+            print(f"ratio: {p50 / b50:.1f}  (API p50 / bare InfluxQL p50, {name})")
         f = _fanout(port, cfg, tokens["sec"], args.clients, args.notices, args.rate)
         for k, v in f.items():
             print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
@@ -317,6 +405,7 @@ def run(args: argparse.Namespace) -> int:
         log.close()
         s.stop()
         broker.stop()
+        influx.stop()
         if not args.keep:
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)

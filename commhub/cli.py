@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "silence": ("api.commands.silence", "add, list and expire silences"),
     "users": ("api.commands.users", "operator accounts: add, list, disable, reset-password, api-key"),
     "audit": ("api.commands.audit", "verify or show the audit log"),
+    "evidence": ("api.commands.evidence", "verify an evidence package (hashes and signature)"),
+    "coverage": ("api.commands.coverage", "coverage by grid cell: layers, devices online, alerts and gaps"),
 }
 
 

@@ -138,6 +138,9 @@ class ApiConfig(_Section):
     argon2_memory_kib: int = Field(default=65536, ge=8, le=4_194_304, description="argon2id memory per hash.")
     sse_heartbeat_s: float = Field(default=15.0, gt=0, description="Comment line on idle SSE streams.")
     sse_queue: int = Field(default=1000, ge=10, description="Notices buffered per SSE client before it is cut.")
+    evidence_key: Path = Field(default=Path("run/api/evidence_ed25519.pem"),
+                               description="Ed25519 key that signs evidence exports; generated (mode 600) at "
+                                           "first start (relative to the config).")
 
 
 class Config(_Section):
@@ -161,6 +164,9 @@ class Config(_Section):
         if not self.hub.snapshots_dir.is_absolute():
             snaps = self.base_dir / self.hub.snapshots_dir
             object.__setattr__(self, "hub", self.hub.model_copy(update={"snapshots_dir": snaps}))
+        if not self.api.evidence_key.is_absolute():
+            key = self.base_dir / self.api.evidence_key
+            object.__setattr__(self, "api", self.api.model_copy(update={"evidence_key": key}))
         paths = {k: self.base_dir / v for k in ("db_path", "rules_file", "routing_file")
                  if (v := getattr(self.alerts, k)) is not None and not v.is_absolute()}
         if paths:

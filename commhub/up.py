@@ -82,6 +82,7 @@ def _write_config(base: Path, run_dir: Path, mqtt_port: int, influx_url: str, me
     alerts.setdefault("enabled", True)
     alerts["db_path"] = str(run_dir / "hub" / "alerts.db")
     data.setdefault("agent", {})["state_dir"] = str(run_dir / "agents")
+    data.setdefault("api", {})["evidence_key"] = str(run_dir / "api" / "evidence_ed25519.pem")
     for cam in data.get("cameras", {}).get("devices", []):
         # file sources are relative to the base config; this copy lives elsewhere
         if source_kind(str(cam["source"])) == "file":

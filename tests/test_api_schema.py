@@ -15,15 +15,21 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
 from api.app import create_app
+from commhub.services import Influxd
+
+# A real influxd: the data routes (events, telemetry, devices, coverage) read it (an absent one is a 503).
+pytestmark = pytest.mark.services
 
 STREAM = "/api/v1/alerts/stream"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, dict[str, str]]]:
+def server(tmp_path_factory: pytest.TempPathFactory,
+           influxd: Influxd) -> Iterator[tuple[ApiServer, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("schema")
     assert RULES.exists() and ROUTING.exists()
-    app = create_app(api_config(f"sqlite:///{tmp}/alerts.db", login_max_failures=1000), live=False)
+    app = create_app(api_config(f"sqlite:///{tmp}/alerts.db", influx_url=influxd.url, login_max_failures=1000,
+                                evidence_key=tmp / "evidence.pem"), live=False)
     srv = ApiServer(app).start()
     s = app.state.services
     add_accounts(s)

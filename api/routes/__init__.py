@@ -9,7 +9,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import alerts, audit, auth, health, live, silences, users
+from api.console import pages as console
+from api.routes import (
+    alerts,
+    audit,
+    auth,
+    coverage,
+    devices,
+    events,
+    evidence,
+    health,
+    live,
+    patrols,
+    reports,
+    silences,
+    snapshots,
+    telemetry,
+    users,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -19,7 +36,13 @@ ROUTERS: list[APIRouter] = [
     alerts.router,
     silences.router,
     audit.router,
-    # api-data: events.router, telemetry.router, devices.router, coverage.router, snapshots.router,
-    #           evidence.router, reports.router, patrols.router
-    # console: console.router (serves / and its assets)
+    events.router,
+    telemetry.router,
+    devices.router,
+    coverage.router,
+    snapshots.router,
+    evidence.router,
+    reports.router,
+    patrols.router,
+    console.router,  # the web console: / and its pages and assets (api/console)
 ]
