@@ -1,242 +1,273 @@
-"""`commhub bench ingest`: the hub's sustained MQTT -> InfluxDB rate against raw paho QoS 1 subscribe, same run.
+"""`commhub bench ingest`: the hub as users run it (the whole community's mix, rules on) against raw paho QoS 1.
 
-Both sides drain the same backlog: N messages are queued in mosquitto for a persistent session (published by
-several `mosquitto_pub` processes, a C client, so the publisher is not what we measure), then the subscriber
-connects and we time how long it takes to receive them all. For the hub, "done" means every message is
-validated, spooled and written to InfluxDB, and a final InfluxQL count must equal N.
+Realistic mode (the default): the sample community's normal life from the simulator (every modelled kind in
+its proportions), queued in mosquitto for a persistent session by parallel `mosquitto_pub -l` processes (a C
+client, so the publisher is not what we measure). The same backlog is drained by a raw paho QoS 1 subscriber
+(the baseline), by the hub with its rules off, with the default rule pack on, and with the rules on during an
+alert storm (every access grant an entry, so each credential re-use raises anti-passback). Then a steady live
+rate is published to the running hub. "Done" means every message counted in InfluxDB's write and processed by
+the rules (the alerting sink commits before the hub acknowledges); a final InfluxQL count must equal N.
+CPU per message is the hub process's user+system time from /proc minus its own start-up; peak RSS is VmHWM.
+
+`--simple` is the earlier single-type mode: 8 gas detectors' readings, rules off.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-import yaml
-from paho.mqtt.enums import CallbackAPIVersion
-
-from commhub.mqtt import connect_properties
-from commhub.services import Influxd, Mosquitto, free_port
+from bench import feed as feeds
+from bench import hubrun
+from bench.hubrun import DRAIN_TIMEOUT_S, HubProc, cpu_seconds, measure_raw, peak_rss_mb, wait_for
+from commhub import mqtt
+from commhub.config import MqttConfig, load
+from commhub.services import Influxd, Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHERS = 8
-SITE = "bench"
+FILTER = "commhub/v1/#"
+Queue = Callable[[], int]
+After = Callable[[list[HubProc]], dict[str, float]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options."""
-    parser.add_argument("--messages", type=int, default=200_000, help="messages per measurement")
+    parser.add_argument("--messages", type=int, default=100_000, help="messages per backlog")
+    parser.add_argument("--simple", action="store_true", help="the old single-type mode (gas readings, rules off)")
+    parser.add_argument("--live-rate", type=float, default=2000.0, help="msg/s of the steady live phase (0 = skip)")
+    parser.add_argument("--live-seconds", type=float, default=20.0, help="length of the live phase")
+    parser.add_argument("--no-storm", action="store_true", help="skip the alert-storm run")
+    parser.add_argument("--fleet-messages", type=int, default=5000,
+                        help="messages per device for hub_rss_mb_10k_devices (0 = skip that line)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="only the processing path in-process (no MQTT, no InfluxDB): CPU µs per message")
+    parser.add_argument("--profile", action="store_true", help="with --in-process: print cProfile's top entries")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
-def _payloads(n: int, dev: str, start_seq: int) -> str:
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    lines = []
-    for i in range(n):
-        ts = (t0 + timedelta(milliseconds=start_seq + i)).isoformat().replace("+00:00", "Z")
-        lines.append(json.dumps({"schema": 1, "device_id": dev, "ts": ts, "seq": start_seq + i,
-                                 "body": {"type": "gas_reading", "lel_pct": round((i % 500) / 10, 1)}}))
-    return "\n".join(lines) + "\n"
+# ---- the hub side ------------------------------------------------------------------------------------
 
 
-def _queue_backlog(broker: Mosquitto, n: int, workdir: Path, tag: str) -> None:
-    """Publish n messages at QoS 1 with PUBLISHERS mosquitto_pub processes (each < 65,535: mid wraps)."""
-    per = n // PUBLISHERS
-    procs = []
-    for p in range(PUBLISHERS):
-        dev = f"gas-bench-{p}"
-        feed = workdir / f"feed-{tag}-{p}.txt"
-        feed.write_text(_payloads(per, dev, 0))
-        topic = f"commhub/v1/{SITE}/gas/{dev}/tele"
-        with open(feed, "rb") as stdin:
-            procs.append(subprocess.Popen(
-                ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-l", "-t", topic,
-                 "-i", f"bench-pub-{tag}-{p}", "-V", "mqttv5"], stdin=stdin))
-    for proc in procs:
-        if proc.wait(300) != 0:
-            raise RuntimeError(f"mosquitto_pub exited with {proc.returncode}")
-
-
-def _raw_session(broker: Mosquitto, client_id: str, received: list[int], done: threading.Event,
-                 n: int) -> paho.Client:
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    subscribed = threading.Event()
-
-    def on_message(_c: Any, _u: Any, _m: Any) -> None:
-        received[0] += 1
-        if received[0] >= n:
-            done.set()
-
-    c.on_message = on_message
-    c.on_subscribe = lambda *a: subscribed.set()
-    c.on_connect = lambda cl, *a: cl.subscribe(f"commhub/v1/{SITE}/#", qos=1)
-    c.connect(broker.host, broker.port, clean_start=False, properties=connect_properties(session_expiry_s=3600))
-    c.loop_start()
-    if not subscribed.wait(10):
-        raise RuntimeError("raw subscriber: no SUBACK")
-    return c
-
-
-def _forget_session(broker: Mosquitto, client_id: str) -> None:
-    """End a persistent session: mosquitto would otherwise keep queueing for it (shared groups included)."""
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    c.connect(broker.host, broker.port, clean_start=True, properties=connect_properties(session_expiry_s=0))
-    c.loop_start()
-    time.sleep(0.2)
-    c.disconnect()
-    c.loop_stop()
-
-
-def measure_raw(broker: Mosquitto, n: int, workdir: Path) -> float:
-    """Raw paho QoS 1 drain rate of an n-message backlog (msg/s)."""
-    received, done = [0], threading.Event()
-    c = _raw_session(broker, "raw-sub", received, done, n)  # creates the persistent session
-    c.disconnect()
-    c.loop_stop()
-    _queue_backlog(broker, n, workdir, "raw")
-    received[0] = 0
-    t0 = time.perf_counter()
-    c = _raw_session(broker, "raw-sub", received, done, n)
-    if not done.wait(300):
-        raise RuntimeError(f"raw subscriber got {received[0]} of {n}")
-    elapsed = time.perf_counter() - t0
-    c.disconnect()
-    c.loop_stop()
-    _forget_session(broker, "raw-sub")
-    return n / elapsed
-
-
-def _metric(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return -1.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{"))
-
-
-def _influx_count(url: str, db: str) -> int:
-    qs = urllib.parse.urlencode({"db": db, "q": 'SELECT count("seq") FROM "gas_reading"'})
-    with urllib.request.urlopen(f"{url}/query?{qs}", timeout=120) as r:
-        series = json.load(r)["results"][0].get("series", [])
-    return int(series[0]["values"][0][1]) if series else 0
-
-
-def _hub_config(broker: Mosquitto, influx: Influxd, workdir: Path, db: str) -> Path:
-    cfg = {
-        "community": str(REPO / "configs" / "community" / "sample.yaml"),
-        "mqtt": {"host": broker.host, "port": broker.port},
-        "influx": {"url": influx.url, "database": db, "transport": "auto"},
-        "hub": {"worker_id": "bench-hub", "spool": {"dir": str(workdir / "spool")},
-                "snapshots_dir": str(workdir / "snapshots")},
-    }
-    path = workdir / f"hub-{db}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-class _Hub:
-    """One `commhub hub` process with its own worker id and metrics port."""
-
-    def __init__(self, cfg_path: Path, worker_id: str, log: Path) -> None:
-        self.cfg_path, self.worker_id, self.log = cfg_path, worker_id, log
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "commhub.cli", "--log-level", "WARNING", "hub", "--config", str(self.cfg_path),
-                 "--worker-id", self.worker_id, "--metrics-port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-
-    def wait_connected(self) -> None:
-        deadline = time.monotonic() + 30
-        while _metric(self.port, "commhub_mqtt_connected") != 1.0:
-            if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
-                raise RuntimeError(f"hub {self.worker_id} did not start; see {self.log}")
-            time.sleep(0.05)
-
-    def metric(self, name: str) -> float:
-        return _metric(self.port, name)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(60)
-
-
-def measure_hub(broker: Mosquitto, influx: Influxd, n: int, workdir: Path, workers: int = 1,
-                db: str = "bench") -> dict[str, float]:
-    """The drain rate of an n-message backlog by `workers` hub processes on one shared subscription (msg/s)."""
-    cfg_path = _hub_config(broker, influx, workdir, db)
-    hubs = [_Hub(cfg_path, f"bench-{db}-{i}", workdir / f"hub-{db}-{i}.log") for i in range(workers)]
-    for h in hubs:  # first start creates the persistent sessions, so the backlog queues for them
+def measure_hub(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int = 1,
+                db: str = "bench", rules: bool = False, after: After | None = None,
+                alerts: dict[str, Any] | None = None, **hub: Any) -> dict[str, float]:
+    """Drain the backlog queue() publishes with `workers` hub processes on one shared subscription."""
+    cfg_path = hubrun.hub_config(broker, influx, workdir, db, rules, alerts, **hub)
+    hubs = [HubProc(cfg_path, f"bench-{db}-{i}", workdir / f"hub-{db}-{i}.log") for i in range(workers)]
+    for h in hubs:  # the first start creates the persistent sessions, so the backlog queues for them
         h.start()
+    startup_cpu = []
     for h in hubs:
         h.wait_connected()
+        startup_cpu.append(cpu_seconds(h.pid))
     for h in hubs:
         h.stop()
-    _queue_backlog(broker, n, workdir, db)
+    n = queue()
     t0 = time.perf_counter()
     for h in hubs:
         h.start()
-    received_at = stored_at = 0.0
+    out: dict[str, float] = {}
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if not received_at and sum(h.metric("commhub_points_spooled_total") for h in hubs) >= n:
-                received_at = time.perf_counter() - t0
-            if sum(h.metric("commhub_points_written_total") for h in hubs) >= n:
-                stored_at = time.perf_counter() - t0
-                break
-            time.sleep(0.1)  # scraping /metrics costs the hub CPU: not too often
-        else:
-            raise RuntimeError("the hub did not store the backlog within 600 s")
-        invalid = sum(h.metric("commhub_messages_invalid_total") for h in hubs)
-        dupes = sum(h.metric("commhub_messages_duplicate_total") for h in hubs)
+        def total(name: str) -> float:
+            return sum(h.metric(name) for h in hubs)
+        # messages_in counts a batch after its sinks (the rules) committed and it was acknowledged.
+        wait_for(lambda: total("commhub_messages_in_total") >= n and total("commhub_points_written_total") >= n,
+                 DRAIN_TIMEOUT_S, f"hub {db}: backlog of {n} stored and ruled", 0.1)
+        elapsed = time.perf_counter() - t0
+        cpu = sum(cpu_seconds(h.pid) - s for h, s in zip(hubs, startup_cpu, strict=True))
+        out = {"msgs_per_s": n / elapsed, "cpu_us_per_msg": cpu / n * 1e6,
+               "peak_rss_mb": max(peak_rss_mb(h.pid) for h in hubs),
+               "invalid": total("commhub_messages_invalid_total"),
+               "duplicates": total("commhub_messages_duplicate_total")}
+        if after is not None:
+            out.update(after(hubs))
+            out["peak_rss_mb"] = max(peak_rss_mb(h.pid) for h in hubs)
     finally:
         for h in hubs:
             h.stop()
-            _forget_session(broker, h.worker_id)
-    stored = _influx_count(influx.url, db)
-    return {"hub_received_msgs_per_s": n / received_at, "hub_stored_msgs_per_s": n / stored_at,
-            "hub_points_in_influxdb": stored, "hub_invalid": invalid, "hub_duplicates": dupes}
+            hubrun.forget_session(broker, h.worker_id)
+    out["points_in_influxdb"] = hubrun.influx_count(influx.url, db)
+    out["messages"] = n + out.get("live_msgs", 0)
+    return out
+
+
+def live_phase(broker: Mosquitto, messages: Sequence[tuple[str, bytes]], rate: float) -> After:
+    """A steady `rate` of live messages to the running hub: its CPU per message and how far it lags behind."""
+    def run(hubs: list[HubProc]) -> dict[str, float]:
+        h = hubs[0]
+        base = h.metric("commhub_messages_in_total")
+        cpu0 = cpu_seconds(h.pid)
+        pub = mqtt.make_client("bench-live-pub", MqttConfig(host=broker.host, port=broker.port))
+        connected = threading.Event()
+        pub.on_connect = lambda *a: connected.set()
+        mqtt.connect(pub, MqttConfig(host=broker.host, port=broker.port), asynchronous=True)
+        pub.loop_start()
+        try:
+            if not connected.wait(120):
+                raise RuntimeError("live publisher: no CONNACK")
+            t0 = time.perf_counter()
+            for i, (topic, payload) in enumerate(messages):
+                due = t0 + i / rate
+                if (pause := due - time.perf_counter()) > 0:
+                    time.sleep(pause)
+                pub.publish(topic, payload, qos=1)
+            sent_at = time.perf_counter()
+            n = len(messages)
+            wait_for(lambda: h.metric("commhub_messages_in_total") >= base + n, DRAIN_TIMEOUT_S,
+                     "hub: live phase processed", 0.05)
+            done_at = time.perf_counter()
+        finally:
+            hubrun.close(pub)
+        return {"live_offered_msgs_per_s": n / (sent_at - t0), "live_msgs": n,
+                "live_cpu_us_per_msg": (cpu_seconds(h.pid) - cpu0) / n * 1e6, "live_lag_s": done_at - sent_at}
+    return run
+
+
+# ---- the modes ---------------------------------------------------------------------------------------------
+
+
+def _simple_messages(n: int) -> list[tuple[str, bytes]]:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    community = load(REPO / "configs" / "commhub.yaml").community
+    gas = [d.id for d in community.devices if d.kind.value == "gas"][:PUBLISHERS]  # registered: the hub refuses others
+    out = []
+    per = n // PUBLISHERS
+    for dev in gas:
+        topic = f"commhub/v1/{community.site.id}/gas/{dev}/tele"
+        for i in range(per):
+            ts = (t0 + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z")
+            out.append((topic, json.dumps({"schema": 1, "device_id": dev, "ts": ts, "seq": i,
+                                           "body": {"type": "gas_reading", "lel_pct": round((i % 500) / 10, 1)}})
+                        .encode()))
+    return out
+
+
+def _queue(broker: Mosquitto, messages: Sequence[tuple[str, bytes]], workdir: Path, tag: str) -> Queue:
+    def go() -> int:
+        feeds.publish_backlog(broker, messages, workdir, tag)
+        return len(messages)
+    return go
+
+
+def _print_hub(prefix: str, r: dict[str, float], raw: float) -> None:
+    for k in ("msgs_per_s", "cpu_us_per_msg", "peak_rss_mb"):
+        print(f"{prefix}_{k}: {r[k]:.1f}" if k != "msgs_per_s" else f"{prefix}_{k}: {r[k]:.0f}")
+    print(f"{prefix}_ratio_to_raw: {r['msgs_per_s'] / raw:.2f}")
+    lost = int(r["messages"] - r["points_in_influxdb"])
+    print(f"{prefix}_lost: {lost}")
+    print(f"{prefix}_invalid: {int(r['invalid'])}")
+    for k in ("live_offered_msgs_per_s", "live_cpu_us_per_msg", "live_lag_s"):
+        if k in r:
+            print(f"{prefix}_{k}: {r[k]:.1f}")
+
+
+def run_simple(args: argparse.Namespace, broker: Mosquitto, influx: Influxd, workdir: Path) -> int:
+    """The single-type mode."""
+    n = args.messages - args.messages % PUBLISHERS
+    msgs = _simple_messages(n)
+    raw = measure_raw(broker, FILTER, _queue(broker, msgs, workdir, "raw"))
+    hub = measure_hub(broker, influx, workdir, _queue(broker, msgs, workdir, "hub"), db="bench")
+    print(f"messages: {n}")
+    print(f"raw_paho_qos1_msgs_per_s: {raw:.0f}")
+    _print_hub("hub", hub, raw)
+    accounted = hub["points_in_influxdb"] == n and hub["invalid"] == 0
+    print(f"all_accounted_for: {'yes' if accounted else 'NO'}")
+    print(f"ratio: {hub['msgs_per_s'] / raw:.2f}")
+    return 0 if accounted else 1
+
+
+def run_realistic(args: argparse.Namespace, broker: Mosquitto, influx: Influxd, workdir: Path) -> int:
+    """The realistic mode."""
+    cfg = load(REPO / "configs" / "commhub.yaml")
+    n_live = int(args.live_rate * args.live_seconds)
+    t = time.perf_counter()
+    feed = feeds.simulate(cfg, args.messages + n_live)
+    backlog, live = feed.messages[:args.messages], feed.messages[args.messages:]
+    n = len(backlog)
+    print(f"messages: {n}", flush=True)
+    print(f"devices: {len({t.split('/')[4] for t, _ in backlog})}", flush=True)
+    print(f"body_types: {len(feed.by_type)}", flush=True)
+    print(f"feed_build_s: {time.perf_counter() - t:.1f}", flush=True)
+    raw = measure_raw(broker, FILTER, _queue(broker, backlog, workdir, "raw"))
+    print(f"raw_paho_qos1_msgs_per_s: {raw:.0f}", flush=True)
+    off = measure_hub(broker, influx, workdir, _queue(broker, backlog, workdir, "off"), db="rules_off")
+    _print_hub("hub_rules_off", off, raw)
+    after = live_phase(broker, live, args.live_rate) if n_live else None
+    on = measure_hub(broker, influx, workdir, _queue(broker, backlog, workdir, "on"), db="rules_on", rules=True,
+                     after=after)
+    _print_hub("hub_rules_on", on, raw)
+    runs = [off, on]
+    if not args.no_storm:
+        stormy = feeds.storm(feeds.Feed(list(backlog)))
+        storm = measure_hub(broker, influx, workdir, _queue(broker, stormy.messages, workdir, "storm"),
+                            db="rules_storm", rules=True)
+        _print_hub("hub_rules_storm", storm, raw)
+        print(f"storm_cost_ratio: {storm['cpu_us_per_msg'] / on['cpu_us_per_msg']:.2f}")
+        runs.append(storm)
+    ok = all(r["points_in_influxdb"] == r["messages"] and r["invalid"] == 0 for r in runs)
+    print(f"all_accounted_for: {'yes' if ok else 'NO'}", flush=True)
+    if args.fleet_messages:
+        # Its own process, so its peak RSS is the hub's structures alone (see bench/fleetmem.py for how).
+        fleet = subprocess.run([sys.executable, "-m", "bench.fleetmem", "--per-device", str(args.fleet_messages)],
+                               cwd=REPO, capture_output=True, text=True, timeout=3600)
+        lines = [ln for ln in fleet.stdout.splitlines() if ln.startswith(("hub_rss_mb_10k_devices:",
+                                                                          "dedup_bytes_per_device:"))]
+        if fleet.returncode != 0 or not lines:
+            print(f"hub_rss_mb_10k_devices: failed ({fleet.stderr.strip()[-300:]})")
+            ok = False
+        for ln in lines:
+            print(ln)
+    print(f"ratio: {on['msgs_per_s'] / raw:.2f}")
+    return 0 if ok else 1
+
+
+def run_in_process(args: argparse.Namespace) -> int:
+    """The processing path alone, rules off, on, and during an alert storm."""
+    from bench import hotpath
+    cfg = load(REPO / "configs" / "commhub.yaml")
+    backlog = feeds.simulate(cfg, args.messages).messages
+    print(f"messages: {len(backlog)}", flush=True)
+    runs = [("rules_off", backlog, False), ("rules_on", backlog, True)]
+    if not args.no_storm:
+        runs.append(("rules_storm", feeds.storm(feeds.Feed(list(backlog))).messages, True))
+    cost = {}
+    for name, msgs, rules in runs:
+        cost[name], text = hotpath.measure(cfg, msgs, rules, args.profile)
+        print(f"inproc_{name}_cpu_us_per_msg: {cost[name]:.1f}", flush=True)
+        if text:
+            print(text, flush=True)
+    if "rules_storm" in cost:
+        print(f"storm_cost_ratio: {cost['rules_storm'] / cost['rules_on']:.2f}")
+    print(f"ratio: {cost['rules_off'] / cost['rules_on']:.2f}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print."""
-    n = args.messages - args.messages % PUBLISHERS
+    if args.in_process:
+        return run_in_process(args)
     workdir = Path(tempfile.mkdtemp(prefix="commhub-bench-ingest-"))
     broker = Mosquitto(workdir / "mosquitto")
     influx = Influxd(workdir / "influxd")
     broker.start()
     influx.start()
     try:
-        raw = measure_raw(broker, n, workdir)
-        hub = measure_hub(broker, influx, n, workdir)
+        return (run_simple if args.simple else run_realistic)(args, broker, influx, workdir)
     finally:
         broker.stop()
         influx.stop()
-    print(f"messages: {n}")
-    print(f"raw_paho_qos1_msgs_per_s: {raw:.0f}")
-    for k, v in hub.items():
-        print(f"{k}: {v:.0f}")
-    accounted = hub["hub_points_in_influxdb"] == n and hub["hub_invalid"] == 0
-    print(f"all_accounted_for: {'yes' if accounted else 'NO'}")
-    print(f"ratio: {hub['hub_stored_msgs_per_s'] / raw:.2f}")
-    if not args.keep:
-        import shutil
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if accounted else 1
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+

@@ -116,8 +116,11 @@ class HubConfig(_Section):
                                  description="Longest a message waits for its batch while more keep arriving.")
     receive_maximum: int = Field(default=4000, ge=1, le=65535,
                                  description="MQTT 5 receive maximum: un-acked QoS 1 messages in flight.")
-    dedup_window: int = Field(default=4096, ge=16, description="Recent seqs remembered per device.")
+    dedup_window: int = Field(default=4096, ge=16,
+                              description="Seqs below each device's highest one whose repeats are recognised.")
     session_expiry_s: int = Field(default=86400, ge=0, description="Broker keeps the session this long.")
+    discovery: bool = Field(default=False, description="Accept devices missing from the community model (tagged "
+                                                       "_unassigned) instead of refusing them as unknown_device.")
     metrics: MetricsConfig = MetricsConfig()
     spool: SpoolConfig = SpoolConfig()
     snapshots_dir: Path = Field(default=Path("run/hub/snapshots"),
@@ -156,6 +159,9 @@ class AlertsConfig(_Section):
                                     description="A live message whose ts is further off than this is timed "
                                                 "by the hub's clock instead (hold times stay honest).")
     mqtt_qos: int = Field(default=1, ge=0, le=2, description="QoS of alert notices on MQTT.")
+    state_write_back_s: float = Field(default=5.0, ge=0, le=60,
+                                      description="Activity that only pushes a far absence deadline back is kept "
+                                                  "in memory and written this often (0 = every message).")
     webhooks: tuple[WebhookConfig, ...] = ()
 
 

@@ -52,7 +52,7 @@ class AlertingSink:
         self.pack = load_rules(a.rules_file or CONFIGS / "rules.yaml")
         self.routing = load_routing(a.routing_file or CONFIGS / "routing.yaml")
         self.ctx = Ctx(cfg.community)
-        self.engine = Engine(self.pack, self.ctx)
+        self.engine = Engine(self.pack, self.ctx, a.state_write_back_s)
         self.live = LiveFeed(a.live_feed_size)
         self.db = make_engine(db_url(cfg))
         self.store = AlertStore(self.db, Router(self.routing, cfg.community), {r.id: r for r in self.pack.rules},
@@ -113,14 +113,19 @@ class AlertingSink:
                     log.exception("alerting skipped %s seq %d", ev.device_id, ev.seq)
 
     def _process(self, events: list[Event]) -> None:
+        work = self.engine.plan(events)
+        if not work:
+            return  # only signs of life the engine keeps in memory: no transaction at all
         with self.store.tx() as tx:
-            tx.apply(self.engine.process(events, tx))
+            tx.apply(self.engine.run(work, tx))
 
     def tick(self) -> None:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""
         def timers() -> None:
             with self.store.tx() as tx:
-                tx.apply(self.engine.tick(tx, self.clock()))
+                now = self.clock()
+                tx.apply(self.engine.write_back(tx, now))
+                tx.apply(self.engine.tick(tx, now))
         self._retry(timers)
         self._retry(self.store.escalate_due)
         now = self.clock()
@@ -133,6 +138,14 @@ class AlertingSink:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        try:
+            def last() -> None:
+                with self.store.tx() as tx:
+                    tx.apply(self.engine.write_back(tx, self.clock(), force=True))
+            self._retry(last)
+        except Exception:
+            # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.
+            log.exception("could not write back %d subjects' last activity", self.engine.pending_write_back)
         if self.mqtt is not None:
             self.mqtt.stop()
         for w in self.webhooks:

@@ -27,11 +27,11 @@ from prometheus_client import start_http_server
 from commhub import topics
 from commhub.config import Config
 from commhub.mqtt import HUB_ACCOUNT, connect, make_client
-from commhub.topics import Channel
+from commhub.topics import Channel, TopicParts
 from commhub.wire import DeadLetter
 from hub.ingest.dedup import Deduplicator
 from hub.ingest.message import Accepted, Sink
-from hub.ingest.validate import Validator
+from hub.ingest.validate import Validator, safe_topic
 from hub.metrics import HubMetrics
 from hub.store.drain import Drainer
 from hub.store.influx import make_transport
@@ -66,7 +66,8 @@ class Worker:
         self.metrics = HubMetrics(hub.worker_id)
         self.spool = Spool(hub.spool.dir / hub.worker_id, fsync=hub.spool.fsync)
         self.drainer = Drainer(self.spool, lambda: make_transport(cfg.influx), hub.spool, self.metrics)
-        self.validator = Validator(cfg.mqtt.root, cfg.community.device_index(), hub.worker_id)
+        self.validator = Validator(cfg.mqtt.root, cfg.community.device_index(), hub.worker_id,
+                                   cfg.community.site.id, hub.discovery)
         self.snapshots = SnapshotStore(hub.snapshots_dir, hub.snapshot_max_bytes)
         self.dedup = Deduplicator(hub.dedup_window)
         self.points = PointBuilder()
@@ -276,12 +277,12 @@ class Worker:
                 result = self._classify(item)
             except Exception as e:
                 # One poison message must not block its batch forever (it would be redelivered again and again).
-                log.exception("unexpected error on a message from %s", item.topic[:200])
+                log.exception("unexpected error on a message from %s", safe_topic(item.topic))
                 result = self.validator.reject("schema", f"unexpected {type(e).__name__}", item.topic, item.payload,
                                                item.received_at)
             if isinstance(result, Accepted):
                 env = result.envelope
-                if not self.dedup.first_time(env.device_id, env.seq):
+                if not self.dedup.first_time(env.device_id, env.seq, restart=env.body.type == "birth"):
                     duplicates += 1
                     continue
                 lines.append(self.points.build(result))
@@ -315,7 +316,7 @@ class Worker:
 
     def _classify(self, item: _Inbound) -> Accepted | DeadLetter | None:
         parts = self.validator.parse_topic(item.topic)
-        if not isinstance(parts, str):
+        if isinstance(parts, TopicParts):
             if parts.channel is Channel.CMD:
                 return None  # our own commands to devices
             if parts.channel is Channel.SNAP:
@@ -333,7 +334,7 @@ class Worker:
         for dl in dead:
             self.metrics.invalid(dl.reason).inc()
             self._client.publish(topic, dl.model_dump_json(), qos=1)
-            log.info("dead letter (%s) from %s: %s", dl.reason, dl.topic[:200], dl.detail[:200])
+            log.info("dead letter (%s) from %s: %s", dl.reason, safe_topic(dl.topic), dl.detail[:200])
 
     def _ack(self, batch: list[_Inbound]) -> None:
         client = self._client

@@ -26,8 +26,16 @@ SAMPLE_COMMUNITY = REPO / "configs" / "community" / "sample.yaml"
 
 
 def write_config(tmp: Path, broker: Mosquitto, influx: Influxd | None, database: str,
-                 community: Path = SAMPLE_COMMUNITY, **sections: dict[str, Any]) -> Path:
-    """A hub config file under tmp pointing at the given services; extra sections are merged in."""
+                 community: Path = SAMPLE_COMMUNITY, site: str | None = None, **sections: dict[str, Any]) -> Path:
+    """A hub config file under tmp pointing at the given services; extra sections are merged in.
+
+    site: a copy of the community whose site id is this one (the hub refuses topics of other sites).
+    """
+    if site is not None:
+        model = yaml.safe_load(community.read_text())
+        model["site"]["id"] = site
+        community = tmp / f"community-{site}.yaml"
+        community.write_text(yaml.safe_dump(model))
     # A worker id of its own: the id names the broker session, which a later test must not inherit.
     hub: dict[str, Any] = {"worker_id": f"hub-{uuid.uuid4().hex[:8]}", "metrics": {"port": free_port()},
                            "spool": {"dir": str(tmp / "spool")}, "snapshots_dir": str(tmp / "snapshots")}

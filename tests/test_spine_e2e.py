@@ -58,7 +58,8 @@ def test_valid_stored_malformed_dead_lettered(tmp_path: Path, own_mosquitto: Mos
                                               unique_site: str) -> None:
     mosquitto = own_mosquitto
     db = f"db_{unique_site}"
-    hub = HubProcess(write_config(tmp_path, mosquitto, influxd, db), tmp_path / "hub.log")
+    cfg = write_config(tmp_path, mosquitto, influxd, db, site=unique_site, hub={"discovery": True})
+    hub = HubProcess(cfg, tmp_path / "hub.log")
     hub.start()
     dlq = Collector(mosquitto, "commhub/hub/v1/deadletter", f"dlq-{unique_site}")
     pub = raw_client(mosquitto, f"pub-{unique_site}")
@@ -104,9 +105,9 @@ def test_influxd_outage_loses_nothing(tmp_path: Path, own_mosquitto: Mosquitto, 
     mosquitto = own_mosquitto
     influx = influxd_factory()
     db = f"db_{unique_site}"
-    hub = HubProcess(write_config(tmp_path, mosquitto, influx, db, hub={"spool": {"dir": str(tmp_path / "spool"),
-                                                                                  "retry_max_s": 1.0}}),
-                     tmp_path / "hub.log")
+    cfg = write_config(tmp_path, mosquitto, influx, db, site=unique_site,
+                       hub={"discovery": True, "spool": {"dir": str(tmp_path / "spool"), "retry_max_s": 1.0}})
+    hub = HubProcess(cfg, tmp_path / "hub.log")
     hub.start()
     pub = raw_client(mosquitto, f"pub-{unique_site}")
     n = 3000
@@ -137,7 +138,7 @@ def test_hub_sigkill_midstream_loses_nothing(tmp_path: Path, own_mosquitto: Mosq
                                              unique_site: str) -> None:
     mosquitto = own_mosquitto
     db = f"db_{unique_site}"
-    cfg = write_config(tmp_path, mosquitto, influxd, db)
+    cfg = write_config(tmp_path, mosquitto, influxd, db, site=unique_site, hub={"discovery": True})
     hub = HubProcess(cfg, tmp_path / "hub.log")
     hub.start()
     pub = raw_client(mosquitto, f"pub-{unique_site}")
@@ -171,7 +172,7 @@ def test_retained_messages_are_not_replayed_to_the_hub(tmp_path: Path, own_mosqu
     pub = raw_client(own_mosquitto, f"pub-{unique_site}")
     state = envelope_json("gas-b01-u1-202", 0, {"type": "state", "status": "online", "session": 1})
     pub.publish(f"commhub/v1/{unique_site}/gas/gas-b01-u1-202/state", state, qos=1, retain=True).wait_for_publish(10)
-    hub = HubProcess(write_config(tmp_path, own_mosquitto, influxd, db), tmp_path / "hub.log")
+    hub = HubProcess(write_config(tmp_path, own_mosquitto, influxd, db, site=unique_site), tmp_path / "hub.log")
     hub.start()  # subscribes after the retained state was set: it must not be delivered again
     try:
         publish_stream(pub, unique_site, DEVICES[:1], 10, _mixed_body)

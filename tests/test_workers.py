@@ -36,7 +36,8 @@ def test_two_workers_share_and_a_retired_worker_keeps_its_share(tmp_path: Path, 
     mosquitto = own_mosquitto
     db = f"db_{unique_site}"
     # a group of our own, so other tests' workers on the session broker do not take part
-    cfg = write_config(tmp_path, mosquitto, influxd, db, hub={"share_group": f"g{unique_site}"})
+    cfg = write_config(tmp_path, mosquitto, influxd, db, site=unique_site,
+                       hub={"share_group": f"g{unique_site}", "discovery": True})
     a = HubProcess(cfg, tmp_path / "a.log", worker_id=f"a-{unique_site}", metrics_port=free_port())
     b = HubProcess(cfg, tmp_path / "b.log", worker_id=f"b-{unique_site}", metrics_port=free_port())
     a.start()

@@ -220,8 +220,12 @@ class Tx:
         self.conn = conn
         self.now = now
         self.notices: list[AlertNotice] = []
+        # As read from SQL (or last written): the JSON text (None = no row) and the due time.
         self._states: dict[tuple[str, str], tuple[str | None, float | None]] = {}
-        self._dirty: dict[tuple[str, str], tuple[str, float | None] | None] = {}
+        # Decoded states handed to the rules, and which of them were saved since: one decode and one encode
+        # per key and transaction, however many events of the batch touch the key.
+        self._objs: dict[tuple[str, str], State] = {}
+        self._dirty: set[tuple[str, str]] = set()
         self._silences: list[Window] | None = None
 
     # ---- StateStore --------------------------------------------------------------------------------
@@ -248,35 +252,52 @@ class Tx:
 
     def load(self, rule: str, key: str) -> State | None:
         """One key's state (prefetched, or read now), locked for this transaction."""
-        if (rule, key) not in self._states:
-            self.prefetch({(rule, key)})
-        text, due = self._states[(rule, key)]
+        k = (rule, key)
+        obj = self._objs.get(k)
+        if obj is not None:
+            return obj
+        if k not in self._states:
+            self.prefetch({k})
+        text, due = self._states[k]
         if text is None:
             return None
-        return State(json.loads(text), due)
+        obj = State(json.loads(text), due)
+        self._objs[k] = obj
+        return obj
 
     def save(self, rule: str, key: str, state: State) -> None:
-        """Remember a changed state; written in bulk before the commit (flush)."""
-        text = json.dumps(state.data, separators=(",", ":"), sort_keys=True) if state.data else "{}"
-        before = self._states.get((rule, key), (None, None))
-        if not state.data and state.due is None:
-            if before[0] is not None:
-                self._states[(rule, key)] = (None, None)
-                self._dirty[(rule, key)] = None
-            return
-        if before == (text, state.due):
-            return
-        self._states[(rule, key)] = (text, state.due)
-        self._dirty[(rule, key)] = (text, state.due)
+        """Remember a changed state; encoded and written in bulk before the commit (flush)."""
+        k = (rule, key)
+        self._objs[k] = state
+        self._dirty.add(k)
+
+    def discard(self, rule: str, key: str) -> None:
+        """Drop a state a failed rule may have half changed; the next load decodes the stored one again."""
+        k = (rule, key)
+        self._objs.pop(k, None)
+        self._dirty.discard(k)
 
     def flush(self) -> None:
         """Write changed states: one upsert and one delete for the whole transaction."""
         if not self._dirty:
             return
-        conn = self.conn
-        gone = [k for k, v in self._dirty.items() if v is None]
-        rows = [{"rule": r, "key": k, "data": v[0], "due": v[1]} for (r, k), v in self._dirty.items() if v]
+        gone: list[tuple[str, str]] = []
+        rows: list[dict[str, Any]] = []
+        for k in self._dirty:
+            state = self._objs[k]
+            before = self._states.get(k, (None, None))
+            if not state.data and state.due is None:
+                if before[0] is not None:
+                    gone.append(k)
+                    self._states[k] = (None, None)
+                continue
+            text = json.dumps(state.data, separators=(",", ":"), sort_keys=True) if state.data else "{}"
+            if before == (text, state.due):
+                continue
+            self._states[k] = (text, state.due)
+            rows.append({"rule": k[0], "key": k[1], "data": text, "due": state.due})
         self._dirty.clear()
+        conn = self.conn
         if gone:
             conn.execute(delete(RS).where(tuple_(RS.c.rule, RS.c.key).in_(gone)))
         if rows:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Protocol
 
-from hub.rules.event import Ctx, Event, Signal, State
+from hub.rules.event import Ctx, Event, Signal, State, matches
 from hub.rules.kinds.absence import Absence
 from hub.rules.kinds.base import Rule
 from hub.rules.kinds.correlation import Correlation
@@ -47,6 +48,9 @@ class StateStore(Protocol):
     def postpone(self, rule: str, until: float) -> int:
         """Move a rule's timers that are due before `until` to `until`; returns how many moved."""
 
+    def discard(self, rule: str, key: str) -> None:
+        """Forget any copy of a key's state changed by a rule that then failed (the next load reads it afresh)."""
+
 
 class MemoryStates:
     """A StateStore in a dict (unit tests, benchmarks)."""
@@ -84,12 +88,29 @@ class MemoryStates:
             s.due = until
         return len(moved)
 
+    def discard(self, rule: str, key: str) -> None:
+        """Loads return copies: nothing to forget."""
+
 
 class Engine:
-    """Feeds events and timer ticks to the rules; pure apart from the StateStore it is given."""
+    """Feeds events and timer ticks to the rules; pure apart from the StateStore it is given.
 
-    def __init__(self, pack: RulePack, ctx: Ctx) -> None:
+    With write_back_s > 0, a sign of life that only pushes an absence deadline far in the future back is kept
+    in memory (the latest per subject) and written with write_back() at most write_back_s later, instead of
+    a state load and save per message. Only when the deadline known from the store is more than `margin`
+    away, so no timer can fall due on stale state before the write; everything else (births, wills, an
+    active alert to clear, a deadline near) goes the normal way at once.
+    """
+
+    def __init__(self, pack: RulePack, ctx: Ctx, write_back_s: float = 0.0) -> None:
         self.ctx = ctx
+        self.write_back_s = write_back_s
+        self.margin = 3 * write_back_s
+        # (rule, key) -> the deadline last read or written for a quiet absence subject (None: not deferrable).
+        self._quiet: dict[tuple[str, str], float | None] = {}
+        self._touches: dict[tuple[str, str], Event] = {}
+        self._touch_lock = threading.Lock()
+        self._last_write_back = 0.0
         self.rules: dict[str, Rule] = {}
         for spec in pack.enabled():
             if spec.kind in KINDS:
@@ -125,22 +146,96 @@ class Engine:
 
     def process(self, events: Iterable[Event], store: StateStore) -> list[Signal]:
         """Feed events in order; returns the signals they caused."""
-        out: list[Signal] = []
-        events = list(events)
-        store.prefetch({(rule.id, key) for ev in events for rule in self._rules_for(ev) for key in rule.keys(ev)})
+        return self.run(self.plan(events), store)
+
+    def plan(self, events: Iterable[Event]) -> list[tuple[Event, Rule, str]]:
+        """The (event, rule, key) steps a batch needs, in order; signs of life kept in memory need none."""
+        work: list[tuple[Event, Rule, str]] = []
         for ev in events:
             for rule in self._rules_for(ev):
+                if isinstance(rule, Instant) and not _instant_cares(rule, ev):
+                    continue  # neither fires nor clears: no state to read or write
                 for key in rule.keys(ev):
-                    st = store.load(rule.id, key) or State()
-                    try:
-                        sigs = rule.on_event(st, ev)
-                    except Exception:
-                        # One bad rule/event pair must not stop the others.
-                        log.exception("rule %s failed on %s seq %d", rule.id, ev.device_id, ev.seq)
+                    if self.write_back_s and isinstance(rule, Absence) and self._defer(rule, key, ev):
                         continue
-                    store.save(rule.id, key, st)
-                    out.extend(self._correlate(sigs, store))
+                    work.append((ev, rule, key))
+        return work
+
+    def run(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[Signal]:
+        """Feed planned steps to the rules; returns the signals they caused."""
+        out: list[Signal] = []
+        store.prefetch({(rule.id, key) for _, rule, key in work})
+        for ev, rule, key in work:
+            out.extend(self._feed(rule, key, ev, store))
         return out
+
+    def _feed(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
+        st = store.load(rule.id, key) or State()
+        try:
+            sigs = rule.on_event(st, ev)
+        except Exception:
+            # One bad rule/event pair must not stop the others.
+            log.exception("rule %s failed on %s seq %d", rule.id, ev.device_id, ev.seq)
+            store.discard(rule.id, key)
+            return []
+        store.save(rule.id, key, st)
+        if self.write_back_s and isinstance(rule, Absence):
+            self._learn(rule.id, key, st)
+            if self._touches:
+                with self._touch_lock:  # an older sign of life in memory has nothing left to say
+                    kept = self._touches.get((rule.id, key))
+                    if kept is not None and kept.t <= ev.t:
+                        del self._touches[(rule.id, key)]
+        return self._correlate(sigs, store)
+
+    def _learn(self, rule_id: str, key: str, st: State) -> None:
+        d = st.data
+        quiet = st.due is not None and not d.get("active") and not d.get("offline") and bool(d.get("refs"))
+        self._quiet[(rule_id, key)] = st.due if quiet else None
+
+    def _defer(self, rule: Absence, key: str, ev: Event) -> bool:
+        """Keep a plain sign of life in memory when its subject's deadline is far away; True when kept."""
+        if ev.type in ("birth", "state"):
+            return False
+        due = self._quiet.get((rule.id, key))
+        if due is None or due - ev.t <= self.margin:
+            return False
+        if rule.spec.when and not matches(rule.spec.when, ev):
+            return True  # not activity for this rule: on_event would change nothing
+        k = (rule.id, key)
+        with self._touch_lock:
+            prev = self._touches.get(k)
+            if prev is None or ev.t >= prev.t:
+                self._touches[k] = ev
+        return True
+
+    def write_back(self, store: StateStore, now: float, force: bool = False) -> list[Signal]:
+        """Apply the signs of life kept in memory (every write_back_s, before timers run, and at stop)."""
+        if not self._touches or (not force and now - self._last_write_back < self.write_back_s):
+            return []
+        with self._touch_lock:
+            touches, self._touches = self._touches, {}
+        try:
+            store.prefetch(set(touches))
+            out: list[Signal] = []
+            for (rule_id, key), ev in touches.items():
+                rule = self.rules.get(rule_id)
+                if rule is not None:
+                    out.extend(self._feed(rule, key, ev, store))
+        except Exception:
+            with self._touch_lock:  # the transaction rolls back: keep them for the next try
+                for k, ev in touches.items():
+                    newer = self._touches.get(k)
+                    if newer is None or newer.t < ev.t:
+                        self._touches[k] = ev
+            raise
+        self._last_write_back = now
+        return out
+
+    @property
+    def pending_write_back(self) -> int:
+        """Subjects whose latest sign of life is only in memory."""
+        return len(self._touches)
 
     def _rules_for(self, ev: Event) -> tuple[Rule, ...]:
         return (*self.by_type.get(ev.type, ()), *self.any_type)
@@ -150,6 +245,11 @@ class Engine:
         out: list[Signal] = []
         for rule_id, key in store.due(now):
             rule = self.rules.get(rule_id)
+            if self._touches and rule is not None:
+                with self._touch_lock:
+                    pending = self._touches.pop((rule_id, key), None)
+                if pending is not None:  # a sign of life still in memory comes first
+                    out.extend(self._feed(rule, key, pending, store))
             st = store.load(rule_id, key)
             if st is None:
                 continue
@@ -168,6 +268,8 @@ class Engine:
                 log.debug("rule %s asked for a timer in the past for %s", rule_id, key)
                 st.due = now + 0.001
             store.save(rule_id, key, st)
+            if self.write_back_s and isinstance(rule, Absence):
+                self._learn(rule_id, key, st)
             out.extend(self._correlate(sigs, store))
         return out
 
@@ -184,3 +286,9 @@ class Engine:
                 out.extend(corr.on_signal(st, key, sig))
                 store.save(corr.id, key, st)
         return out
+
+
+def _instant_cares(rule: Instant, ev: Event) -> bool:
+    """Whether an instant rule would fire or clear on this event (its on_event does nothing otherwise)."""
+    spec = rule.spec
+    return matches(spec.when, ev) or bool(spec.clear_when and matches(spec.clear_when, ev))

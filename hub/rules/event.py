@@ -110,13 +110,18 @@ class Ctx:
         self.tz = ZoneInfo(community.site.timezone)
         self.devices = community.device_index()
         self.resident_of = {d: r for r in community.residents for d in r.devices}
+        self._places: dict[str, Place] = {}  # registered devices only: bounded by the community model
 
     def place(self, device_id: str) -> Place:
         """The place of a device; unregistered devices land in the 'unassigned' grid."""
+        place = self._places.get(device_id)
+        if place is not None:
+            return place
         d = self.devices.get(device_id)
         if d is None:
             return Place(self.community.site.id, UNASSIGNED, device=device_id)
-        return Place(self.community.site.id, d.grid, d.building, d.unit, d.id)
+        place = self._places[device_id] = Place(self.community.site.id, d.grid, d.building, d.unit, d.id)
+        return place
 
     def local(self, t: float) -> datetime:
         """A timestamp in the site's timezone."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 FieldValue = bool | int | float | str
 
@@ -44,23 +45,51 @@ def escape_key(text: str) -> str:
     return _KEY.sub(r"\\\1", text)
 
 
+def _fmt_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _fmt_int(value: int) -> str:
+    if not -(2**63) <= value < 2**63:
+        raise LineProtocolError(f"integer {value} does not fit in int64")
+    return f"{value}i"
+
+
+def _fmt_float(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        raise LineProtocolError(f"float {value} cannot be stored")
+    return repr(value)
+
+
+def _fmt_str(value: str) -> str:
+    return '"' + value.translate(_STR_TABLE) + '"'
+
+
+# Exact-type dispatch (bool before int matters, and type() tells them apart); subclasses take the slow path.
+FORMAT: dict[type, Callable[[Any], str]] = {bool: _fmt_bool, int: _fmt_int, float: _fmt_float, str: _fmt_str}
+_KEYS: dict[str, str] = {}  # escaped field keys: a few dozen names from the wire models
+_MAX_KEYS = 4096
+
+
 def format_value(value: FieldValue) -> str:
     """Format one field value."""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise LineProtocolError(f"integer {value} does not fit in int64")
-        return f"{value}i"
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            raise LineProtocolError(f"float {value} cannot be stored")
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.translate(_STR_TABLE) + '"'
+    fmt = FORMAT.get(type(value))
+    if fmt is not None:
+        return fmt(value)
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return FORMAT[kind](value)
     raise LineProtocolError(f"unsupported field type {type(value).__name__}")
+
+
+def field_key(key: str) -> str:
+    """An escaped field key (cached: the keys are the wire models' field names)."""
+    escaped = _KEYS.get(key)
+    if escaped is None:
+        escaped = escape_key(key)
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[key] = escaped
+    return escaped
 
 
 def tag_set(tags: Iterable[tuple[str, str]]) -> str:
@@ -75,7 +104,8 @@ def tag_set(tags: Iterable[tuple[str, str]]) -> str:
 
 def field_set(fields: Mapping[str, FieldValue | None]) -> str:
     """The 'k=v,...' field part; None values are dropped."""
-    out = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in fields.items() if v is not None)
+    fmt = FORMAT.get
+    out = ",".join(f"{field_key(k)}={(fmt(type(v)) or format_value)(v)}" for k, v in fields.items() if v is not None)
     if not out:
         raise LineProtocolError("a point needs at least one field")
     return out

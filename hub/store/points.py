@@ -9,11 +9,11 @@ Timestamp: the device's `ts` in microseconds, so points from one device never ov
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from commhub.wire import KIND_LAYER, DeadLetter, DeviceKind
 from hub.ingest.message import Accepted
-from hub.store.lineproto import escape_measurement, field_set, line, tag_set
+from hub.ingest.validate import safe_topic
+from hub.store.lineproto import FORMAT, escape_measurement, field_key, format_value, line, tag_set
 
 PRECISION = "us"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,18 +54,25 @@ class PointBuilder:
         """The point for one message."""
         env = msg.envelope
         body = env.body
-        fields: dict[str, Any] = {"seq": env.seq, "historical": env.historical}
+        # seq is bounded to int64 by the wire model; fields go straight to text (no dict, no generator).
+        parts = [f"seq={env.seq}i", "historical=true" if env.historical else "historical=false"]
+        add = parts.append
+        fmt = FORMAT.get
         for name, value in body.__dict__.items():
             if name == "type" or value is None:
                 continue
-            if isinstance(value, tuple):
-                fields[name] = ",".join(value)
+            f = fmt(type(value))
+            if f is not None:
+                add(f"{field_key(name)}={f(value)}")
+            elif isinstance(value, tuple):
+                add(f"{field_key(name)}={format_value(','.join(value))}")
             elif hasattr(value, "__dict__") and not isinstance(value, str | int | float | bool):
                 for sub, v in value.__dict__.items():
-                    fields[f"{name}_{sub}"] = v
+                    if v is not None:
+                        add(f"{field_key(f'{name}_{sub}')}={format_value(v)}")
             else:
-                fields[name] = value
-        return f"{escape_measurement(body.type)}{self._tag_part(msg)} {field_set(fields)} {to_us(env.ts)}"
+                add(f"{field_key(name)}={format_value(value)}")
+        return f"{escape_measurement(body.type)}{self._tag_part(msg)} {','.join(parts)} {to_us(env.ts)}"
 
 
 def dead_letter_point(dl: DeadLetter, site: str = "") -> str:
@@ -73,6 +80,6 @@ def dead_letter_point(dl: DeadLetter, site: str = "") -> str:
     tags = {"reason": dl.reason, "worker": dl.worker}
     if site:
         tags["site"] = site
-    return line("hub_dead_letter", tags, {"topic": dl.topic[:512], "payload_bytes": dl.payload_bytes,
+    return line("hub_dead_letter", tags, {"topic": safe_topic(dl.topic)[:512], "payload_bytes": dl.payload_bytes,
                                           "detail": dl.detail[:512]}, to_us(dl.received_at))
 
