@@ -419,7 +419,8 @@ def parse_envelope(payload: bytes | str) -> Envelope:
 class DeadLetter(_Wire):
     """An invalid message, forwarded with the reason it was refused."""
 
-    reason: Literal["topic", "json", "schema", "device_mismatch", "kind_body", "channel_body", "snapshot"]
+    reason: Literal["topic", "json", "schema", "device_mismatch", "kind_body", "channel_body", "snapshot",
+                    "unstorable"]
     detail: str = Field(max_length=2000)
     topic: str = Field(max_length=65535)
     payload_b64: str

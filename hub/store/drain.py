@@ -54,6 +54,8 @@ class Drainer:
             try:
                 self._write(segments)
             except WriteError as e:
+                if e.auth:
+                    self.metrics.write_auth_errors.inc()
                 if e.retryable:
                     self._failed(f"write failed, will retry: {e}")
                 else:
