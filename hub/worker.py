@@ -58,7 +58,8 @@ _REFUSALS = {
     0x86: "bad user name or password (mqtt.username/password)",
     0x87: "not authorized (mqtt.username/password, broker ACL)",
     0x8A: "banned by the broker",
-    0x8E: "another client connected with our client id {id} (each worker needs its own hub.worker_id)",
+    0x8E: "is another client connected with our client id {id}? Two kick each other off: each worker needs "
+          "its own hub.worker_id",
 }
 
 
@@ -214,6 +215,7 @@ class Worker:
                 self._flush()  # acks would be for a dead connection: the broker redelivers those messages
                 if self._connected_at and time.monotonic() - self._connected_at >= _STABLE_S:
                     delay = _RECONNECT_INITIAL_S
+                    self._refusal = ""  # a new streak of trouble is worth a new log line
                 self._connected_at = 0.0
                 if not first:
                     # Every failure waits, refused or not: without it a broker that refuses us (or a twin
@@ -292,7 +294,6 @@ class Worker:
             self._refused(f"broker refused the connection: {reason}", reason.value)
             return
         self._connected_at = time.monotonic()
-        self._refusal = ""
         # Message ids restart per connection: an ack for an old one must never be sent on the new one.
         self._generation += 1
         group = self.cfg.hub.share_group
@@ -306,11 +307,16 @@ class Worker:
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
-        if reason.is_failure:
-            if reason.value in _REFUSALS:
-                self._refused(f"disconnected by the broker: {reason}", reason.value)
-            else:
-                log.warning("disconnected from the broker (%s); reconnecting with backoff", reason)
+        if not reason.is_failure:
+            return
+        lasted = time.monotonic() - self._connected_at if self._connected_at else 0.0
+        if reason.value in _REFUSALS:
+            self._refused(f"disconnected by the broker: {reason}", reason.value)
+        elif self._connected_at and lasted < _STABLE_S:
+            # mosquitto 2.0 closes a taken-over session without a DISCONNECT 0x8E, so a short life is the clue.
+            self._refused(f"connection lost soon after the broker accepted it ({reason})", 0x8E)
+        else:
+            log.warning("disconnected from the broker (%s); reconnecting with backoff", reason)
 
     def _refused(self, what: str, code: int) -> None:
         """Say once per streak, in words, why the broker will not have us; the loop keeps backing off."""
