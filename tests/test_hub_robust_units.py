@@ -94,10 +94,17 @@ def test_spool_size_is_disk_usage_with_a_limit_and_an_alarm(tmp_path: Path, capl
 def test_spool_fsyncs_the_directory_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(spool_mod.os, "fsync",
-                        lambda fd: (events.append("dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file"),
-                                    real_fsync(fd))[1])
-    monkeypatch.setattr(spool_mod.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))[1])
+
+    def fsync(fd: int) -> None:
+        events.append("dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
+        real_fsync(fd)
+
+    def replace(a: Any, b: Any) -> None:
+        events.append("rename")
+        real_replace(a, b)
+
+    monkeypatch.setattr(spool_mod.os, "fsync", fsync)
+    monkeypatch.setattr(spool_mod.os, "replace", replace)
     s = Spool(tmp_path)
     s.open()
     s.append(["a v=1 1"])
