@@ -307,3 +307,31 @@ def test_a_full_spool_disk_pauses_ingest_and_it_resumes_by_itself(
         influx.stop(kill=True)
         pub.disconnect()
         pub.loop_stop()
+
+
+# ---- items 1/10: a malformed file merged into a write costs only itself -----------------------------------
+
+def test_one_malformed_spool_file_does_not_reject_its_neighbours(tmp_path: Path, influxd: Influxd,
+                                                                  unique_site: str) -> None:
+    from commhub.config import InfluxConfig, SpoolConfig
+    from hub.metrics import HubMetrics
+    from hub.store.drain import Drainer
+    from hub.store.influx import make_transport
+    from hub.store.spool import Spool
+
+    spool = Spool(tmp_path / "spool", fsync=False)
+    spool.open()
+    spool.append([f"m,d=a v={i} {1_000_000 + i}" for i in range(100)])
+    spool.append(["m,d=a v=1 1000200", "m,d=a v=\"a string where a float was\" 1000201"])  # a field type clash
+    spool.append([f"m,d=a v={i} {2_000_000 + i}" for i in range(100)])
+    metrics = HubMetrics("t")
+    cfg = InfluxConfig(url=influxd.url, database=unique_site, transport="v1")
+    drainer = Drainer(spool, lambda: make_transport(cfg), SpoolConfig(dir=tmp_path / "spool"), metrics)
+    drainer.start()  # all three files go out in one write first
+    try:
+        assert spool.wait_empty(60)
+    finally:
+        drainer.stop(1)
+    rejected = list((tmp_path / "spool" / "rejected").iterdir())
+    assert len(rejected) == 1 and "a string where a float was" in rejected[0].read_text()
+    assert influx_count(influxd.url, unique_site, "m", field="v") >= 200  # the neighbours are stored
