@@ -282,7 +282,7 @@ class Worker:
             log.info("retiring: left the group, draining what the broker still holds for %s", self.cfg.hub.worker_id)
             return False
         quiet = time.monotonic() - max(self._left_group_at, self._last_message_at)
-        return quiet >= 2.0 and not self._pending
+        return quiet >= 2.0 and not self._pending and self._held is None
 
     def _filter(self) -> str:
         return topics.shared(self.cfg.hub.share_group, topics.devices_filter(self.cfg.mqtt.root))
