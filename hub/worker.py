@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import select
 import socket
@@ -29,7 +30,7 @@ from commhub import topics
 from commhub.config import Config
 from commhub.mqtt import connect, make_client
 from commhub.topics import Channel
-from commhub.wire import DeadLetter
+from commhub.wire import DeadLetter, Envelope
 from hub.ingest.dedup import Deduplicator
 from hub.ingest.message import Accepted, Sink
 from hub.ingest.validate import Validator
@@ -87,6 +88,22 @@ class _Held:
     since: float = 0.0
     retry_at: float = 0.0
     delay: float = 0.0
+
+
+def _unstorable(env: Envelope) -> str:
+    """Name the field InfluxDB cannot store and the rule it breaks, quoting nothing from the payload."""
+    values: list[tuple[str, Any]] = [("seq", env.seq)]
+    for name, value in env.body.__dict__.items():
+        if hasattr(value, "__dict__") and not isinstance(value, str | int | float | bool):
+            values += [(f"body.{name}.{sub}", v) for sub, v in value.__dict__.items()]
+        else:
+            values.append((f"body.{name}", value))
+    for name, value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name}: not a finite number (InfluxDB stores finite floats only)"
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            return f"{name}: integer outside the 64-bit range InfluxDB stores"
+    return "a value InfluxDB cannot store"
 
 
 class Worker:
@@ -419,7 +436,7 @@ class Worker:
                         # seq is not kept as seen, so a corrected resend is not taken for a duplicate.
                         self.dedup.forget(env.device_id, env.seq)
                         self.metrics.unstorable.inc()
-                        why = str(e) if isinstance(e, LineProtocolError) else f"unexpected {type(e).__name__}"
+                        why = _unstorable(env) if isinstance(e, LineProtocolError) else f"unexpected {type(e).__name__}"
                         result = self.validator.reject("unstorable", why, item.topic, item.payload,
                                                        item.received_at)
                     else:

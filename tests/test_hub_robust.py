@@ -105,6 +105,14 @@ def test_poison_values_cost_only_their_own_message(tmp_path: Path, mosquitto: Mo
     assert wait_for(lambda: influx_count(influxd.url, db, "gas_reading") == 30 and unstorable() == 4, 90), \
         f"gas {influx_count(influxd.url, db, 'gas_reading')}/30, unstorable {unstorable()}/4"
     assert wait_for(lambda: influx_count(influxd.url, db, "panic_press") == 1, 30)
+    from conftest import influx_query
+    details = sorted(v[1] for s in influx_query(influxd.url, db, "SELECT detail FROM hub_dead_letter") for v in
+                     s["values"])
+    # The field and the rule, never the value (payload text stays out of storage and logs).
+    assert details == ["body.flow_l: not a finite number (InfluxDB stores finite floats only)",
+                       "body.session: integer outside the 64-bit range InfluxDB stores",
+                       "body.total_l: not a finite number (InfluxDB stores finite floats only)",
+                       "body.total_l: not a finite number (InfluxDB stores finite floats only)"]
     assert metric(w, "commhub_ingest_held") == 0
     assert metric(w, "commhub_messages_unstorable_total") == 4
     # The poison's seq was not kept as seen: the device's corrected resend is stored, not taken for a repeat.
