@@ -1,8 +1,10 @@
 """One hub worker: MQTT shared subscription -> validate -> de-duplicate -> spool -> sinks -> ack.
 
-A message is acknowledged (manual PUBACK) only after its point is durably in the spool, so a crash at any
-moment loses nothing: the broker redelivers whatever was not acknowledged. What was spooled but not yet
-acknowledged comes back as a duplicate with the same timestamp and tags, which InfluxDB overwrites in place.
+A message is acknowledged (manual PUBACK) only after its point is durably in the spool and every sink has
+it, so a crash at any moment loses nothing: the broker redelivers whatever was not acknowledged. What was
+spooled but not yet acknowledged comes back as a duplicate with the same timestamp and tags, which InfluxDB
+overwrites in place. A batch whose spool write or sink fails is held and retried, unacknowledged, and no new
+batch starts meanwhile (docs/robustness.md); one message InfluxDB cannot store is a dead letter on its own.
 """
 
 from __future__ import annotations
@@ -230,11 +232,14 @@ class Worker:
             sock = client.socket()
             if sock is None:
                 self._flush()  # acks would be for a dead connection: the broker redelivers those messages
-                if self._connected_at and time.monotonic() - self._connected_at >= _STABLE_S:
+                stable = bool(self._connected_at) and time.monotonic() - self._connected_at >= _STABLE_S
+                if stable:
                     delay = _RECONNECT_INITIAL_S
                     self._refusal = ""  # a new streak of trouble is worth a new log line
                 self._connected_at = 0.0
-                if not first:
+                # After a long healthy connection the first try is at once (a broker restart discards what is
+                # published until we re-subscribe); every later failure waits.
+                if not first and not stable:
                     # Every failure waits, refused or not: without it a broker that refuses us (or a twin
                     # worker with our id) sees thousands of CONNECTs a second. Full jitter spreads workers.
                     self._stopping.wait(random.uniform(delay / 2, delay))
