@@ -175,6 +175,7 @@ class Worker:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         connect(client, self.cfg.mqtt, clean_start=False, session_expiry_s=self.cfg.hub.session_expiry_s,
                 receive_maximum=self.cfg.hub.receive_maximum, asynchronous=True)
@@ -324,8 +325,17 @@ class Worker:
             # otherwise resend every device's retained state on each (re)subscribe, despite MQTT 5 §4.8.2.
             opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
             client.subscribe(self._filter(), options=opts)
-        self._connected.set()
+        else:
+            self._connected.set()
         log.info("connected to %s:%d, subscribed as %s", self.cfg.mqtt.host, self.cfg.mqtt.port, group)
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
+        # Connected means subscribed: until the SUBACK the broker discards what devices publish for us.
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("the broker refused our subscription to %s: %s", self._filter(), failed[0])
+            return
+        self._connected.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()

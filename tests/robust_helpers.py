@@ -25,6 +25,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._up = False
         probe = socket.socket()
         probe.bind((host, 0))
         self.port = probe.getsockname()[1]
@@ -36,13 +37,16 @@ class TcpProxy:
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind((self.host, self.port))
         ls.listen(64)
-        self._listener = ls
+        with self._lock:
+            self._listener = ls
+            self._up = True
         threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
         return self
 
     def down(self) -> None:
         """Stop listening and cut every open connection."""
         with self._lock:
+            self._up = False
             ls, self._listener = self._listener, None
             socks, self._socks = self._socks, []
         if ls is not None:
@@ -68,6 +72,11 @@ class TcpProxy:
                 continue
             server.settimeout(None)
             with self._lock:
+                if not self._up or ls is not self._listener:
+                    # Accepted while going down: this link must not outlive the outage.
+                    client.close()
+                    server.close()
+                    continue
                 self._socks += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
