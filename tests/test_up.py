@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import influx_query
@@ -46,6 +47,7 @@ def test_up_runs_the_main_job(tmp_path: Path) -> None:
             except (OSError, AssertionError):
                 pass
             time.sleep(1)
+        me = _api_login(lines)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
@@ -58,6 +60,21 @@ def test_up_runs_the_main_job(tmp_path: Path) -> None:
     assert any("cameras " in x and "OpenCV" in x for x in lines), "".join(lines)
     assert "camera_motion" in measurements, measurements
     assert _snapshots(tmp_path / "run"), "no snapshot reached the hub"
+    # the operator API answered at the printed URL, for a printed demo login, with the roster's cells
+    assert me is not None and me["role"] == "grid_worker" and me["grids"], me
+
+
+def _api_login(lines: list[str]) -> dict[str, Any] | None:
+    """Log in at the printed API URL with the printed grid-worker demo login; `up` printed after it answered."""
+    import httpx
+    api = next((m.group(1) for x in lines if (m := re.search(r"API and console (http://\S+)/", x))), None)
+    demo = next((x.split() for x in lines if x.strip().startswith("demo-grid ")), None)
+    assert api and demo, "".join(lines)
+    r = httpx.post(f"{api}/api/v1/auth/token", data={"username": demo[0], "password": demo[1]}, timeout=60)
+    assert r.status_code == 200, r.text
+    me = httpx.get(f"{api}/api/v1/auth/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"},
+                   timeout=60)
+    return me.json() if me.status_code == 200 else None
 
 
 def _snapshots(run_dir: Path) -> list[Path]:
