@@ -23,7 +23,7 @@ from bench.hubrun import peak_rss_mb
 from commhub import topics
 from commhub.config import load
 from hub.alerting import AlertingSink
-from hub.worker import Worker, _Inbound
+from hub.worker import Worker, _Held, _Inbound
 from simulators.fleet import select
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,10 +55,10 @@ def measure(devices: int, per_device: int) -> dict[str, float]:
                               "body": {"type": "heartbeat", "uptime_s": 1.0}}).encode()
         batch.append(_Inbound(topic, payload, i % 60000 + 1, 1, 0, now))
         if len(batch) == 1000:
-            worker._process(batch)
+            worker._advance(_Held(batch))
             batch = []
     if batch:
-        worker._process(batch)
+        worker._advance(_Held(batch))
     ids = [d.id for d in fleet]
     dedup = worker.dedup
     t0 = time.perf_counter()

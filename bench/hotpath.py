@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from commhub.config import Config
-from hub.worker import Worker, _Inbound
+from hub.worker import Worker, _Held, _Inbound
 
 
 def measure(cfg: Config, messages: Sequence[tuple[str, bytes]], rules: bool, profile: bool = False,
@@ -47,7 +47,7 @@ def measure(cfg: Config, messages: Sequence[tuple[str, bytes]], rules: bool, pro
         if prof is not None:
             prof.enable()
         for i in range(0, len(items), batch):
-            worker._process(items[i:i + batch])
+            worker._advance(_Held(items[i:i + batch]))
             if rules:
                 sinks[0].tick()  # the timer thread's work, once a batch (absence write-back, escalation)
         if prof is not None:

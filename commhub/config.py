@@ -78,6 +78,10 @@ class SpoolConfig(_Section):
     max_points_per_write: int = Field(default=5000, ge=1, le=100000, description="Points per HTTP write.")
     retry_initial_s: float = Field(default=0.2, gt=0, description="First retry delay after a failed write.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Longest retry delay.")
+    max_bytes: int = Field(default=2_000_000_000, ge=0,
+                           description="Disk the spool may use; at the limit the hub stops taking messages (0 = none).")
+    alarm_fraction: float = Field(default=0.8, gt=0, le=1,
+                                  description="Warn (log and commhub_spool_alarm) above this share of max_bytes.")
 
 
 class MetricsConfig(_Section):
@@ -126,6 +130,11 @@ class HubConfig(_Section):
     snapshots_dir: Path = Field(default=Path("run/hub/snapshots"),
                                 description="Where camera snapshots are stored (relative to the config).")
     snapshot_max_bytes: int = Field(default=2_000_000, ge=1000, description="Largest snapshot accepted.")
+    snapshots_max_total_bytes: int = Field(
+        default=20_000_000_000, ge=0,
+        description="Disk all snapshots may use; beyond it new ones are refused, old ones kept (0 = no limit).")
+    snapshots_alarm_fraction: float = Field(default=0.8, gt=0, le=1,
+                                            description="Warn above this share of snapshots_max_total_bytes.")
     retention: RetentionConfig = RetentionConfig()
 
 

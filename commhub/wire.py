@@ -438,7 +438,7 @@ class DeadLetter(_Wire):
     """An invalid message, forwarded with the reason it was refused."""
 
     reason: Literal["topic", "json", "schema", "device_mismatch", "kind_body", "channel_body", "snapshot",
-                    "site_mismatch", "kind_mismatch", "unknown_device"]
+                    "site_mismatch", "kind_mismatch", "unknown_device", "unstorable"]
     detail: str = Field(max_length=2000)
     topic: str = Field(max_length=65535)
     payload_b64: str

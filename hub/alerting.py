@@ -19,6 +19,7 @@ from commhub.wire import AlertNotice
 from hub.alerts.db import make_engine
 from hub.alerts.store import AlertStore
 from hub.ingest.message import Accepted
+from hub.metrics import HubMetrics
 from hub.notify.live import LiveFeed
 from hub.notify.mqtt import MqttNotifier
 from hub.notify.webhook import WebhookNotifier
@@ -80,6 +81,11 @@ class AlertingSink:
             w.start()
         self._thread = threading.Thread(target=self._timer, name="alerts-timer", daemon=True)
         self._thread.start()
+
+    def register_metrics(self, metrics: HubMetrics) -> None:
+        """Export the notifiers' give-ups on the worker's /metrics."""
+        metrics.gauge("commhub_webhook_given_up", "Alert notices a webhook gave up on (not delivered)",
+                      lambda: sum(w.given_up for w in self.webhooks))
 
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""

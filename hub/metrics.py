@@ -28,6 +28,12 @@ class HubMetrics:
         self.points_rejected = counter("commhub_points_rejected_total",
                                        "Points InfluxDB refused as malformed (kept in spool/rejected)").labels(**labels)
         self.write_errors = counter("commhub_write_errors_total", "Failed InfluxDB writes (retried)").labels(**labels)
+        self.write_auth_errors = counter("commhub_write_auth_errors_total",
+                                         "InfluxDB writes refused with 401/403 (retried)").labels(**labels)
+        self.spool_errors = counter("commhub_spool_errors_total",
+                                    "Batches the spool could not store (held and retried)").labels(**labels)
+        self.unstorable = counter("commhub_messages_unstorable_total",
+                                  "Valid messages whose values InfluxDB cannot store (dead-lettered)").labels(**labels)
         self.sink_errors = counter("commhub_sink_errors_total",
                                    "Exceptions raised by downstream sinks").labels(**labels)
         self.snapshots = counter("commhub_snapshots_total", "Camera snapshots stored").labels(**labels)

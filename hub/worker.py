@@ -1,14 +1,18 @@
 """One hub worker: MQTT shared subscription -> validate -> de-duplicate -> spool -> sinks -> ack.
 
-A message is acknowledged (manual PUBACK) only after its point is durably in the spool, so a crash at any
-moment loses nothing: the broker redelivers whatever was not acknowledged. What was spooled but not yet
-acknowledged comes back as a duplicate with the same timestamp and tags, which InfluxDB overwrites in place.
+A message is acknowledged (manual PUBACK) only after its point is durably in the spool and every sink has
+it, so a crash at any moment loses nothing: the broker redelivers whatever was not acknowledged. What was
+spooled but not yet acknowledged comes back as a duplicate with the same timestamp and tags, which InfluxDB
+overwrites in place. A batch whose spool write or sink fails is held and retried, unacknowledged, and no new
+batch starts meanwhile (docs/robustness.md); one message InfluxDB cannot store is a dead letter on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import random
 import select
 import socket
 import struct
@@ -28,22 +32,38 @@ from commhub import topics
 from commhub.config import Config
 from commhub.mqtt import HUB_ACCOUNT, connect, make_client
 from commhub.topics import Channel, TopicParts
-from commhub.wire import DeadLetter
+from commhub.wire import DeadLetter, Envelope
 from hub.ingest.dedup import Deduplicator
 from hub.ingest.message import Accepted, Sink
 from hub.ingest.validate import Validator, safe_topic
 from hub.metrics import HubMetrics
 from hub.store.drain import Drainer
 from hub.store.influx import make_transport
+from hub.store.lineproto import LineProtocolError
 from hub.store.points import PointBuilder, dead_letter_point
 from hub.store.snapshots import SnapshotStore
-from hub.store.spool import Spool
+from hub.store.spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
 _PUBACK = struct.Struct("!BBH")
 # After one select() wakes us, read up to this many packets before looking at the clock again.
 _READS_PER_WAKEUP = 256
+# Broker reconnects: full-jitter exponential backoff; a connection that lasted this long resets it.
+_RECONNECT_INITIAL_S = 0.5
+_RECONNECT_MAX_S = 30.0
+_STABLE_S = 30.0
+# A held batch (spool or sink failing) is retried with backoff up to this.
+_HOLD_RETRY_MAX_S = 5.0
+# CONNACK / DISCONNECT reason codes that mean "not you, not now": say so in words a person acts on.
+_REFUSALS = {
+    0x85: "client id {id} refused by the broker",
+    0x86: "bad user name or password (mqtt.username/password)",
+    0x87: "not authorized (mqtt.username/password, broker ACL)",
+    0x8A: "banned by the broker",
+    0x8E: "is another client connected with our client id {id}? Two kick each other off: each worker needs "
+          "its own hub.worker_id",
+}
 
 
 @dataclass(slots=True)
@@ -56,6 +76,38 @@ class _Inbound:
     received_at: float
 
 
+@dataclass(slots=True)
+class _Held:
+    """A batch that is not finished: it stays unacknowledged, and no new batch starts until it is."""
+
+    items: list[_Inbound]
+    accepted: list[Accepted] | None = None  # set once the batch is in the spool
+    dead: list[DeadLetter] | None = None
+    lines: int = 0
+    duplicates: int = 0
+    sinks_left: list[Sink] | None = None
+    problem: str = ""  # "spool" or "sink" while held
+    since: float = 0.0
+    retry_at: float = 0.0
+    delay: float = 0.0
+
+
+def _unstorable(env: Envelope) -> str:
+    """Name the field InfluxDB cannot store and the rule it breaks, quoting nothing from the payload."""
+    values: list[tuple[str, Any]] = [("seq", env.seq)]
+    for name, value in env.body.__dict__.items():
+        if hasattr(value, "__dict__") and not isinstance(value, str | int | float | bool):
+            values += [(f"body.{name}.{sub}", v) for sub, v in value.__dict__.items()]
+        else:
+            values.append((f"body.{name}", value))
+    for name, value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name}: not a finite number (InfluxDB stores finite floats only)"
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            return f"{name}: integer outside the 64-bit range InfluxDB stores"
+    return "a value InfluxDB cannot store"
+
+
 class Worker:
     """A hub worker; several can share one subscription group."""
 
@@ -64,15 +116,20 @@ class Worker:
         self.sinks = list(sinks)
         hub = cfg.hub
         self.metrics = HubMetrics(hub.worker_id)
-        self.spool = Spool(hub.spool.dir / hub.worker_id, fsync=hub.spool.fsync)
+        self.spool = Spool(hub.spool.dir / hub.worker_id, fsync=hub.spool.fsync, max_bytes=hub.spool.max_bytes,
+                           alarm_fraction=hub.spool.alarm_fraction)
         self.drainer = Drainer(self.spool, lambda: make_transport(cfg.influx), hub.spool, self.metrics)
         self.validator = Validator(cfg.mqtt.root, cfg.community.device_index(), hub.worker_id,
                                    cfg.community.site.id, hub.discovery)
-        self.snapshots = SnapshotStore(hub.snapshots_dir, hub.snapshot_max_bytes)
+        self.snapshots = SnapshotStore(hub.snapshots_dir, hub.snapshot_max_bytes, hub.snapshots_max_total_bytes,
+                                       hub.snapshots_alarm_fraction)
         self.dedup = Deduplicator(hub.dedup_window)
         self.points = PointBuilder()
         self._pending: list[_Inbound] = []
         self._pending_since = 0.0
+        self._held: _Held | None = None
+        self._connected_at = 0.0
+        self._refusal = ""
         self._stopping = threading.Event()
         self._retiring = threading.Event()
         self._left_group_at = 0.0
@@ -88,15 +145,30 @@ class Worker:
     def start(self) -> None:
         """Open the spool, start writing to InfluxDB, then subscribe."""
         self.spool.open()
+        self.snapshots.open()
         m = self.metrics
         m.gauge("commhub_spool_segments", "Spooled batches waiting for InfluxDB", lambda: self.spool.depth[0])
         m.gauge("commhub_spool_points", "Spooled points waiting for InfluxDB", lambda: self.spool.depth[1])
-        m.gauge("commhub_spool_bytes", "Bytes waiting in the spool", lambda: self.spool.depth[2])
+        m.gauge("commhub_spool_bytes", "Disk the spool occupies (allocated blocks)", lambda: self.spool.depth[2])
+        m.gauge("commhub_spool_limit_bytes", "The spool's configured limit (0 = none)", lambda: self.spool.max_bytes)
+        m.gauge("commhub_spool_alarm", "1 while the spool is above its alarm level", lambda: float(self.spool.alarm))
         m.gauge("commhub_spool_oldest_age_seconds", "Age of the oldest spooled batch", lambda: self.spool.oldest_age)
         m.gauge("commhub_mqtt_connected", "1 while connected to the broker", lambda: float(self._connected.is_set()))
+        m.gauge("commhub_ingest_held", "1 while a batch is held unacknowledged and no new one is taken",
+                lambda: float(self._held is not None and bool(self._held.problem)))
+        m.gauge("commhub_spool_failing", "1 while the spool cannot store (disk full, I/O error, limit)",
+                lambda: float(self._held is not None and self._held.problem == "spool"))
+        m.gauge("commhub_sink_failing", "1 while a sink (the alert database) refuses a held batch",
+                lambda: float(self._held is not None and self._held.problem == "sink"))
+        m.gauge("commhub_snapshot_store_bytes", "Disk the stored snapshots occupy", lambda: self.snapshots.used_bytes)
+        m.gauge("commhub_snapshot_store_alarm", "1 while the snapshot store is above its alarm level",
+                lambda: float(self.snapshots.alarm))
         self.drainer.start()
         for sink in self.sinks:
             sink.start()
+            register = getattr(sink, "register_metrics", None)
+            if register is not None:
+                register(m)
         mc = self.cfg.hub.metrics
         if mc.port:
             self._http = start_http_server(mc.port, mc.host, registry=m.registry)
@@ -104,6 +176,7 @@ class Worker:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         connect(client, self.cfg.mqtt, clean_start=False, session_expiry_s=self.cfg.hub.session_expiry_s,
                 receive_maximum=self.cfg.hub.receive_maximum, asynchronous=True)
@@ -153,23 +226,39 @@ class Worker:
         client = self._client
         assert client is not None
         wait = self.cfg.hub.batch_wait_ms / 1000
-        delay = 0.5
+        delay = _RECONNECT_INITIAL_S
+        first = True
         while not self._stopping.is_set():
             if self._retiring.is_set() and self._left_group(client):
                 break
             sock = client.socket()
             if sock is None:
                 self._flush()  # acks would be for a dead connection: the broker redelivers those messages
+                stable = bool(self._connected_at) and time.monotonic() - self._connected_at >= _STABLE_S
+                if stable:
+                    delay = _RECONNECT_INITIAL_S
+                    self._refusal = ""  # a new streak of trouble is worth a new log line
+                self._connected_at = 0.0
+                # After a long healthy connection the first try is at once (a broker restart discards what is
+                # published until we re-subscribe); every later failure waits.
+                if not first and not stable:
+                    # Every failure waits, refused or not: without it a broker that refuses us (or a twin
+                    # worker with our id) sees thousands of CONNECTs a second. Full jitter spreads workers.
+                    self._stopping.wait(random.uniform(delay / 2, delay))
+                    delay = min(delay * 2, _RECONNECT_MAX_S)
+                first = False
+                if self._stopping.is_set():
+                    break
                 try:
                     client.reconnect()
-                    delay = 0.5
                 except OSError as e:
-                    log.warning("cannot reach the broker at %s:%d (%s); retrying in %.1fs",
+                    log.warning("cannot reach the broker at %s:%d (%s); retrying with backoff (now %.1fs)",
                                 self.cfg.mqtt.host, self.cfg.mqtt.port, e, delay)
-                    self._stopping.wait(delay)
-                    delay = min(delay * 2, 10.0)
                 continue
+            first = False
             timeout = wait if self._pending else 1.0
+            if self._held is not None:
+                timeout = min(1.0, max(0.0, self._held.retry_at - time.monotonic()))
             pending = getattr(sock, "pending", None)
             if pending is not None and pending():
                 readable = [sock]  # TLS: bytes decrypted inside the SSL object never wake select()
@@ -191,14 +280,15 @@ class Worker:
                         break
             # Flush as soon as the socket is drained, so a lone alarm waits for nothing; under load the
             # batches grow by themselves while the previous one is being fsynced.
-            if self._pending and (drained or len(self._pending) >= self.cfg.hub.batch_max
-                                  or time.monotonic() - self._pending_since >= wait):
+            if self._held is not None or (self._pending and (
+                    drained or len(self._pending) >= self.cfg.hub.batch_max
+                    or time.monotonic() - self._pending_since >= wait)):
                 self._flush()
             if client.socket() is not None and client.want_write():
                 client.loop_write()
             if client.socket() is not None:
                 client.loop_misc()
-        self._flush()
+        self._flush(final=True)
         if client.socket() is not None:
             props = None
             if self._retiring.is_set():
@@ -220,7 +310,7 @@ class Worker:
             log.info("retiring: left the group, draining what the broker still holds for %s", self.cfg.hub.worker_id)
             return False
         quiet = time.monotonic() - max(self._left_group_at, self._last_message_at)
-        return quiet >= 2.0 and not self._pending
+        return quiet >= 2.0 and not self._pending and self._held is None
 
     def _filter(self) -> str:
         return topics.shared(self.cfg.hub.share_group, topics.devices_filter(self.cfg.mqtt.root))
@@ -229,8 +319,9 @@ class Worker:
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
+            self._refused(f"broker refused the connection: {reason}", reason.value)
             return
+        self._connected_at = time.monotonic()
         # Message ids restart per connection: an ack for an old one must never be sent on the new one.
         self._generation += 1
         group = self.cfg.hub.share_group
@@ -239,13 +330,38 @@ class Worker:
             # otherwise resend every device's retained state on each (re)subscribe, despite MQTT 5 §4.8.2.
             opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
             client.subscribe(self._filter(), options=opts)
-        self._connected.set()
+        else:
+            self._connected.set()
         log.info("connected to %s:%d, subscribed as %s", self.cfg.mqtt.host, self.cfg.mqtt.port, group)
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
+        # Connected means subscribed: until the SUBACK the broker discards what devices publish for us.
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("the broker refused our subscription to %s: %s", self._filter(), failed[0])
+            return
+        self._connected.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
-        if reason.is_failure:
-            log.warning("disconnected from the broker (%s); reconnecting", reason)
+        if not reason.is_failure:
+            return
+        lasted = time.monotonic() - self._connected_at if self._connected_at else 0.0
+        if reason.value in _REFUSALS:
+            self._refused(f"disconnected by the broker: {reason}", reason.value)
+        elif self._connected_at and lasted < _STABLE_S:
+            # mosquitto 2.0 closes a taken-over session without a DISCONNECT 0x8E, so a short life is the clue.
+            self._refused(f"connection lost soon after the broker accepted it ({reason})", 0x8E)
+        else:
+            log.warning("disconnected from the broker (%s); reconnecting with backoff", reason)
+
+    def _refused(self, what: str, code: int) -> None:
+        """Say once per streak, in words, why the broker will not have us; the loop keeps backing off."""
+        hint = _REFUSALS.get(code, "").format(id=self.cfg.hub.worker_id)
+        line = f"{what}{': ' + hint if hint else ''}; retrying with backoff"
+        if line != self._refusal:
+            log.error("%s", line)
+            self._refusal = line
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         now = time.monotonic()
@@ -257,62 +373,123 @@ class Worker:
 
     # ---- processing ---------------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            self._process(batch)
-        except Exception:
-            # Nothing in the batch was acknowledged, so the broker will deliver it again.
-            log.exception("batch of %d failed; left unacknowledged for redelivery", len(batch))
+    def _flush(self, final: bool = False) -> None:
+        """Finish a held batch first (final: retry it now); only then take new messages, batch_max at a time."""
+        if self._held is not None:
+            if not final and time.monotonic() < self._held.retry_at:
+                return
+            if not self._advance(self._held):
+                return
+        batch_max = self.cfg.hub.batch_max
+        while self._pending:
+            batch, self._pending = self._pending[:batch_max], self._pending[batch_max:]
+            if not self._advance(_Held(batch)):
+                return
 
-    def _process(self, batch: list[_Inbound]) -> None:
+    def _advance(self, held: _Held) -> bool:
+        """Take a batch as far as it goes: spool, sinks, ack. False (and held) if a stage failed."""
+        now = time.monotonic()
+        stage = "spool"
+        try:
+            if held.accepted is None:
+                self._store(held)
+            stage = "sink"
+            self._run_sinks(held)
+        except Exception as e:
+            # Nothing in the batch is acknowledged, and on a live connection nothing would redeliver it:
+            # hold it here, take no new messages (the broker's receive maximum is the bound), and retry.
+            if not held.problem:
+                held.since = now
+                held.delay = 0.1
+                if stage == "spool":
+                    log.error("cannot spool a batch of %d (%s): not taking new messages until the spool works "
+                              "again", len(held.items), e)
+                else:
+                    log.error("a sink cannot take a batch of %d (%s: %s): holding it unacknowledged until it "
+                              "can", len(held.items), type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
+            elif held.problem != stage:
+                log.error("held batch of %d now waits for the %s (%s)", len(held.items), stage, type(e).__name__)
+            held.problem = stage
+            held.retry_at = now + random.uniform(held.delay / 2, held.delay)
+            held.delay = min(held.delay * 2, _HOLD_RETRY_MAX_S)
+            self._held = held
+            return False
+        if held.problem:
+            log.warning("the %s works again after %.1fs: held batch of %d done, taking messages again",
+                        held.problem, now - held.since, len(held.items))
+        self._held = None
+        self._publish_dead(held.dead or [])
+        self._ack(held.items)
+        m = self.metrics
+        m.messages_in.inc(len(held.items))
+        m.points_spooled.inc(held.lines)
+        if held.duplicates:
+            m.duplicates.inc(held.duplicates)
+        return True
+
+    def _store(self, held: _Held) -> None:
+        """Validate, de-duplicate and spool a batch; one bad message costs only itself."""
         lines: list[str] = []
         accepted: list[Accepted] = []
         dead: list[DeadLetter] = []
         duplicates = 0
-        for item in batch:
-            try:
-                result = self._classify(item)
-            except Exception as e:
-                # One poison message must not block its batch forever (it would be redelivered again and again).
-                log.exception("unexpected error on a message from %s", safe_topic(item.topic))
-                result = self.validator.reject("schema", f"unexpected {type(e).__name__}", item.topic, item.payload,
-                                               item.received_at)
-            if isinstance(result, Accepted):
-                env = result.envelope
-                if not self.dedup.first_time(env.device_id, env.seq, restart=env.body.type == "birth"):
-                    duplicates += 1
-                    continue
-                lines.append(self.points.build(result))
-                accepted.append(result)
-            elif isinstance(result, DeadLetter):
-                dead.append(result)
-                lines.append(dead_letter_point(result))
-        if lines:
-            try:
+        try:
+            for item in held.items:
+                try:
+                    result = self._classify(item)
+                except OSError:
+                    raise  # the disk, not the message: hold the batch
+                except Exception as e:
+                    # One poison message must not block its batch forever (it would be redelivered again and again).
+                    log.exception("unexpected error on a message from %s", safe_topic(item.topic))
+                    result = self.validator.reject("schema", f"unexpected {type(e).__name__}", item.topic,
+                                                   item.payload, item.received_at)
+                if isinstance(result, Accepted):
+                    env = result.envelope
+                    if not self.dedup.first_time(env.device_id, env.seq, restart=env.body.type == "birth"):
+                        duplicates += 1
+                        continue
+                    try:
+                        lines.append(self.points.build(result))
+                    except Exception as e:
+                        # Valid by the schema yet not storable (1e999, 2**70...): this message only, and its
+                        # seq is not kept as seen, so a corrected resend is not taken for a duplicate.
+                        self.dedup.forget(env.device_id, env.seq)
+                        self.metrics.unstorable.inc()
+                        why = _unstorable(env) if isinstance(e, LineProtocolError) else f"unexpected {type(e).__name__}"
+                        result = self.validator.reject("unstorable", why, item.topic, item.payload,
+                                                       item.received_at)
+                    else:
+                        accepted.append(result)
+                        continue
+                if isinstance(result, DeadLetter):
+                    dead.append(result)
+                    lines.append(dead_letter_point(result))
+            if lines:
                 self.spool.append(lines)
-            except Exception:
-                for a in accepted:
-                    self.dedup.forget(a.envelope.device_id, a.envelope.seq)
-                raise
-        m = self.metrics
+        except BaseException as e:
+            # Not stored: forget the seqs, so the retry (or a redelivery) is not dropped as a duplicate.
+            for a in accepted:
+                self.dedup.forget(a.envelope.device_id, a.envelope.seq)
+            if isinstance(e, SpoolError | OSError):
+                self.metrics.spool_errors.inc()
+            raise
+        held.accepted, held.dead, held.lines, held.duplicates = accepted, dead, len(lines), duplicates
+        held.sinks_left = list(self.sinks)
+
+    def _run_sinks(self, held: _Held) -> None:
+        """Hand the batch to each sink that does not have it yet; raises while one refuses."""
         # Sinks run before the ack: a crash in between makes the broker redeliver, so the rules see every
-        # message at least once (alert identity absorbs the repeat). A sink that raises does not hold up
-        # storage: the points are already spooled.
-        for sink in self.sinks:
+        # message at least once (alert identity absorbs the repeat). A sink that raises holds the batch
+        # unacknowledged; storage goes on (the points are already spooled) and is not repeated.
+        left = held.sinks_left or []
+        while left:
             try:
-                sink.handle(accepted)
+                left[0].handle(held.accepted or [])
             except Exception:
-                m.sink_errors.inc()
-                log.exception("sink %s failed on a batch of %d", type(sink).__name__, len(accepted))
-        self._publish_dead(dead)
-        self._ack(batch)
-        m.messages_in.inc(len(batch))
-        m.points_spooled.inc(len(lines))
-        if duplicates:
-            m.duplicates.inc(duplicates)
+                self.metrics.sink_errors.inc()
+                raise
+            left.pop(0)
 
     def _classify(self, item: _Inbound) -> Accepted | DeadLetter | None:
         parts = self.validator.parse_topic(item.topic)

@@ -28,6 +28,7 @@ class WebhookNotifier:
         self._thread: threading.Thread | None = None
         self.sent = 0
         self.failures = 0
+        self.given_up = 0
 
     def start(self) -> None:
         """Start the sender thread."""
@@ -68,11 +69,21 @@ class WebhookNotifier:
                 r.raise_for_status()
             except httpx.HTTPError as e:
                 self.failures += 1
+                gave_up = 0
                 for oid, _, attempts in items:
                     give_up = attempts + 1 >= self.cfg.max_attempts
                     delay = min(self.cfg.backoff_initial_s * 2 ** attempts, self.cfg.backoff_max_s)
                     self.store.retry_later(oid, f"{type(e).__name__}: {e}", None if give_up else delay)
-                log.warning("webhook %s: %s (%d notices will be retried)", self.cfg.name, e, len(items))
+                    gave_up += give_up
+                if gave_up:
+                    # Nobody else will tell a person: these notices will not reach this receiver by itself.
+                    self.given_up += gave_up
+                    log.error("webhook %s: GAVE UP on %d alert notices after %d attempts (last error: %s); they "
+                              "stay in the outbox as failed and were NOT delivered to %s", self.cfg.name, gave_up,
+                              self.cfg.max_attempts, type(e).__name__, self.cfg.name)
+                if gave_up < len(items):
+                    log.warning("webhook %s: %s (%d notices will be retried)", self.cfg.name, e,
+                                len(items) - gave_up)
                 continue
             self.store.delivered([oid for oid, _, _ in items])
             self.sent += len(items)

@@ -54,16 +54,32 @@ class Drainer:
             try:
                 self._write(segments)
             except WriteError as e:
-                if e.retryable:
-                    self._failed(f"write failed, will retry: {e}")
-                else:
-                    # InfluxDB refused the data itself; retrying cannot help. Keep it on disk for an operator.
-                    log.error("InfluxDB refused %d points, set aside in %s/rejected: %s",
-                              sum(s.points for s in segments), self.spool.directory, e)
-                    self.metrics.points_rejected.inc(sum(s.points for s in segments))
-                    self.spool.reject(segments)
+                self._write_failed(segments, e)
             except Exception as e:  # never let the drain thread die
                 self._failed(f"unexpected {type(e).__name__}: {e}")
+
+    def _write_failed(self, segments: list[Segment], e: WriteError) -> None:
+        if e.auth:
+            self.metrics.write_auth_errors.inc()
+        if e.retryable:
+            self._failed(f"write failed, will retry: {e}")
+            return
+        if len(segments) > 1:
+            # One bad file must not send the good files merged with it to rejected/: try them one by one
+            # (InfluxDB 1.x stores the good points of a partial write, so writing them again is harmless).
+            for seg in segments:
+                try:
+                    self._write([seg])
+                except WriteError as one:
+                    self._write_failed([seg], one)
+                    if one.retryable:
+                        return
+            return
+        # InfluxDB refused the data itself; retrying cannot help. Keep it on disk for an operator.
+        log.error("InfluxDB refused %d points, set aside in %s/rejected: %s",
+                  sum(s.points for s in segments), self.spool.directory, e)
+        self.metrics.points_rejected.inc(sum(s.points for s in segments))
+        self.spool.reject(segments)
 
     def _write(self, segments: list[Segment]) -> None:
         if self._transport is None:

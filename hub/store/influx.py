@@ -19,11 +19,25 @@ log = logging.getLogger(__name__)
 
 
 class WriteError(Exception):
-    """A write failed; `retryable` is False when InfluxDB refused the data itself (HTTP 4xx)."""
+    """A write failed; `retryable` is False when InfluxDB refused the data itself (HTTP 4xx but 401/403)."""
 
-    def __init__(self, message: str, retryable: bool) -> None:
+    def __init__(self, message: str, retryable: bool, auth: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.auth = auth
+
+
+# Our credentials, not the data: retrying is right once an operator fixes them or the grant.
+_AUTH = (401, 403)
+_RETRY = (0, 404, 408, 429, *_AUTH)
+
+
+def _status_error(status: int, text: str) -> WriteError:
+    if status in _AUTH:
+        what = "credentials" if status == 401 else "permissions"
+        return WriteError(f"HTTP {status}: InfluxDB refused our {what} (check influx.username/password/token and "
+                          f"the grant on the database): {text}", retryable=True, auth=True)
+    return WriteError(f"HTTP {status}: {text}", retryable=status >= 500 or status in _RETRY)
 
 
 class Transport(Protocol):
@@ -54,6 +68,8 @@ class V1Transport:
     def ensure_database(self) -> None:
         """CREATE DATABASE (idempotent in InfluxDB 1.x)."""
         r = self._http.post("/query", params={"q": f'CREATE DATABASE "{self.cfg.database}"'})
+        if r.status_code in _AUTH:
+            raise _status_error(r.status_code, r.text[:200])
         if r.status_code != 200:
             raise WriteError(f"CREATE DATABASE failed: HTTP {r.status_code} {r.text[:200]}", retryable=True)
 
@@ -65,8 +81,7 @@ class V1Transport:
             raise WriteError(f"{type(e).__name__}: {e}", retryable=True) from None
         if r.status_code == 204:
             return
-        retryable = r.status_code >= 500 or r.status_code in (404, 408, 429)
-        raise WriteError(f"HTTP {r.status_code}: {r.text[:300]}", retryable=retryable)
+        raise _status_error(r.status_code, r.text[:300])
 
     def close(self) -> None:
         """Release connections."""
@@ -100,9 +115,7 @@ class V2Transport:
             self._api.write(bucket=self._bucket, org=self.cfg.org, record=body,
                             write_precision=WritePrecision.US)  # type: ignore[arg-type]
         except ApiException as e:
-            status = int(e.status or 0)
-            raise WriteError(f"HTTP {status}: {str(e.body)[:300]}",
-                             retryable=status >= 500 or status in (0, 404, 408, 429)) from None
+            raise _status_error(int(e.status or 0), str(e.body)[:300]) from None
         except Exception as e:  # urllib3 connection errors and timeouts
             raise WriteError(f"{type(e).__name__}: {e}", retryable=True) from None
 
