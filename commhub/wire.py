@@ -271,6 +271,7 @@ class DeviceState(_Body):
     type: Literal["state"] = "state"
     status: Literal["online", "offline"]
     session: int = Field(ge=0)
+    clean: bool = Field(default=False, description="offline by a planned stop (not a will): nothing to alert.")
 
 
 Body = Annotated[

@@ -143,7 +143,7 @@ def test_correlated_incident_links_members(driver: SinkDriver) -> None:
     driver.run(SCENARIOS["forced_entry_incident"][1])
     inc = driver.alerts(rule="forced_entry_incident")
     member = driver.alerts(rule="door_forced_open")[0]
-    assert len(inc) == 1 and inc[0]["incident"] == "building:b1" and member["incident"] == "building:b1"
+    assert len(inc) == 1 and inc[0]["incident"] == "door:door-b1" and member["incident"] == "door:door-b1"
     assert "merged" in [t["transition"] for t in driver.sink.store.transitions(member["id"])]
     assert {e["device_id"] for e in inc[0]["events"]} == {"door-b1", "cam-b1"}
 

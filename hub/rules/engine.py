@@ -133,14 +133,26 @@ class Engine:
                 for key in rule.keys(ev):
                     st = store.load(rule.id, key) or State()
                     try:
-                        sigs = rule.on_event(st, ev)
+                        sigs = rule.on_key_event(st, key, ev)
                     except Exception:
                         # One bad rule/event pair must not stop the others.
                         log.exception("rule %s failed on %s seq %d", rule.id, ev.device_id, ev.seq)
                         continue
+                    fanout = st.data.pop("fanout", None) if isinstance(rule, Absence) else None
                     store.save(rule.id, key, st)
+                    if fanout is not None:
+                        self._fan_out(rule, st, fanout, store)  # type: ignore[arg-type]
                     out.extend(self._correlate(sigs, store))
         return out
+
+    @staticmethod
+    def _fan_out(rule: Absence, agent: State, fanout: dict[str, object], store: StateStore) -> None:
+        # An agent's will (or planned stop) speaks for every device it serves: all go offline at once, and
+        # only the agent's one alert is raised (Sparkplug's NDEATH).
+        for device in rule.served(agent, int(str(fanout["session"]))):
+            st = store.load(rule.id, device) or State()
+            rule.mark_down(st, fanout)
+            store.save(rule.id, device, st)
 
     def _rules_for(self, ev: Event) -> tuple[Rule, ...]:
         return (*self.by_type.get(ev.type, ()), *self.any_type)
