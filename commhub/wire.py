@@ -432,7 +432,7 @@ class DeadLetter(_Wire):
 Severity = Literal["critical", "high", "medium", "low"]
 AlertState = Literal["open", "acknowledged", "escalated", "resolved", "closed", "false_alarm"]
 Transition = Literal["opened", "reopened", "severity_raised", "escalated", "acknowledged", "resolved", "closed",
-                     "false_alarm", "merged"]
+                     "false_alarm", "merged", "delivered"]
 
 
 class EventRef(_Wire):
