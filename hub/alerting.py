@@ -24,6 +24,7 @@ from hub.notify.mqtt import MqttNotifier
 from hub.notify.webhook import WebhookNotifier
 from hub.routing.router import Router
 from hub.routing.spec import load_routing
+from hub.rules.clock import DeviceClocks
 from hub.rules.engine import Engine
 from hub.rules.event import Ctx, Event
 from hub.rules.spec import load_rules
@@ -53,6 +54,7 @@ class AlertingSink:
         self.routing = load_routing(a.routing_file or CONFIGS / "routing.yaml")
         self.ctx = Ctx(cfg.community)
         self.engine = Engine(self.pack, self.ctx)
+        self.clocks = DeviceClocks(a.max_clock_skew_s)
         self.live = LiveFeed(a.live_feed_size)
         self.db = make_engine(db_url(cfg))
         self.store = AlertStore(self.db, Router(self.routing, cfg.community), {r.id: r for r in self.pack.rules},
@@ -84,17 +86,11 @@ class AlertingSink:
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
         events = []
-        now = self.clock()
-        skew = self.cfg.alerts.max_clock_skew_s
         for a in batch:
             try:
                 env = a.envelope
-                ts = env.ts.timestamp()
-                # Timers run on the hub's clock: a live message from a device whose clock is off would
-                # otherwise start a hold time in the past (fire at once) or in the future (never).
-                t = now if not env.historical and abs(ts - now) > skew else None
                 events.append(Event.from_envelope(env, a.topic.device_kind, self.ctx.place(env.device_id),
-                                                  a.device, t))
+                                                  a.device))
             except Exception:
                 log.exception("cannot read %s seq %d for the rules", a.envelope.device_id, a.envelope.seq)
         if not events:
@@ -113,8 +109,11 @@ class AlertingSink:
                     log.exception("alerting skipped %s seq %d", ev.device_id, ev.seq)
 
     def _process(self, events: list[Event]) -> None:
+        # Rules keep device time; the clocks correct a device whose clock is off (hold times would otherwise
+        # start in the past or the future) while a backlog keeps its own stamps (hub.rules.clock).
+        received = self.clock()
         with self.store.tx() as tx:
-            tx.apply(self.engine.process(events, tx))
+            tx.apply(self.engine.process(events, tx, received, self.clocks))
 
     def tick(self) -> None:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Protocol
 
+from hub.rules.clock import DeviceClocks
 from hub.rules.event import Ctx, Event, Signal, State
 from hub.rules.kinds.absence import Absence
 from hub.rules.kinds.base import Rule
@@ -123,10 +124,17 @@ class Engine:
                 n += 1
         return n
 
-    def process(self, events: Iterable[Event], store: StateStore) -> list[Signal]:
-        """Feed events in order; returns the signals they caused."""
+    def process(self, events: Iterable[Event], store: StateStore, received: float | None = None,
+                clocks: DeviceClocks | None = None) -> list[Signal]:
+        """Feed events in order; returns the signals they caused.
+
+        With `clocks` and the time the batch was `received`, each event is put on its device's corrected time.
+        """
         out: list[Signal] = []
         events = list(events)
+        if clocks is not None and received is not None:
+            store.prefetch(clocks.prefetch(events, store))
+            events = [clocks.correct(ev, received, store) for ev in events]
         store.prefetch({(rule.id, key) for ev in events for rule in self._rules_for(ev) for key in rule.keys(ev)})
         for ev in events:
             for rule in self._rules_for(ev):
