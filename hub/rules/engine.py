@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -50,10 +51,11 @@ class StateStore(Protocol):
 
 
 class MemoryStates:
-    """A StateStore in a dict (unit tests, benchmarks)."""
+    """A StateStore in a dict (unit tests, benchmarks, the offline scenario loop)."""
 
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], State] = {}
+        self._timers: list[tuple[float, str, str]] = []  # a heap; stale entries are skipped when popped
 
     def load(self, rule: str, key: str) -> State | None:
         """The state of one key, or None."""
@@ -66,10 +68,20 @@ class MemoryStates:
             self.states.pop((rule, key), None)
         else:
             self.states[(rule, key)] = State(dict(state.data), state.due)
+            if state.due is not None:
+                heapq.heappush(self._timers, (state.due, rule, key))
 
     def due(self, now: float) -> list[tuple[str, str]]:
-        """Due keys."""
-        return [k for k, s in self.states.items() if s.due is not None and s.due <= now]
+        """Due keys (each timer is handed out once; running it saves the state and its next timer)."""
+        out: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        while self._timers and self._timers[0][0] <= now:
+            due, rule, key = heapq.heappop(self._timers)
+            st = self.states.get((rule, key))
+            if st is not None and st.due == due and (rule, key) not in seen:
+                seen.add((rule, key))
+                out.append((rule, key))
+        return out
 
     def known(self, rule: str) -> set[str]:
         """Keys of a rule."""
@@ -80,9 +92,10 @@ class MemoryStates:
 
     def postpone(self, rule: str, until: float) -> int:
         """Move early timers of a rule."""
-        moved = [s for (r, _), s in self.states.items() if r == rule and s.due is not None and s.due < until]
-        for s in moved:
+        moved = [(k, s) for (r, k), s in self.states.items() if r == rule and s.due is not None and s.due < until]
+        for k, s in moved:
             s.due = until
+            heapq.heappush(self._timers, (until, rule, k))
         return len(moved)
 
 

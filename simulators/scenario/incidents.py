@@ -101,14 +101,14 @@ class _Expander:
 
     def held_open(self, inc: s.HeldOpen, dev: Device, t: float) -> None:
         self.override(dev, t - 15.0, t + inc.open_for + 6.0, _mute)
-        self.inject(dev, t, AccessGranted(door=DOOR, credential_ref=ref(self.site, dev.id, "held"), method="card"))
+        self.inject(dev, t, AccessGranted(door=DOOR, credential_ref=ref(self.site, dev.id, "held", str(int(t))), method="card"))
         self.inject(dev, t + 1.0, DoorOpened(door=DOOR))
         self.inject(dev, t + 1.0 + inc.open_for, DoorClosed(door=DOOR))
 
     def tailgate(self, inc: s.Tailgate, dev: Device, t: float) -> None:
         self.override(dev, t - 10.0, t + 10.0, _mute)
         method: Literal["face", "card"] = "face" if dev.kind is DeviceKind.FACE_GATE else "card"
-        self.inject(dev, t, AccessGranted(door=DOOR, credential_ref=ref(self.site, dev.id, "tailgate"), method=method))
+        self.inject(dev, t, AccessGranted(door=DOOR, credential_ref=ref(self.site, dev.id, "tailgate", str(int(t))), method=method))
         self.inject(dev, t + 1.5, Passage(door=DOOR, count=inc.passages))
 
     def credential_burst(self, inc: s.CredentialBurst, dev: Device, t: float) -> None:

@@ -34,8 +34,8 @@ class Rate(Rule):
             samples.append([ev.t, 1.0, ident])
             samples.sort(key=lambda x: x[0])  # a late delivery slots in at its own time
         else:
-            if samples and ev.t <= samples[-1][0]:
-                return []  # a repeat, or older than a reading already seen: it says nothing about now
+            if samples and ev.t < samples[-1][0]:
+                return []  # older than a reading already seen: it says nothing about now (a repeat is harmless)
             if s.aggregate == "drop":
                 # Only a falling staircase matters for max-minus-current: drop samples no higher than the new one.
                 while samples and samples[-1][1] <= float(v):
