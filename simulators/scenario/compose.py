@@ -28,9 +28,11 @@ class ComposeError(ValueError):
 
 
 def compose(name: str, base: Scenario, parts: Sequence[Scenario], community: Community,
-            margin_s: float = 3 * 3600.0) -> tuple[Scenario, list[Part]]:
-    """base (its background and its whole duration) plus every part at its own time of day, or moved by whole
-    hours until none of its incident devices is in use by another part within margin_s."""
+            margin_s: float = 3 * 3600.0, time_of_day: bool = True, step_s: float = _STEP_S,
+            trim: bool = False) -> tuple[Scenario, list[Part]]:
+    """base (its background and its whole duration) plus every part at its own time of day (or, without
+    time_of_day, as early as it fits), moved by step_s until none of its incident devices is in use by another
+    part within margin_s; trim cuts the composite to the end of its last part."""
     start = base.start_ts
     used: dict[str, list[tuple[float, float]]] = {}
     incidents = list(base.incidents)
@@ -42,9 +44,9 @@ def compose(name: str, base: Scenario, parts: Sequence[Scenario], community: Com
         expect.extend(base.expect)
         _claim(used, base, 0.0)
     for sc in parts:
-        own = (sc.start_ts - start) % DAY
-        offset = next((o for o in _candidates(own, sc.duration, base.duration) if _free(used, sc, o, margin_s)),
-                      None)
+        own = (sc.start_ts - start) % DAY if time_of_day else 0.0
+        offset = next((o for o in _candidates(own, sc.duration, base.duration, step_s)
+                       if _free(used, sc, o, margin_s)), None)
         if offset is None:
             raise ComposeError(f"{name}: no slot for {sc.name} in {base.duration:g}s")
         _claim(used, sc, offset)
@@ -54,17 +56,21 @@ def compose(name: str, base: Scenario, parts: Sequence[Scenario], community: Com
         layout.append(Part(sc.name, offset, range(first, len(expect))))
         bg_ids |= {d.id for d in background(community.devices, sc.background)}
     allow = tuple(sorted({*base.allow, *(a for sc in parts for a in sc.allow)}))
-    composite = base.model_copy(update={
+    duration = base.duration
+    if trim:
+        duration = max([p.offset + sc.duration for p, sc in zip(layout[-len(parts):], parts, strict=True)]
+                       + [max((i.at for i in base.incidents), default=0.0) + 1.0])
+    composite = base.model_copy(update={"duration": duration,
         "name": name, "incidents": tuple(sorted(incidents, key=lambda i: i.at)), "expect": tuple(expect),
         "allow": allow, "background": Background(devices=tuple(sorted(bg_ids))),
         "description": f"{base.name} with {', '.join(sc.name for sc in parts)}"})
     return Scenario.model_validate(composite.model_dump()), layout
 
 
-def _candidates(own: float, duration: float, total: float) -> list[float]:
+def _candidates(own: float, duration: float, total: float, step: float) -> list[float]:
     out = []
-    for k in range(int(DAY // _STEP_S)):
-        o = (own + k * _STEP_S) % DAY
+    for k in range(int(DAY // step)):
+        o = (own + k * step) % DAY
         if o + duration <= total:
             out.append(o)
     return out

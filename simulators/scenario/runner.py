@@ -89,7 +89,7 @@ class ScenarioRunner:
     def __init__(self, cfg: Config, scenario: Scenario, *, speed: float | None = None, grace_s: float = 20.0,
                  settle_s: float = 3.0, recordings: Recordings | None = None, agent_name: str = AGENT_NAME,
                  state_dir: Path | None = None, out: TextIO | None = sys.stderr, with_hub: Path | None = None,
-                 rules_file: Path | None = None, wall_clock: bool = False) -> None:
+                 rules_file: Path | None = None, wall_clock: bool = False, catch_up_s: float = 60.0) -> None:
         if with_hub is not None and not wall_clock:
             scenario = future(scenario)
         if wall_clock:
@@ -108,6 +108,7 @@ class ScenarioRunner:
         self.agent_name = agent_name
         self.state_dir = state_dir
         self.out = out
+        self.catch_up_s = catch_up_s  # how long the hub may take to handle the last message (a loaded machine)
 
     def run(self) -> RunResult:
         """Run the scenario to its end, wait for late alerts, and score; raises PlanError on a bad scenario."""
@@ -165,9 +166,10 @@ class ScenarioRunner:
                 agent.start()
                 try:
                     stats = sim.run()
-                    acked = bool(agent.flush(30.0))
-                    if hub is not None and not hub.caught_up(stats.last_ts, 60.0):
-                        log.warning("the scenario hub did not catch up with the last message in 60 s")
+                    acked = bool(agent.flush(max(30.0, self.catch_up_s)))
+                    if hub is not None and not hub.caught_up(stats.last_ts, self.catch_up_s):
+                        log.warning("the scenario hub did not catch up with the last message in %.0f s",
+                                    self.catch_up_s)
                     self._wait(listener, raised_at, in_scope)
                     # Judge before the agent stops: its will then (rightly) reports every device offline.
                     observed = listener.snapshot()
