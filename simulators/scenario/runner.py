@@ -57,14 +57,16 @@ def background(devices: Sequence[Device], bg: Background) -> list[Device]:
 
 
 def future(sc: Scenario, now: float | None = None, margin_s: float = 120.0) -> Scenario:
-    """The scenario moved by whole days to start just after now (same time of day, within a day).
+    """The scenario moved by whole weeks to start after now (same weekday and time of day, within a week).
+
+    Whole weeks keep what weekly rosters, maintenance windows and working days see.
 
     The agent stamps its births with the wall clock. A birth newer than the simulated messages would make
     the hub's absence rules ignore them; one much older would make every device look long silent. Starting
     simulated time shortly after the births keeps both clocks consistent.
     """
     now = time.time() if now is None else now
-    days = math.ceil((now + margin_s - sc.start_ts) / 86400)
+    days = 7 * math.ceil((now + margin_s - sc.start_ts) / (7 * 86400))
     shifted = datetime.fromisoformat(sc.start) + timedelta(days=days)
     return sc.model_copy(update={"start": shifted.isoformat()})
 
