@@ -33,7 +33,7 @@ def test_generated_variant_and_near_miss_score_as_their_ground_truth(kind: str) 
 def test_a_busy_morning_at_the_gates_raises_nothing() -> None:
     community = sample_community()
     sc = busy_gates(community, SEED, hours=0.5)
-    result, loop = run_offline(sc, community)
+    result, _ = run_offline(sc, community)
     grants = sum(1 for inc in sc.incidents for m in getattr(inc, "messages", ()) if m.body["type"] == "access_granted")
     assert grants > 100 and len({inc.device for inc in sc.incidents}) >= 4
     assert not [(u.code, u.where) for u in result.unexpected if u.in_scope]
