@@ -16,12 +16,13 @@ from simulators.scenario.offline import run_offline
 from simulators.scenario.spec import Scenario, load_scenario
 
 SEED = 3  # the fixed seed set of the suite; docs/scenario-variants.md has the 20-variant figures
+COMMUNITY = sample_community()  # parsed once: the YAML costs more than a short scenario
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_generated_variant_and_near_miss_score_as_their_ground_truth(kind: str) -> None:
-    community = sample_community()
-    hit, near = variants(community, SEED, 1, (kind,), background_limit=8)
+    community = COMMUNITY
+    hit, near = variants(community, SEED, 1, (kind,), background_limit=3)
     assert hit.expect and not near.expect
     for sc in (hit, near):
         result, _ = run_offline(sc, community)
@@ -31,7 +32,7 @@ def test_generated_variant_and_near_miss_score_as_their_ground_truth(kind: str) 
 
 
 def test_a_busy_morning_at_the_gates_raises_nothing() -> None:
-    community = sample_community()
+    community = COMMUNITY
     sc = busy_gates(community, SEED, hours=0.5)
     result, _ = run_offline(sc, community)
     grants = sum(1 for inc in sc.incidents for m in getattr(inc, "messages", ()) if m.body["type"] == "access_granted")
@@ -40,7 +41,7 @@ def test_a_busy_morning_at_the_gates_raises_nothing() -> None:
 
 
 def test_variants_are_reproducible_spread_and_written_as_files(tmp_path: Path) -> None:
-    community = sample_community()
+    community = COMMUNITY
     a, b = variants(community, SEED, 3), variants(community, SEED, 3)
     assert [x.model_dump() for x in a] == [x.model_dump() for x in b]
     assert [x.model_dump() for x in a] != [x.model_dump() for x in variants(community, SEED + 1, 3)]

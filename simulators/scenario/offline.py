@@ -7,6 +7,7 @@ generated variants; `commhub scenario run --offline` and the tests use it.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from datetime import datetime
@@ -16,10 +17,10 @@ from typing import Any
 from commhub.community import Community
 from commhub.wire import _Body
 from hub.routing.router import Router
-from hub.routing.spec import load_routing
+from hub.routing.spec import RoutingSpec, load_routing
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event
-from hub.rules.spec import load_rules
+from hub.rules.spec import RulePack, load_rules
 from simulators.clock import SimClock
 from simulators.engine import Simulation
 from simulators.models import ModelContext
@@ -35,14 +36,25 @@ RULES = Path(__file__).resolve().parents[2] / "configs" / "rules.yaml"
 ROUTING = Path(__file__).resolve().parents[2] / "configs" / "routing.yaml"
 
 
+@functools.cache
+def _pack(path: Path) -> RulePack:
+    # Parsing the YAML costs more than a short scenario: hundreds of generated variants read it once.
+    return load_rules(path)
+
+
+@functools.cache
+def _routing(path: Path) -> RoutingSpec:
+    return load_routing(path)
+
+
 class RulesLoop:
     """A publisher that feeds the real rule engine (in memory) on the simulated clock and records alerts."""
 
     def __init__(self, community: Community, rules: Path = RULES, overrides: dict[str, dict[str, Any]] | None = None,
                  start: float = 0.0, duplicate_share: float = 0.0, seed: int = 0) -> None:
         self.ctx = Ctx(community)
-        self.engine = Engine(load_rules(rules, overrides), self.ctx)
-        self.router = Router(load_routing(ROUTING), community)  # tier 0 of every alert, as the store routes it
+        self.engine = Engine(load_rules(rules, overrides) if overrides else _pack(rules), self.ctx)
+        self.router = Router(_routing(ROUTING), community)  # tier 0 of every alert, as the store routes it
         self.store = MemoryStates()
         self.kinds = {d.id: d.kind.value for d in community.devices}
         self.seqs: dict[str, int] = {}
