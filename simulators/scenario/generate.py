@@ -190,11 +190,13 @@ def _hydrant(g: Gen, near: bool) -> float:
         msgs.append((round(t, 2), {"type": "hydrant_pressure", "pressure_mpa": low}))
         t += g.interval(dev)
     msgs.append((round(t, 2), {"type": "hydrant_pressure", "pressure_mpa": base}))
-    g.raw(msgs, silence=t + 1.0)
+    # Normal life resumes 1.3 intervals after our last reading, beyond the drop rule's reach: the random walk
+    # it resumes from may sit 0.05 MPa below our level, which would be a drop the generator made.
+    g.raw(msgs, silence=t + t0)
     gap += t0
     if not near:
         g.expects("hydrant_pressure_low", 120.0, after=gap)
-    return t + 10.0
+    return t + t0 + 10.0
 
 
 def _gas(g: Gen, near: bool) -> float:
