@@ -2,8 +2,8 @@
 
 The shipped library runs through the rule pack offline in test_scenario_library (every scenario, normal day
 included). Here it runs through the real hub, several scenarios per hub session (simulators.scenario.compose):
-the short incidents overlaid in one 25-minute session, the long ones (elderly, near misses, missed patrol) in
-another at their own times of day. Timers never overtake a message still in flight (the harness's event
+the short incidents overlaid in one 25-minute session, elderly and missed patrol in another at their own
+times of day, the near misses in a third. Timers never overtake a message still in flight (the harness's event
 clock), so the verdicts do not depend on how fast the machine is; a wait for the hub is bounded generously.
 """
 
@@ -20,7 +20,7 @@ from commhub.services import Influxd, Mosquitto
 from simulators.recordings import load as load_recordings
 from simulators.scenario.compose import Part, compose
 from simulators.scenario.runner import RunResult, ScenarioRunner
-from simulators.scenario.spec import Scenario, load_scenario
+from simulators.scenario.spec import Background, Scenario, load_scenario
 
 LONG = ("normal_day", "elderly_no_activity", "near_misses", "missed_patrol")
 
@@ -84,13 +84,27 @@ def test_long_scenarios_on_one_hub_at_their_times_of_day(tmp_path: Path, mosquit
                                                          shared_data: Path) -> None:
     lib = _library()
     # Lighter backgrounds than the scenarios' own (the hub's cost is its message count; the offline library
-    # test runs them in full): the resident's building, and only the near misses' and patrol's own devices.
-    def light(name: str, limit: int) -> Scenario:
-        return lib[name].model_copy(update={"background": lib[name].background.model_copy(update={"limit": limit})})
-    sc, layout = compose("long", light("elderly_no_activity", 10), [light("near_misses", 0),
-                                                                   light("missed_patrol", 5)], sample_community())
-    assert [p.offset / 3600 for p in layout] == [0.0, 1.5, 7.5]  # elderly 05:00, near misses 06:30, patrol 12:30
+    # test runs them in full): ten quiet devices of the resident's building, and the patrol's own devices.
+    quiet = tuple(k for k in ("door_controller", "face_gate", "gas", "smoke", "hydrant", "water_meter",
+                              "door_contact", "elevator", "fire_door", "electrical", "panic_button"))
+    elderly = lib["elderly_no_activity"].model_copy(update={"background": Background(
+        buildings=("b01",), kinds=quiet, limit=10)})
+    patrol = lib["missed_patrol"].model_copy(update={"background": Background(grids=("g1",), kinds=("patrol",))})
+    sc, layout = compose("long", elderly, [patrol], sample_community())
+    assert [p.offset / 3600 for p in layout] == [0.0, 1.5]  # elderly from 05:00, the patrol from 06:30
     _check(_run(sc, tmp_path, mosquitto, influxd, shared_data, speed=2880.0), layout)
+
+
+@pytest.mark.services
+def test_near_misses_raise_nothing_on_the_hub(tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd,
+                                              shared_data: Path) -> None:
+    sc = _library()["near_misses"]
+    # Only the near misses' own devices (their normal life goes on): the offline library test has the full
+    # background, and the hub's cost here is its message count.
+    sc = sc.model_copy(update={"background": sc.background.model_copy(update={"limit": 0})})
+    result = _run(sc, tmp_path, mosquitto, influxd, shared_data, speed=480.0, grace_s=5.0)
+    assert result.meta["all_acknowledged"] and result.meta["published"] > 0
+    assert result.score.passed and not result.score.unexpected  # the isolated hub knows only these devices
 
 
 @pytest.mark.services
