@@ -19,6 +19,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "scenario": ("simulators.scenario_cli", "run incident scenarios against a running hub"),
     "bench": ("bench.cli", "run a benchmark: ingest, alerts, camera, simulate, api, scale"),
     "api": ("api.cli", "serve the HTTP API and web console"),
+    "alerts": ("api.commands.alerts", "list, show and act on alerts (on the store, like amtool)"),
+    "silence": ("api.commands.silence", "add, list and expire silences"),
+    "users": ("api.commands.users", "operator accounts: add, list, disable, reset-password, api-key"),
+    "audit": ("api.commands.audit", "verify or show the audit log"),
+    "evidence": ("api.commands.evidence", "verify an evidence package (hashes and signature)"),
+    "coverage": ("api.commands.coverage", "coverage by grid cell: layers, devices online, alerts and gaps"),
 }
 
 

@@ -39,6 +39,7 @@ class Site(_Model):
     name: str = ""
     timezone: str = Field(default="Asia/Shanghai", description="IANA zone for schedules and night hours.")
     jurisdiction: Ident = Field(default="default", description="Police jurisdiction the site belongs to.")
+    language: Literal["zh", "en"] = Field(default="en", description="The console's default language here.")
 
 
 class Device(_Model):

@@ -119,6 +119,24 @@ class AlertsConfig(_Section):
     webhooks: tuple[WebhookConfig, ...] = ()
 
 
+class ApiConfig(_Section):
+    """The operator API (`commhub api`)."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address.")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port.")
+    access_ttl_s: float = Field(default=900.0, gt=0, le=86400, description="Lifetime of an access token.")
+    refresh_ttl_s: float = Field(default=12 * 3600.0, gt=0, description="Lifetime of a login (refresh token).")
+    login_max_failures: int = Field(default=5, ge=1, description="Failed logins per username or address ...")
+    login_window_s: float = Field(default=300.0, gt=0, description="... within this window before 429.")
+    argon2_time_cost: int = Field(default=3, ge=1, le=20, description="argon2id passes per password hash.")
+    argon2_memory_kib: int = Field(default=65536, ge=8, le=4_194_304, description="argon2id memory per hash.")
+    sse_heartbeat_s: float = Field(default=15.0, gt=0, description="Comment line on idle SSE streams.")
+    sse_queue: int = Field(default=1000, ge=10, description="Notices buffered per SSE client before it is cut.")
+    evidence_key: Path = Field(default=Path("run/api/evidence_ed25519.pem"),
+                               description="Ed25519 key that signs evidence exports; generated (mode 600) at "
+                                           "first start (relative to the config).")
+
+
 class Config(_Section):
     """The whole tree."""
 
@@ -127,6 +145,7 @@ class Config(_Section):
     hub: HubConfig = HubConfig()
     agent: AgentSettings = AgentSettings()
     alerts: AlertsConfig = AlertsConfig()
+    api: ApiConfig = ApiConfig()
     cameras: CamerasConfig = CamerasConfig()
     community: Community
     base_dir: Path = Field(default=Path("."), description="Directory relative paths are resolved from.")
@@ -139,6 +158,9 @@ class Config(_Section):
         if not self.hub.snapshots_dir.is_absolute():
             snaps = self.base_dir / self.hub.snapshots_dir
             object.__setattr__(self, "hub", self.hub.model_copy(update={"snapshots_dir": snaps}))
+        if not self.api.evidence_key.is_absolute():
+            key = self.base_dir / self.api.evidence_key
+            object.__setattr__(self, "api", self.api.model_copy(update={"evidence_key": key}))
         paths = {k: self.base_dir / v for k in ("db_path", "rules_file", "routing_file")
                  if (v := getattr(self.alerts, k)) is not None and not v.is_absolute()}
         if paths:

@@ -82,6 +82,7 @@ def _write_config(base: Path, run_dir: Path, mqtt_port: int, influx_url: str, me
     alerts.setdefault("enabled", True)
     alerts["db_path"] = str(run_dir / "hub" / "alerts.db")
     data.setdefault("agent", {})["state_dir"] = str(run_dir / "agents")
+    data.setdefault("api", {})["evidence_key"] = str(run_dir / "api" / "evidence_ed25519.pem")
     for cam in data.get("cameras", {}).get("devices", []):
         # file sources are relative to the base config; this copy lives elsewhere
         if source_kind(str(cam["source"])) == "file":
@@ -90,6 +91,23 @@ def _write_config(base: Path, run_dir: Path, mqtt_port: int, influx_url: str, me
     path.write_text("# Written by `commhub up` from " + str(base) + "\n" + yaml.safe_dump(data, allow_unicode=True))
     load(path)  # fail here, with the file named, rather than in a child process
     return path
+
+
+def _wait_api(port: int, child: _Child, timeout: float = 180.0) -> None:
+    """Until the API answers /healthz, so the URL printed next works (its start is slow on a loaded machine)."""
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.proc is not None and child.proc.poll() is not None:
+            return  # it exited: the main loop reports it
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    log.warning("the API did not answer within %.0f s; see its log", timeout)
 
 
 def _replayed_cameras(cfg: Config) -> list[str]:
@@ -117,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
     children = [_Child("hub", [py, "-m", "commhub.cli", "hub", "--config", str(cfg_path)],
                        run_dir / "logs" / "hub.log")]
     api_port = None
+    logins: list[tuple[str, str, str, str]] = []
     if importlib.util.find_spec("api.cli") is not None:
+        from api.demo import demo_accounts  # the API's dependencies load only when it is part of the build
+
+        logins = demo_accounts(cfg)
         api_port = _port(8000)
         children.append(_Child("api", [py, "-m", "commhub.cli", "api", "--config", str(cfg_path),
                                        "--port", str(api_port)], run_dir / "logs" / "api.log"))
@@ -139,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for child in children:
             child.start()
+        if api_port:
+            _wait_api(api_port, next(c for c in children if c.name == "api"))
         root = cfg.mqtt.root
         devices = len(cfg.community.devices)
         lines = [
@@ -159,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
             lines.append("  cameras         not started: their footage is missing (see configs/commhub.yaml)")
         if api_port:
             lines.append(f"  API and console http://127.0.0.1:{api_port}/")
+            lines.append(f"  API docs        http://127.0.0.1:{api_port}/docs   (OpenAPI: /openapi.json)")
+            lines.append("  demo logins     (passwords shown once, stored hashed; new ones at every start)")
+            lines += [f"    {u:<15} {p:<14} {r:<15} {note}" for u, r, p, note in logins]
         lines += [f"  logs            {run_dir / 'logs'}", "Press Ctrl-C to stop.", ""]
         print("\n".join(lines), flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None

@@ -227,6 +227,21 @@ class PatrolScan(_Body):
     type: Literal["patrol_scan"] = "patrol_scan"
     checkpoint: Ident
     guard_ref: PersonRef
+    method: Literal["qr", "nfc", "other"] | None = None
+
+
+class ResidentReport(_Body):
+    """A resident's report taken in at a terminal or by staff; its text and photo stay in SQL, off the wire."""
+
+    type: Literal["resident_report"] = "resident_report"
+    report_id: Ident
+    category: Literal["safety", "fire", "noise", "facility", "welfare", "other"]
+    place_grid: Ident
+    place_building: Ident | None = None
+    place_unit: Ident | None = None
+    source: Literal["terminal", "staff"]
+    has_photo: bool = False
+    alert_id: int | None = Field(default=None, ge=0, description="The ticket the report opened.")
 
 
 class DoorContact(_Body):
@@ -279,7 +294,7 @@ Body = Annotated[
     | ReaderOffline | CameraObject | CameraLineCross | CameraCrowd | CameraMotion | FallingObject
     | SmokeState | GasReading | WaterLeak | HydrantPressure | FireDoorState | ManholeTilt | ElevatorEbike
     | ChargerReading | ElectricalReading | WaterMeter | PanicPress | PatrolScan | DoorContact | EnvReading
-    | Heartbeat | Birth | DeviceState,
+    | ResidentReport | Heartbeat | Birth | DeviceState,
     Field(discriminator="type"),
 ]
 
@@ -338,6 +353,7 @@ class DeviceKind(StrEnum):
     DOOR_CONTACT = "door_contact"
     PATROL = "patrol"
     ENV = "env"
+    REPORT_DESK = "report_desk"  # where residents' reports come in: a terminal, or the API on staff's behalf
     AGENT = "agent"  # the edge agent process itself: its state is the MQTT will (see edge_agents/base)
 
 
@@ -365,6 +381,7 @@ KIND_BODIES: dict[DeviceKind, frozenset[str]] = {
     DeviceKind.DOOR_CONTACT: frozenset(("door_contact", *_COMMON)),
     DeviceKind.PATROL: frozenset(("patrol_scan", *_COMMON)),
     DeviceKind.ENV: frozenset(("env_reading", *_COMMON)),
+    DeviceKind.REPORT_DESK: frozenset(("resident_report", "heartbeat", "birth", "state")),
     DeviceKind.AGENT: frozenset(("heartbeat", "birth", "state")),
 }
 
@@ -388,6 +405,7 @@ KIND_LAYER: dict[DeviceKind, Layer] = {
     DeviceKind.DOOR_CONTACT: Layer.PEOPLE,
     DeviceKind.PATROL: Layer.PEOPLE,
     DeviceKind.ENV: Layer.FACILITY,
+    DeviceKind.REPORT_DESK: Layer.PEOPLE,
     DeviceKind.AGENT: Layer.TECHNICAL,
 }
 
@@ -397,7 +415,7 @@ BODY_TYPES: dict[str, type[_Body]] = {
                 ReaderOffline, CameraObject, CameraLineCross, CameraCrowd, CameraMotion, FallingObject,
                 SmokeState, GasReading, WaterLeak, HydrantPressure, FireDoorState, ManholeTilt, ElevatorEbike,
                 ChargerReading, ElectricalReading, WaterMeter, PanicPress, PatrolScan, DoorContact, EnvReading,
-                Heartbeat, Birth, DeviceState)
+                ResidentReport, Heartbeat, Birth, DeviceState)
 }
 
 
@@ -432,7 +450,7 @@ class DeadLetter(_Wire):
 Severity = Literal["critical", "high", "medium", "low"]
 AlertState = Literal["open", "acknowledged", "escalated", "resolved", "closed", "false_alarm"]
 Transition = Literal["opened", "reopened", "severity_raised", "escalated", "acknowledged", "resolved", "closed",
-                     "false_alarm", "merged", "delivered"]
+                     "false_alarm", "merged", "commented", "assigned", "delivered"]
 
 
 class EventRef(_Wire):

@@ -66,7 +66,8 @@ def build() -> dict[str, Any]:
         devices.append(_device(f"manhole-{gid}-2", "manhole", gid, None, None, 600))
         devices.append(_device(f"patrol-{gid}-cp1", "patrol", gid, None, None, 3600))
     return {
-        "site": {"id": "sunrise", "name": "朝阳花园社区", "timezone": "Asia/Shanghai", "jurisdiction": "pcs-chaoyang"},
+        "site": {"id": "sunrise", "name": "朝阳花园社区", "timezone": "Asia/Shanghai", "jurisdiction": "pcs-chaoyang",
+                 "language": "zh"},
         "grids": grids,
         "devices": devices,
         "staff": _staff(),

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Install what commhub needs on a fresh Debian machine: mosquitto and influxdb from Debian, and a Python venv
-# with the pinned dependencies. Safe to run again: it skips what is already there.
+# Install what commhub needs on a fresh Debian machine: mosquitto and influxdb from Debian, Debian's chromium
+# and CJK fonts for the console's browser tests, a Python venv with the pinned dependencies, and axe-core
+# (pinned, from npm) for the accessibility check. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb postgresql)
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb postgresql chromium fonts-noto-cjk)
+# npm comes with Debian's nodejs/npm, or with a nodejs from elsewhere (which conflicts with Debian's npm).
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -33,4 +36,12 @@ if [ ! -f "$stamp" ]; then
   fi
   rm -f .venv/.commhub-*
   touch "$stamp"
+fi
+
+# The browser tests inject axe-core into each console page; npm ci installs exactly the locked version.
+axe_stamp="tests/browser/node_modules/.commhub-$(sha256sum tests/browser/package-lock.json | cut -c1-16)"
+if [ ! -f "$axe_stamp" ]; then
+  echo "setup: installing axe-core for the browser tests (tests/browser/package-lock.json)"
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
+  touch "$axe_stamp"
 fi

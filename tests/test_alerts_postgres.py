@@ -35,7 +35,8 @@ def db(pg: Postgres) -> str:
     """A fresh schema state: drop our tables between tests."""
     engine = make_engine(pg.url)
     with engine.begin() as conn:
-        for t in ("alert_transitions", "outbox", "rule_state", "silences", "alerts", VERSION_TABLE):
+        for t in ("alert_transitions", "outbox", "rule_state", "silences", "alerts", "api_keys", "user_sessions",
+                  "users", "login_failures", "audit_log", "audit_head", "settings", VERSION_TABLE):
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {t} CASCADE")
     engine.dispose()
     return pg.url

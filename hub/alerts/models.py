@@ -49,11 +49,14 @@ class Alert(Base):
     acked_at: Mapped[float | None] = mapped_column(Float)
     resolved_at: Mapped[float | None] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
+    assignee: Mapped[str | None] = mapped_column(String(80))
 
     __table_args__ = (
         Index("ix_alerts_state", "state"),
         Index("ix_alerts_escalate_at", "escalate_at"),
         Index("ix_alerts_place", "site", "grid", "building"),
+        Index("ix_alerts_opened", "opened_at", "id"),
+        Index("ix_alerts_severity", "severity", "id"),
     )
 
 
@@ -116,3 +119,97 @@ class Silence(Base):
     ends_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str] = mapped_column(String(80))
     comment: Mapped[str] = mapped_column(Text, default="")
+
+
+# ---- operator accounts and the audit log (migration 0002; the API and the `commhub users|audit` CLI) --------
+
+
+class User(Base):
+    """An operator account; `staff_id` links it to the community roster (a grid worker's cells come from there)."""
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    staff_id: Mapped[str | None] = mapped_column(String(64))
+    buildings: Mapped[list[str] | None] = mapped_column(JSON)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class UserSession(Base):
+    """One login: access tokens name it, the refresh token (stored hashed) renews it, logout revokes it."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("users.username"), index=True)
+    refresh_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """A machine's key (video wall, police system), acting as its account; only a SHA-256 of it is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("users.username"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class LoginFailure(Base):
+    """A failed login, counted per username and per address for the rate limit."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_login_failures_user", "username", "at"),
+                      Index("ix_login_failures_addr", "address", "at"))
+
+
+class AuditRow(Base):
+    """One audited read or action; `hash` covers the row and the previous row's hash (a chain)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(80))
+    role: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(80))
+    target: Mapped[str] = mapped_column(String(300))
+    result: Mapped[str] = mapped_column(String(300))
+    address: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The newest audit row's seq and hash, so deleting rows from the end is detectable too."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Setting(Base):
+    """Small process-shared values, e.g. the token signing key generated at first start."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

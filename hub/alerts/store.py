@@ -44,6 +44,10 @@ ALLOWED = {
     "resolved": ("open", "escalated", "acknowledged"),
     "closed": ("acknowledged", "resolved"),
     "false_alarm": ("open", "escalated", "acknowledged", "resolved"),
+    # A person may also escalate by hand, assign the alert, or comment on it in any state.
+    "escalated": ("open", "acknowledged", "escalated"),
+    "assigned": (*ACTIVE,),
+    "commented": (*ACTIVE, "closed", "false_alarm"),
 }
 
 
@@ -93,10 +97,10 @@ class AlertStore:
 
     # ---- human actions ---------------------------------------------------------------------------
 
-    def act(self, alert_id: int, action: str, by: str, note: str = "") -> AlertNotice:
-        """acknowledged / resolved / closed / false_alarm, by a person, with a note."""
+    def act(self, alert_id: int, action: str, by: str, note: str = "", assignee: str | None = None) -> AlertNotice:
+        """acknowledged / resolved / closed / false_alarm / escalated / assigned / commented, by a person."""
         with self.tx() as tx:
-            return tx.act(alert_id, action, by, note)
+            return tx.act(alert_id, action, by, note, assignee)
 
     def acknowledge(self, alert_id: int, by: str, note: str = "") -> AlertNotice:
         """Acknowledge (refused while an ack-requires-clear condition is still active)."""
@@ -402,7 +406,7 @@ class Tx:
 
     # ---- human actions and timers -------------------------------------------------------------------
 
-    def act(self, alert_id: int, action: str, by: str, note: str) -> AlertNotice:
+    def act(self, alert_id: int, action: str, by: str, note: str, assignee: str | None = None) -> AlertNotice:
         """Apply a person's transition, or raise AlertError / AckRefused."""
         if action not in ALLOWED:
             raise AlertError(f"unknown action {action!r}; use one of {', '.join(ALLOWED)}")
@@ -414,6 +418,20 @@ class Tx:
             raise AlertError(f"alert {alert_id} is {a['state']}; cannot go to {action}")
         if action in ("acknowledged", "resolved") and a["ack_requires_clear"] and a["condition_active"]:
             raise AckRefused(f"alert {alert_id} ({a['code']}) cannot be {action} while its condition is active")
+        before = a["state"]
+        if action == "commented":
+            self._update(a, {"updated_at": self.now})
+            return self._record(a, "commented", before, by, note)
+        if action == "assigned":
+            if not assignee:
+                raise AlertError("assigning needs an assignee")
+            self._update(a, {"assignee": assignee, "updated_at": self.now})
+            return self._record(a, "assigned", before, by, f"to {assignee}" + (f": {note}" if note else ""))
+        if action == "escalated":
+            d = self._decide(a, a["tier"] + 1)
+            self._update(a, {"state": "escalated", "tier": d.tier, "route": d.to_dict(), "updated_at": self.now,
+                             "escalate_at": self._deadline(a, d)})
+            return self._record(a, "escalated", before, by, note or f"escalated by hand; now tier {d.tier}")
         changes: dict[str, Any] = {"state": action, "updated_at": self.now, "escalate_at": None}
         if action == "acknowledged":
             changes["acked_at"] = self.now
@@ -421,7 +439,6 @@ class Tx:
             changes["resolved_at"] = self.now
         else:
             changes.update(closed_at=self.now, active_key=None)  # the identity is free for a new alert
-        before = a["state"]
         self._update(a, changes)
         return self._record(a, action, before, by, note)
 

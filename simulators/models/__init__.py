@@ -31,6 +31,7 @@ MODELS: dict[DeviceKind, Model] = {
     DeviceKind.DOOR_CONTACT: people.door_contact,
     DeviceKind.PATROL: people.patrol,
     DeviceKind.ENV: facility.env,
+    DeviceKind.REPORT_DESK: facility.quiet,  # reports come from people through the API, not from a model
 }
 
 

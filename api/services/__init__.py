@@ -1,0 +1,1 @@
+"""The service layer the HTTP routes and the `commhub alerts|silence|users|audit` CLI share."""
