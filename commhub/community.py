@@ -53,6 +53,9 @@ class Device(_Model):
     room: str | None = Field(default=None, max_length=16)
     layer: Layer | None = Field(default=None, description="Defaults to the layer of the device kind.")
     interval_s: float = Field(default=60.0, gt=0, description="Expected reporting interval (liveness).")
+    covers: tuple[Ident, ...] | None = Field(default=None, description=(
+        "Cameras: the doors/gates (device ids) this camera sees. Default: the access devices of its own "
+        "building and unit (or of its grid, for a camera outside any building)."))
 
     @property
     def effective_layer(self) -> Layer:

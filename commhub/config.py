@@ -165,8 +165,9 @@ class AlertsConfig(_Section):
     restart_grace_s: float = Field(default=120.0, ge=0,
                                    description="After a start, absence deadlines wait this long for the backlog.")
     max_clock_skew_s: float = Field(default=30.0, gt=0,
-                                    description="A live message whose ts is further off than this is timed "
-                                                "by the hub's clock instead (hold times stay honest).")
+                                    description="A device clock off by less than this is not corrected; "
+                                                "beyond it the rules use the device's learned offset "
+                                                "(hub/rules/clock.py: a backlog keeps its own stamps).")
     mqtt_qos: int = Field(default=1, ge=0, le=2, description="QoS of alert notices on MQTT.")
     state_write_back_s: float = Field(default=5.0, ge=0, le=60,
                                       description="Activity that only pushes a far absence deadline back is kept "

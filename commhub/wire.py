@@ -286,6 +286,7 @@ class DeviceState(_Body):
     type: Literal["state"] = "state"
     status: Literal["online", "offline"]
     session: int = Field(ge=0)
+    clean: bool = Field(default=False, description="offline by a planned stop (not a will): nothing to alert.")
 
 
 Body = Annotated[
@@ -450,7 +451,7 @@ class DeadLetter(_Wire):
 Severity = Literal["critical", "high", "medium", "low"]
 AlertState = Literal["open", "acknowledged", "escalated", "resolved", "closed", "false_alarm"]
 Transition = Literal["opened", "reopened", "severity_raised", "escalated", "acknowledged", "resolved", "closed",
-                     "false_alarm", "merged", "commented", "assigned"]
+                     "false_alarm", "merged", "commented", "assigned", "delivered"]
 
 
 class EventRef(_Wire):

@@ -25,7 +25,8 @@ from hub.notify.mqtt import MqttNotifier
 from hub.notify.webhook import WebhookNotifier
 from hub.routing.router import Router
 from hub.routing.spec import load_routing
-from hub.rules.engine import Engine
+from hub.rules.clock import DeviceClocks
+from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event
 from hub.rules.spec import load_rules
 
@@ -54,6 +55,7 @@ class AlertingSink:
         self.routing = load_routing(a.routing_file or CONFIGS / "routing.yaml")
         self.ctx = Ctx(cfg.community)
         self.engine = Engine(self.pack, self.ctx, a.state_write_back_s)
+        self.clocks = DeviceClocks(a.max_clock_skew_s)
         self.live = LiveFeed(a.live_feed_size)
         self.db = make_engine(db_url(cfg))
         self.store = AlertStore(self.db, Router(self.routing, cfg.community), {r.id: r for r in self.pack.rules},
@@ -90,17 +92,11 @@ class AlertingSink:
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
         events = []
-        now = self.clock()
-        skew = self.cfg.alerts.max_clock_skew_s
         for a in batch:
             try:
                 env = a.envelope
-                ts = env.ts.timestamp()
-                # Timers run on the hub's clock: a live message from a device whose clock is off would
-                # otherwise start a hold time in the past (fire at once) or in the future (never).
-                t = now if not env.historical and abs(ts - now) > skew else None
                 events.append(Event.from_envelope(env, a.topic.device_kind, self.ctx.place(env.device_id),
-                                                  a.device, t))
+                                                  a.device))
             except Exception:
                 log.exception("cannot read %s seq %d for the rules", a.envelope.device_id, a.envelope.seq)
         if not events:
@@ -119,10 +115,21 @@ class AlertingSink:
                     log.exception("alerting skipped %s seq %d", ev.device_id, ev.seq)
 
     def _process(self, events: list[Event]) -> None:
+        # Rules keep device time; the clocks correct a device whose clock is off (hold times would otherwise
+        # start in the past or the future) while a backlog keeps its own stamps (hub.rules.clock).
+        received = self.clock()
+        changed = MemoryStates()  # clock offsets that moved, written with the batch's transaction
+        if self.clocks.prefetch(events, changed):
+            with self.store.tx() as tx:  # a device whose clock state is not cached yet: read it in the tx
+                tx.apply(self.engine.process(events, tx, received, self.clocks))
+            return
+        events = [self.clocks.correct(ev, received, changed) for ev in events]
         work = self.engine.plan(events)
-        if not work:
+        if not work and not changed.states:
             return  # only signs of life the engine keeps in memory: no transaction at all
         with self.store.tx() as tx:
+            for (rule, key), st in changed.states.items():
+                tx.save(rule, key, st)
             tx.apply(self.engine.run(work, tx))
 
     def tick(self) -> None:

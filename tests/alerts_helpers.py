@@ -222,7 +222,7 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
                                                   snapshot="snap-f1")],
                             [msg("cam-b1", "camera_motion", active=True)]),
     "loitering": ("device:cam-b1", [until(23), _obj("person", 130.0)], [until(12), _obj("person", 130.0)]),
-    "forced_entry_incident": ("building:b1",
+    "forced_entry_incident": ("door:door-b1",
                               [msg("door-b1", "door_opened", door="d1"), _obj("person", 0.0, phase="new", dt=5)],
                               [msg("door-b1", "door_opened", door="d1"),
                                msg("cam-b3", "camera_object", 5, event_id="e2", phase="new", label="person",

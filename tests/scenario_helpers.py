@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from commhub.community import Community
 from commhub.config import load_community
-from commhub.wire import _Body
-from hub.rules.engine import Engine, MemoryStates
-from hub.rules.event import Ctx, Event
-from hub.rules.spec import load_rules
-from simulators.clock import SimClock
-from simulators.engine import Simulation
-from simulators.models import ModelContext
-from simulators.recordings import Recordings
-from simulators.rhythm import LocalTime
-from simulators.scenario.alerts import ObservedAlert
-from simulators.scenario.incidents import plan
-from simulators.scenario.matching import Score, score
-from simulators.scenario.runner import background
-from simulators.scenario.spec import Scenario
+from simulators.scenario.offline import RulesLoop, run_offline
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
@@ -42,71 +26,4 @@ def sample_community() -> Community:
     return Community.model_validate(data)
 
 
-class RulesLoop:
-    """A publisher that feeds the real rule engine (in memory) on the simulated clock and records alerts.
-
-    Alerts get one id per (rule, subject) as the hub's alert identity does; timers run at each message's time.
-    """
-
-    def __init__(self, community: Community, rules: Path = RULES, overrides: dict[str, dict[str, Any]] | None = None,
-                 start: float = 0.0) -> None:
-        self.ctx = Ctx(community)
-        self.engine = Engine(load_rules(rules, overrides), self.ctx)
-        self.store = MemoryStates()
-        self.kinds = {d.id: d.kind.value for d in community.devices}
-        self.seqs: dict[str, int] = {}
-        self.ids: dict[tuple[str, str], int] = {}
-        self.open: set[tuple[str, str]] = set()
-        self.alerts: list[ObservedAlert] = []
-        self.engine.seed(self.store, start)
-
-    def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None) -> int:
-        """Run due timers up to ts, then the event itself."""
-        assert ts is not None
-        t = ts.timestamp()
-        seq = self.seqs.get(device_id, 0) + 1
-        self.seqs[device_id] = seq
-        self._record(self.engine.tick(self.store, t))
-        ev = Event(device_id, self.kinds[device_id], body.type, t, seq, body,  # type: ignore[attr-defined]
-                   self.ctx.place(device_id), self.ctx.devices.get(device_id))
-        self._record(self.engine.process([ev], self.store))
-        return seq
-
-    def _record(self, signals: list[Any]) -> None:
-        for sig in signals:
-            ident = (sig.rule, sig.subject)
-            if sig.action == "clear":
-                self.open.discard(ident)
-                continue
-            if ident in self.open:
-                continue  # a re-trigger updates the open alert
-            self.open.add(ident)
-            alert_id = self.ids.setdefault(ident, len(self.ids) + 1)
-            p = sig.place
-            self.alerts.append(ObservedAlert(alert_id * 1000 + len(self.alerts), sig.code, sig.severity, p.site,
-                                             p.grid, p.building, p.unit, p.device, "opened", sig.t, 0.0))
-
-
-def run_offline(sc: Scenario, community: Community, recordings: Recordings | None = None,
-                overrides: dict[str, dict[str, Any]] | None = None) -> tuple[Score, RulesLoop]:
-    """Run a scenario unpaced through the rule engine and score it."""
-    local = LocalTime(community.site.timezone)
-    index = community.device_index()
-    the_plan = plan(sc, index, local, community.site.id)
-    fleet = background(community.devices, sc.background)
-    ids = {d.id for d in fleet}
-    fleet += [index[i] for i in sorted(the_plan.devices) if i not in ids]
-    loop = RulesLoop(community, overrides=overrides, start=sc.start_ts)
-    ctx = ModelContext(site=community.site.id, local=local, recordings=recordings)
-    sim = Simulation(fleet, loop, SimClock(sc.start_ts, 0), ctx, sc.seed, end=sc.start_ts + sc.duration,
-                     injections=the_plan.injections, overrides=the_plan.overrides)
-    sim.run()
-    loop._record(loop.engine.tick(loop.store, sc.start_ts + sc.duration))
-    fleet_ids = {d.id for d in sim.devices}
-    places = {(d.grid, d.building) for d in sim.devices}
-
-    def in_scope(a: ObservedAlert) -> bool:
-        if a.device_id is not None:
-            return a.device_id in fleet_ids
-        return any(g == a.grid and (a.building is None or b == a.building) for g, b in places)
-    return score(sc, loop.alerts, lambda a: a.opened_at if not math.isnan(a.opened_at) else 0.0, in_scope), loop
+__all__ = ["RESIDENT", "SAMPLE", "SCENARIOS", "RulesLoop", "run_offline", "sample_community"]

@@ -111,13 +111,13 @@ def test_no_activity_freezes_the_meter_then_it_counts_on() -> None:
                for d, b, ts in sent if d == "dc-b01-u1-902")
 
 
-def test_future_keeps_time_of_day_and_lands_just_after_now() -> None:
+def test_future_keeps_weekday_and_time_of_day_and_lands_within_a_week_of_now() -> None:
     sc = load_scenario(SCENARIOS / "forced_entry_night.yaml")
     now = time.time()
     moved = future(sc, now)
-    assert now + 120 <= moved.start_ts < now + 120 + 86400
-    assert (moved.start_ts - sc.start_ts) % 86400 == 0
-    assert datetime.fromisoformat(moved.start).strftime("%H:%M%z") == "01:50+0800"
+    assert now + 120 <= moved.start_ts < now + 120 + 7 * 86400
+    assert (moved.start_ts - sc.start_ts) % (7 * 86400) == 0
+    assert datetime.fromisoformat(moved.start).strftime("%a %H:%M%z") == "Mon 01:50+0800"
 
 
 def _alert(aid: int, code: str, t: float, device: str | None = "door-b01-u1", building: str = "b01",

@@ -361,7 +361,8 @@ class BaseAgent:
             link_up = self._link is not None and self._link.up
         if link_up and session:
             for device_id, dev in list(self._devices.items()):
-                self._enqueue(device_id, dev, DeviceState(status="offline", session=session),
+                # clean=True announces a planned stop, so the hub marks the devices offline without alerting.
+                self._enqueue(device_id, dev, DeviceState(status="offline", session=session, clean=True),
                               session=session, retain=True)
         delivered = self.flush(self.settings.stop_timeout_s)
         with self._lock:

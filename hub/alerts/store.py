@@ -34,6 +34,9 @@ RS = cast(Table, RuleState.__table__)
 OB = cast(Table, Outbox.__table__)
 SI = cast(Table, Silence.__table__)
 
+# How often an alert kept quiet by a silence or maintenance window is looked at again: its delivery when the
+# window ends is at most this late.
+_RECHECK_SUPPRESSED_S = 30.0
 LIVE = ("open", "acknowledged", "escalated")
 ACTIVE = (*LIVE, "resolved")  # a re-trigger of these updates the same alert
 ALLOWED = {
@@ -409,6 +412,7 @@ class Tx:
             "last_fired_at": self.now, "acked_at": None, "resolved_at": None, "closed_at": None,
         }
         d = self._decide(row, 0)
+        row["tier"] = d.tier  # tiers that resolve to nobody were skipped
         row["route"] = d.to_dict()
         row["escalate_at"] = self._deadline(row, d)
         stmt = insert(self.conn, A).values(**row).on_conflict_do_nothing(index_elements=["active_key"])
@@ -467,8 +471,17 @@ class Tx:
         for row in self.conn.execute(locked(self.conn, stmt, skip=True)).mappings().all():
             a = dict(row)
             current = self._decide(a, a["tier"])
-            if current.suppressed:  # silenced or inhibited: look again later, tell nobody new
-                self._update(a, {"escalate_at": self.now + (current.deadline_s or 60.0)})
+            if current.suppressed:  # silenced or inhibited: look again soon, tell nobody new
+                self._update(a, {"escalate_at": self.now + min(current.deadline_s or 60.0, _RECHECK_SUPPRESSED_S)})
+                continue
+            if (a["route"] or {}).get("suppressed"):
+                # The silence or maintenance window is over and nobody was told: deliver to the current tier
+                # with a fresh deadline (escalating now would skip a tier that never had its chance).
+                quiet = a["route"]["suppressed"]
+                self._update(a, {"tier": current.tier, "route": current.to_dict(), "updated_at": self.now,
+                                 "escalate_at": self._deadline(a, current)})
+                self._record(a, "delivered", a["state"], "system", f"{quiet} is over; delivered to tier {current.tier}")
+                n += 1
                 continue
             if current.last_tier:
                 self._update(a, {"escalate_at": None})

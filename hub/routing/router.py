@@ -69,20 +69,35 @@ class Router:
         local = datetime.fromtimestamp(now, UTC).astimezone(self.tz)
         recipients: list[dict[str, str]] = []
         why: list[str] = []
-        for role in route.tiers[tier]:
-            got, note = self._resolve(role, labels, subject, local)
-            recipients.extend(got)
-            why.append(note)
+        skipped: list[str] = []
+        while True:
+            recipients, why = self._tier(route.tiers[tier], labels, subject, local)
+            if recipients or tier >= len(route.tiers) - 1:
+                break
+            # A tier that resolves to nobody (a building-level fire has no household) must not cost a deadline.
+            skipped.append(f"tier {tier} resolves to nobody ({'; '.join(why)}), skipped")
+            tier += 1
         if not recipients:
             got, note = self._resolve("control_room", labels, subject, local)
             recipients.extend(got)
             why.append("nobody found for this tier, so " + note)
+        why = [*skipped, *why]
         match = ", ".join(f"{k}={v}" for k, v in route.match.items()) or "default"
         reason = f"route {idx} ({match}) tier {tier}/{len(route.tiers) - 1}: " + "; ".join(why)
         group = "|".join(f"{k}={labels.get(k)}" for k in self.spec.group_by)
         suppressed = self.suppression(labels, now, silences, active)
         deadline = route.deadline_s or self.deadline(str(labels["severity"]), now)
         return Decision(tier, recipients, reason, group, suppressed, tier >= len(route.tiers) - 1, deadline)
+
+    def _tier(self, roles: tuple[str, ...], labels: Mapping[str, Any], subject: str,
+              local: datetime) -> tuple[list[dict[str, str]], list[str]]:
+        recipients: list[dict[str, str]] = []
+        why: list[str] = []
+        for role in roles:
+            got, note = self._resolve(role, labels, subject, local)
+            recipients.extend(got)
+            why.append(note)
+        return recipients, why
 
     def _resolve(self, role: str, labels: Mapping[str, Any], subject: str,
                  local: datetime) -> tuple[list[dict[str, str]], str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Protocol
 
+from hub.rules.clock import DeviceClocks
 from hub.rules.event import Ctx, Event, Signal, State, matches
 from hub.rules.kinds.absence import Absence
 from hub.rules.kinds.base import Rule
@@ -53,10 +55,11 @@ class StateStore(Protocol):
 
 
 class MemoryStates:
-    """A StateStore in a dict (unit tests, benchmarks)."""
+    """A StateStore in a dict (unit tests, benchmarks, the offline scenario loop)."""
 
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], State] = {}
+        self._timers: list[tuple[float, str, str]] = []  # a heap; stale entries are skipped when popped
 
     def load(self, rule: str, key: str) -> State | None:
         """The state of one key, or None."""
@@ -69,10 +72,20 @@ class MemoryStates:
             self.states.pop((rule, key), None)
         else:
             self.states[(rule, key)] = State(dict(state.data), state.due)
+            if state.due is not None:
+                heapq.heappush(self._timers, (state.due, rule, key))
 
     def due(self, now: float) -> list[tuple[str, str]]:
-        """Due keys."""
-        return [k for k, s in self.states.items() if s.due is not None and s.due <= now]
+        """Due keys (each timer is handed out once; running it saves the state and its next timer)."""
+        out: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        while self._timers and self._timers[0][0] <= now:
+            due, rule, key = heapq.heappop(self._timers)
+            st = self.states.get((rule, key))
+            if st is not None and st.due == due and (rule, key) not in seen:
+                seen.add((rule, key))
+                out.append((rule, key))
+        return out
 
     def known(self, rule: str) -> set[str]:
         """Keys of a rule."""
@@ -83,9 +96,10 @@ class MemoryStates:
 
     def postpone(self, rule: str, until: float) -> int:
         """Move early timers of a rule."""
-        moved = [s for (r, _), s in self.states.items() if r == rule and s.due is not None and s.due < until]
-        for s in moved:
+        moved = [(k, s) for (r, k), s in self.states.items() if r == rule and s.due is not None and s.due < until]
+        for k, s in moved:
             s.due = until
+            heapq.heappush(self._timers, (until, rule, k))
         return len(moved)
 
     def discard(self, rule: str, key: str) -> None:
@@ -144,8 +158,16 @@ class Engine:
                 n += 1
         return n
 
-    def process(self, events: Iterable[Event], store: StateStore) -> list[Signal]:
-        """Feed events in order; returns the signals they caused."""
+    def process(self, events: Iterable[Event], store: StateStore, received: float | None = None,
+                clocks: DeviceClocks | None = None) -> list[Signal]:
+        """Feed events in order; returns the signals they caused.
+
+        With `clocks` and the time the batch was `received`, each event is put on its device's corrected time.
+        """
+        events = list(events)
+        if clocks is not None and received is not None:
+            store.prefetch(clocks.prefetch(events, store))
+            events = [clocks.correct(ev, received, store) for ev in events]
         return self.run(self.plan(events), store)
 
     def plan(self, events: Iterable[Event]) -> list[tuple[Event, Rule, str]]:
@@ -172,13 +194,16 @@ class Engine:
     def _feed(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
         st = store.load(rule.id, key) or State()
         try:
-            sigs = rule.on_event(st, ev)
+            sigs = rule.on_key_event(st, key, ev)
         except Exception:
             # One bad rule/event pair must not stop the others.
             log.exception("rule %s failed on %s seq %d", rule.id, ev.device_id, ev.seq)
             store.discard(rule.id, key)
             return []
+        fanout = st.data.pop("fanout", None) if isinstance(rule, Absence) else None
         store.save(rule.id, key, st)
+        if fanout is not None:
+            self._fan_out(rule, st, fanout, store)  # type: ignore[arg-type]
         if self.write_back_s and isinstance(rule, Absence):
             self._learn(rule.id, key, st)
             if self._touches:
@@ -187,6 +212,16 @@ class Engine:
                     if kept is not None and kept.t <= ev.t:
                         del self._touches[(rule.id, key)]
         return self._correlate(sigs, store)
+
+    def _fan_out(self, rule: Absence, agent: State, fanout: dict[str, object], store: StateStore) -> None:
+        # An agent's will (or planned stop) speaks for every device it serves: all go offline at once, and
+        # only the agent's one alert is raised (Sparkplug's NDEATH).
+        for device in rule.served(agent, int(str(fanout["session"]))):
+            st = store.load(rule.id, device) or State()
+            rule.mark_down(st, fanout)
+            store.save(rule.id, device, st)
+            if self.write_back_s:
+                self._learn(rule.id, device, st)  # no longer quiet: its next sign of life goes straight in
 
     def _learn(self, rule_id: str, key: str, st: State) -> None:
         d = st.data

@@ -111,6 +111,12 @@ class Ctx:
         self.devices = community.device_index()
         self.resident_of = {d: r for r in community.residents for d in r.devices}
         self._places: dict[str, Place] = {}  # registered devices only: bounded by the community model
+        self.cameras_of = _coverage(community)
+        seen: dict[str, list[str]] = {}
+        for door, cams in self.cameras_of.items():
+            for cam in cams:
+                seen.setdefault(cam, []).append(door)
+        self.doors_seen_by = {k: tuple(v) for k, v in seen.items()}
 
     def place(self, device_id: str) -> Place:
         """The place of a device; unregistered devices land in the 'unassigned' grid."""
@@ -135,6 +141,26 @@ class Ctx:
         if hours.start <= hours.end:
             return hours.start <= h < hours.end
         return h >= hours.start or h < hours.end
+
+
+_ACCESS = ("door_controller", "face_gate", "turnstile")
+
+
+def _coverage(community: Community) -> dict[str, tuple[str, ...]]:
+    """Door/gate id -> the cameras that see it (a camera's `covers`, else the access devices of its unit)."""
+    out: dict[str, list[str]] = {}
+    access = [d for d in community.devices if d.kind.value in _ACCESS]
+    for cam in community.devices:
+        if cam.kind.value != "camera":
+            continue
+        if cam.covers is not None:
+            doors = list(cam.covers)
+        else:
+            doors = [d.id for d in access if d.grid == cam.grid and d.building == cam.building
+                     and (cam.building is None or d.unit == cam.unit)]
+        for door in doors:
+            out.setdefault(door, []).append(cam.id)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def matches(ms: tuple[Match, ...], ev: Event) -> bool:

@@ -94,6 +94,8 @@ class SequenceRule(_Rule):
     steps: tuple[SeverityStep, ...] = ()
     kinds: tuple[Label, ...] = Field(default=(), description="Device kinds (empty = any).")
     max_count: int = Field(default=1, ge=1, description="count_per_grant: passages allowed per grant.")
+    debounce_s: float = Field(default=0.0, ge=0, description=(
+        "repeat_without: a second read of the same credential at the same reader this soon is one read."))
 
 
 class AbsenceRule(_Rule):
@@ -124,6 +126,9 @@ class RateRule(_Rule):
     op: Op = ">="
     value: float
     night: Hours | None = Field(default=None, description="distinct_nights: which hours count as night.")
+    report_slack: float = Field(default=0.25, ge=0, le=1, description=(
+        "drop: look back one reporting interval times (1 + this) when that is longer than the window, so two "
+        "readings at, just under or just over the interval (with jitter) still make one drop."))
 
     @model_validator(mode="after")
     def _field(self) -> RateRule:

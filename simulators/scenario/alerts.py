@@ -36,6 +36,8 @@ class ObservedAlert:
     received_mono: float  # time.monotonic() when it arrived
     rule: str = ""
     event_ts: float | None = None  # the newest triggering event's own (device) time
+    suppressed: str | None = None  # the silence/maintenance/inhibition that kept it from paging anyone
+    recipients: tuple[str, ...] = ()  # "role:id" of everyone this transition was routed to
 
     @property
     def raised_at(self) -> float:
@@ -51,7 +53,8 @@ def from_payload(payload: bytes | bytearray, received_mono: float) -> ObservedAl
         raise ValueError(f"not an AlertNotice: {e.errors()[0]['msg']}") from None
     event_ts = max((e.ts.timestamp() for e in n.events), default=None)
     return ObservedAlert(n.alert_id, n.code, n.severity, n.site, n.grid, n.building, n.unit, n.device_id,
-                         n.transition, n.opened_at.timestamp(), received_mono, n.rule, event_ts)
+                         n.transition, n.opened_at.timestamp(), received_mono, n.rule, event_ts,
+                         n.route.suppressed, tuple(f"{r.role}:{r.id}" for r in n.route.recipients))
 
 
 class AlertListener:

@@ -21,7 +21,7 @@ class Expected:
     where: dict[str, str]
     reference: float  # simulated epoch seconds the deadline counts from
     deadline_s: float
-    status: str = "missed"  # on_time | late | missed
+    status: str = "missed"  # on_time | late | missed | misrouted (raised, but not paged/routed as expected)
     alert_id: int | None = None
     raised_at: float | None = None
     late_s: float | None = None
@@ -68,6 +68,15 @@ def _matches(exp: Expect, a: ObservedAlert) -> bool:
             and (exp.unit is None or a.unit == exp.unit) and (exp.severity is None or a.severity == exp.severity))
 
 
+def _routed(exp: Expect, seen: Sequence[ObservedAlert]) -> bool:
+    """Whether the alert's transitions were paged (or kept quiet) and reached the named recipients."""
+    if exp.paged is not None and any((a.suppressed is None) == exp.paged for a in seen) is False:
+        return False
+    got = {r for a in seen if a.suppressed is None for r in a.recipients}
+    roles = {r.split(":", 1)[0] for r in got}
+    return all((want in got) if ":" in want else (want in roles) for want in exp.recipients)
+
+
 def score(scenario: Scenario, observed: Sequence[ObservedAlert], raised_at: Callable[[ObservedAlert], float],
           in_scope: Callable[[ObservedAlert], bool]) -> Score:
     """Match each expectation to the earliest fitting alert raised after its reference time; the rest are unexpected.
@@ -76,25 +85,41 @@ def score(scenario: Scenario, observed: Sequence[ObservedAlert], raised_at: Call
     something the scenario simulated.
     """
     start = scenario.start_ts
-    # One entry per alert id: its first sighting (re-triggers and later transitions are the same alert).
+    # One entry per alert id: its first sighting (re-triggers and later transitions are the same alert), and
+    # the first sighting of each severity it reached (a step from low to medium is expected on its own).
     first: dict[int, ObservedAlert] = {}
+    by_severity: dict[tuple[int, str], ObservedAlert] = {}
+    trail: dict[int, list[ObservedAlert]] = {}
     for a in observed:
         first.setdefault(a.alert_id, a)
+        by_severity.setdefault((a.alert_id, a.severity), a)
+        trail.setdefault(a.alert_id, []).append(a)
     alerts = sorted(first.values(), key=raised_at)
     used: set[int] = set()
+    stepped: set[tuple[int, str]] = set()
     out = Score()
     for exp in scenario.expect:
         ref = start + scenario.reference(exp)
         where = {k: v for k, v in (("device", exp.device), ("grid", exp.grid), ("building", exp.building),
                                    ("unit", exp.unit)) if v}
         verdict = Expected(exp.code, where, ref, exp.within)
-        for a in alerts:
-            if a.alert_id in used or not _matches(exp, a):
+        candidates = alerts if exp.severity is None else sorted(
+            (a for (i, sev), a in by_severity.items() if sev == exp.severity and (i, sev) not in stepped),
+            key=raised_at)
+        for a in candidates:
+            if (exp.severity is None and a.alert_id in used) or not _matches(exp, a):
                 continue
             t = raised_at(a)
             if t < ref - EARLY_TOLERANCE_S:
                 continue
-            used.add(a.alert_id)
+            if not _routed(exp, [x for x in trail[a.alert_id] if raised_at(x) <= ref + exp.within]):
+                verdict.status = "misrouted"
+                continue
+            if exp.severity is None:
+                used.add(a.alert_id)
+            else:
+                stepped.add((a.alert_id, a.severity))
+                used.add(a.alert_id)
             verdict.alert_id, verdict.raised_at, verdict.late_s = a.alert_id, t, round(t - ref, 3)
             verdict.status = "on_time" if t - ref <= exp.within else "late"
             break

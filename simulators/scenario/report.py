@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from simulators.scenario.matching import Score
+from simulators.scenario.spec import Scenario
 
 BAR = 30
 
@@ -82,3 +83,48 @@ def table(name: str, score: Score) -> str:
 def as_json(name: str, meta: dict[str, Any], score: Score) -> dict[str, Any]:
     """The JSON report of one run."""
     return {"scenario": name, **meta, **score.to_dict()}
+
+
+class Summary:
+    """Figures over many scenarios by incident type: recall on time (hits) and false alerts (near misses)."""
+
+    def __init__(self) -> None:
+        self.by: dict[str, dict[str, int]] = {}
+
+    def add(self, sc: Scenario, score: Score) -> None:
+        """Count one scored scenario under its type (gen_<type>_<hit|near>_..., else its name)."""
+        parts = sc.name.split("_")
+        kind = sc.name
+        if parts[0] == "gen" and ("hit" in parts or "near" in parts):
+            cut = parts.index("hit") if "hit" in parts else parts.index("near")
+            kind = "_".join(parts[1:cut])
+        row = self.by.setdefault(kind, {"hits": 0, "on_time": 0, "late": 0, "missed": 0, "misrouted": 0,
+                                        "quiet": 0, "false_alerts": 0, "scenarios": 0})
+        row["scenarios"] += 1
+        if sc.expect:
+            row["hits"] += len(score.expected)
+            for e in score.expected:
+                row[e.status] = row.get(e.status, 0) + 1
+        else:
+            row["quiet"] += 1
+        row["false_alerts"] += sum(1 for u in score.unexpected if u.in_scope)
+
+    @property
+    def passed(self) -> bool:
+        """Every expected alert on time and no false alert anywhere."""
+        return all(r["on_time"] == r["hits"] and not r["false_alerts"] for r in self.by.values())
+
+    def rows(self) -> list[dict[str, object]]:
+        """One dict per type, with recall on time."""
+        return [{"type": k, **v, "recall_on_time": round(v["on_time"] / v["hits"], 3) if v["hits"] else None}
+                for k, v in sorted(self.by.items())]
+
+    def table(self) -> str:
+        """The figures as a fixed-width table."""
+        head = ("TYPE", "SCENARIOS", "EXPECTED", "ON TIME", "LATE", "MISSED", "MISROUTED", "RECALL", "FALSE ALERTS")
+        rows = [head] + [(r["type"], str(r["scenarios"]), str(r["hits"]), str(r["on_time"]), str(r["late"]),
+                          str(r["missed"]), str(r["misrouted"]),
+                          "-" if r["recall_on_time"] is None else f"{r['recall_on_time']:.2f}", str(r["false_alerts"]))
+                         for r in self.rows()]
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+        return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

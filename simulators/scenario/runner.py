@@ -57,14 +57,16 @@ def background(devices: Sequence[Device], bg: Background) -> list[Device]:
 
 
 def future(sc: Scenario, now: float | None = None, margin_s: float = 120.0) -> Scenario:
-    """The scenario moved by whole days to start just after now (same time of day, within a day).
+    """The scenario moved by whole weeks to start after now (same weekday and time of day, within a week).
+
+    Whole weeks keep what weekly rosters, maintenance windows and working days see.
 
     The agent stamps its births with the wall clock. A birth newer than the simulated messages would make
     the hub's absence rules ignore them; one much older would make every device look long silent. Starting
     simulated time shortly after the births keeps both clocks consistent.
     """
     now = time.time() if now is None else now
-    days = math.ceil((now + margin_s - sc.start_ts) / 86400)
+    days = 7 * math.ceil((now + margin_s - sc.start_ts) / (7 * 86400))
     shifted = datetime.fromisoformat(sc.start) + timedelta(days=days)
     return sc.model_copy(update={"start": shifted.isoformat()})
 
@@ -89,7 +91,7 @@ class ScenarioRunner:
     def __init__(self, cfg: Config, scenario: Scenario, *, speed: float | None = None, grace_s: float = 20.0,
                  settle_s: float = 3.0, recordings: Recordings | None = None, agent_name: str = AGENT_NAME,
                  state_dir: Path | None = None, out: TextIO | None = sys.stderr, with_hub: Path | None = None,
-                 rules_file: Path | None = None, wall_clock: bool = False) -> None:
+                 rules_file: Path | None = None, wall_clock: bool = False, catch_up_s: float = 60.0) -> None:
         if with_hub is not None and not wall_clock:
             scenario = future(scenario)
         if wall_clock:
@@ -108,6 +110,7 @@ class ScenarioRunner:
         self.agent_name = agent_name
         self.state_dir = state_dir
         self.out = out
+        self.catch_up_s = catch_up_s  # how long the hub may take to handle the last message (a loaded machine)
 
     def run(self) -> RunResult:
         """Run the scenario to its end, wait for late alerts, and score; raises PlanError on a bad scenario."""
@@ -165,9 +168,10 @@ class ScenarioRunner:
                 agent.start()
                 try:
                     stats = sim.run()
-                    acked = bool(agent.flush(30.0))
-                    if hub is not None and not hub.caught_up(stats.last_ts, 60.0):
-                        log.warning("the scenario hub did not catch up with the last message in 60 s")
+                    acked = bool(agent.flush(max(30.0, self.catch_up_s)))
+                    if hub is not None and not hub.caught_up(stats.last_ts, self.catch_up_s):
+                        log.warning("the scenario hub did not catch up with the last message in %.0f s",
+                                    self.catch_up_s)
                     self._wait(listener, raised_at, in_scope)
                     # Judge before the agent stops: its will then (rightly) reports every device offline.
                     observed = listener.snapshot()

@@ -183,7 +183,12 @@ class Expect(_Spec):
     grid: Ident | None = None
     building: Ident | None = None
     unit: Ident | None = None
-    severity: Severity | None = Field(default=None, description="Only an alert of this severity counts.")
+    severity: Severity | None = Field(default=None, description=(
+        "Only an alert of this severity counts; a severity step (low, then medium) is a sighting of its own."))
+    paged: bool | None = Field(default=None, description=(
+        "true: it must have been delivered to someone; false: kept quiet (silence, maintenance, inhibition)."))
+    recipients: tuple[str, ...] = Field(default=(), description=(
+        "Roles (grid_worker) or role:id (grid_worker:gw-day-g1) it must have been routed to."))
     after: Seconds | None = Field(default=None, description="Reference time (default: the first incident's at).")
     within: Seconds = Field(description="Deadline after the reference time (simulated).")
 
@@ -196,6 +201,12 @@ class Background(_Spec):
     kinds: tuple[Label, ...] | None = None
     devices: tuple[Ident, ...] | None = None
     limit: int | None = Field(default=None, ge=0, description="At most this many (round-robin over kinds).")
+
+
+class Delivery(_Spec):
+    """Faults of the delivery path the offline rules loop applies (an at-least-once broker repeats messages)."""
+
+    duplicate_share: float = Field(default=0.0, ge=0, le=1, description="Share of messages delivered twice.")
 
 
 class Scenario(_Spec):
@@ -211,6 +222,7 @@ class Scenario(_Spec):
     incidents: tuple[Incident, ...] = ()
     expect: tuple[Expect, ...] = ()
     allow: tuple[Label, ...] = Field(default=(), description="Alert codes tolerated though not expected.")
+    delivery: Delivery = Delivery()
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:

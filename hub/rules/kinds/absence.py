@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hub.rules.event import Event, Place, Signal, State, matches
 from hub.rules.kinds.base import Rule
 
+AGENT = "agent/"  # key prefix of an edge agent (it owns the will of every device it serves)
+_MAX_LISTED = 20  # devices named in an agent alert's thresholds (the count is always exact)
+
 
 class Absence(Rule):
-    """A per-subject deadline that every activity pushes back; a will message can fire at once."""
+    """A per-subject deadline that every activity pushes back; a will fires at once, a planned stop never.
+
+    States are ordered by their session number, not by their timestamps: a will is stamped when its session
+    connected, older than that session's own `online`, yet it is that session's last word.
+    """
 
     def types(self) -> set[str] | None:
         """Any type when every message counts."""
@@ -21,47 +30,123 @@ class Absence(Rule):
             return False
         return super().watches(ev)
 
+    def keys(self, ev: Event) -> list[str]:
+        """The device's key, plus its agent's key for births and the agent's own states (offline rules)."""
+        if self.spec.offline_state and ev.kind == "agent":
+            return [AGENT + ev.device_id] if ev.type in ("state", "birth") else []
+        out = super().keys(ev)
+        if self.spec.offline_state and ev.type == "birth" and ev.get("agent"):
+            out.append(AGENT + str(ev.get("agent")))
+        return out
+
     def _timeout(self, st: State) -> float:
         if self.spec.timeout_s is not None:
             return float(self.spec.timeout_s)
         return float(self.spec.intervals * st.data.get("interval", 60.0))
 
+    def on_key_event(self, st: State, key: str, ev: Event) -> list[Signal]:
+        """An agent's key gets births and the agent's own states; a device's key everything else."""
+        if key.startswith(AGENT):
+            return self._agent(st, key, ev)
+        return self.on_event(st, ev)
+
     def on_event(self, st: State, ev: Event) -> list[Signal]:
-        """Push the deadline back, or fire on a will."""
-        d = st.data
+        """Push the deadline back, mark a planned stop, or fire on a will."""
         key = self.key_of(ev)
+        d = st.data
         if ev.device is not None:
             d.setdefault("interval", ev.device.interval_s)
-        if ev.type == "birth":
-            d["session"] = ev.get("session")
-            if self.spec.intervals is not None:
+        session = ev.get("session")
+        if ev.type == "birth" or (ev.type == "state" and ev.get("status") == "online"):
+            if session is not None and session <= d.get("down", -1):
+                return []  # a repeat of the session that went down (a retained or redelivered message)
+            if session is not None:
+                d["session"] = max(session, d.get("session", 0))
+            if ev.type == "birth" and self.spec.intervals is not None:
                 d["interval"] = float(ev.get("interval_s"))
         if ev.type == "state" and ev.get("status") == "offline":
-            if not self.spec.offline_state or ev.get("session") < d.get("session", 0):
+            if not self.spec.offline_state or session < d.get("session", 0):
                 return []  # a stale will from an older session says nothing about this one
-            self.remember(st, ev)
-            d["offline"] = True
+            d["down"] = session
             st.due = None
-            return self.fire(st, key, ev.t, reason="will", session=ev.get("session"))
+            if ev.get("clean"):
+                d["offline"] = "stopped"  # a planned stop: offline, and nobody needs to be told
+                return []
+            self.remember(st, ev)
+            d["offline"] = "will"
+            return self.fire(st, key, ev.t, reason="will", session=session)
         if self.spec.when and not matches(self.spec.when, ev):
             return []
+        if "down" in d and ev.type != "birth" and not (ev.type == "state" and ev.get("status") == "online"):
+            return []  # replayed history from before it went down; a new session revives it
         out = self.clear(st, key, ev.t) if d.get("active") else []
-        d.pop("offline", None)
+        revived = d.pop("offline", None) is not None
+        d.pop("down", None)
         d["place"] = ev.place.to_dict()
         last = d.get("last")
+        if last is not None and ev.t < last and not revived:
+            return out  # a late delivery must not move the deadline back
         # Store the new time only when it moves the deadline noticeably: fewer state writes at high rates.
-        if last is None or ev.t - last >= min(60.0, self._timeout(st) * 0.05) or out or st.due is None \
-                or not d.get("refs"):
-            d["last"] = ev.t
+        if last is None or revived or ev.t - last >= min(60.0, self._timeout(st) * 0.05) or out \
+                or st.due is None or not d.get("refs"):
+            d["last"] = ev.t if last is None or revived else max(ev.t, last)
             d["refs"] = [ev.ref()]  # the last sign of life is the evidence an absence alert carries
-            st.due = ev.t + self._timeout(st)
+            st.due = d["last"] + self._timeout(st)
         return out
+
+    def _agent(self, st: State, key: str, ev: Event) -> list[Signal]:
+        """An agent's key: which devices it serves (from their births) and its own online/offline states."""
+        d = st.data
+        session = ev.get("session")
+        if ev.kind != "agent":  # a device's birth naming this agent, in the session it belongs to
+            served: dict[str, int] = d.setdefault("devices", {})
+            served[ev.device_id] = max(int(session or 0), served.get(ev.device_id, 0))
+            return []
+        if ev.type == "birth" or ev.get("status") == "online":
+            if session is None or session <= d.get("down", -1):
+                return []
+            d["session"] = max(session, d.get("session", 0))
+            d.pop("down", None)
+            d.pop("fanout", None)
+            return self.clear(st, key, ev.t) if d.get("active") else []
+        if session < d.get("session", 0) or session <= d.get("down", -1):
+            return []  # a stale will, or a repeat of this one
+        d["down"] = session
+        d["fanout"] = {"session": session, "clean": bool(ev.get("clean"))}
+        if ev.get("clean"):
+            return []  # a planned stop (commhub up stopping, an upgrade): the devices go quietly offline
+        devices = self.served(st, session)
+        d["place"] = self._common_place(devices).to_dict()
+        d["refs"] = [ev.ref()]
+        return self.fire(st, key, ev.t, reason="will", session=session, devices=len(devices),
+                         listed=",".join(devices[:_MAX_LISTED]))
+
+    @staticmethod
+    def served(st: State, session: int) -> list[str]:
+        """The devices an agent served in a session (their births named it, with that session)."""
+        return sorted(k for k, v in st.data.get("devices", {}).items() if v == session)
+
+    def mark_down(self, st: State, fanout: dict[str, Any]) -> None:
+        """A device whose agent died (or stopped): offline now, with no alert of its own."""
+        d = st.data
+        if fanout["session"] < d.get("session", 0) or "down" in d:
+            return  # the device already lives in a newer session, or is already down
+        d["down"] = fanout["session"]
+        d["offline"] = "stopped" if fanout["clean"] else "agent"
+        st.due = None
+
+    def _common_place(self, devices: list[str]) -> Place:
+        places = [self.ctx.place(x) for x in devices] or [Place(self.ctx.community.site.id, "unassigned")]
+        grid = places[0].grid if all(p.grid == places[0].grid for p in places) else "unassigned"
+        building = places[0].building if all(p.building == places[0].building for p in places) else None
+        unit = places[0].unit if building and all(p.unit == places[0].unit for p in places) else None
+        return Place(self.ctx.community.site.id, grid, building, unit, None)
 
     def on_timer(self, st: State, key: str, now: float) -> list[Signal]:
         """The deadline passed with no activity."""
         st.due = None
         d = st.data
-        if d.get("active"):
+        if d.get("active") or "down" in d:
             return []
         last = d.get("last", now)
         if now - last < self._timeout(st):

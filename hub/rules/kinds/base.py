@@ -37,6 +37,10 @@ class Rule:
         """Feed one event to one key's state machine."""
         return []
 
+    def on_key_event(self, st: State, key: str, ev: Event) -> list[Signal]:
+        """Feed one event to one key's state machine, for rules whose keys differ in kind (agent and device)."""
+        return self.on_event(st, ev)
+
     def on_timer(self, st: State, key: str, now: float) -> list[Signal]:
         """Called when the key's timer is due."""
         st.due = None

@@ -10,14 +10,25 @@ class Correlation(Rule):
     """Count distinct devices per place within a window; fire once the count reaches min_devices."""
 
     def keys(self, ev: Event) -> list[str]:
-        """Raw events in `also` count by their place."""
+        """Raw events in `also` count by their place, or (key door) at every door their camera covers."""
         if not self.spec.also or not matches(self.spec.also, ev):
             return []
+        if self.spec.key == "door":
+            return list(self.ctx.doors_seen_by.get(ev.device_id, ()))
         return super().keys(ev)
 
     def place_key(self, place: Place) -> str | None:
-        """The scope key (building/grid) of a place."""
+        """The scope key (door device, building or grid) of a place."""
+        if self.spec.key == "door":
+            return place.device
         return place.building if self.spec.key == "building" else place.grid
+
+    def on_key_event(self, st: State, key: str, ev: Event) -> list[Signal]:
+        """A raw event that counts as evidence at one of its keys."""
+        if self.spec.key == "door":
+            door = self.ctx.place(key)
+            return self._add(st, key, door, ev.t, ev.device_id, ev.ref(), None)
+        return self.on_event(st, ev)
 
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """A raw event that counts as evidence."""
@@ -36,8 +47,12 @@ class Correlation(Rule):
         seen.append([t, device, member])
         d["seen"] = seen
         d["refs"] = add_ref(d.get("refs", []), ref)
-        d.setdefault("place", Place(place.site, place.grid, place.building if self.spec.key == "building" else None,
-                                    None, None).to_dict())
+        if self.spec.key == "door":
+            d.setdefault("place", Place(place.site, place.grid, place.building, place.unit, place.device).to_dict())
+        else:
+            d.setdefault("place", Place(place.site, place.grid,
+                                        place.building if self.spec.key == "building" else None, None,
+                                        None).to_dict())
         st.due = t + self.spec.window_s
         devices = {x[1] for x in seen}
         members = [x[2] for x in seen if x[2]]

@@ -8,6 +8,7 @@ from hub.rules.event import OPS, Event, Signal, State
 from hub.rules.kinds.base import Rule, wants
 
 _RECHECK_S = 300.0  # how often a window with no new events is looked at again (e.g. low water use)
+_EPS = 1e-3  # envelope stamps keep microseconds; float sums of them are not exact
 
 
 class Rate(Rule):
@@ -23,12 +24,25 @@ class Rate(Rule):
         v = 1.0 if s.field is None else ev.get(s.field)
         if v is None:
             return []
-        samples: list[list[float]] = st.data.setdefault("samples", [])
-        if s.aggregate == "drop":
-            # Only a falling staircase matters for max-minus-current: drop samples no higher than the new one.
-            while samples and samples[-1][1] <= float(v):
-                samples.pop()
-        samples.append([ev.t, float(v)])
+        d = st.data
+        samples: list[list[Any]] = d.setdefault("samples", [])
+        if s.aggregate in ("count", "distinct_nights"):
+            # A redelivered (device, seq) is the same event: counting it twice would invent a burst.
+            ident = f"{ev.device_id}#{ev.seq}"
+            if any(len(x) > 2 and x[2] == ident for x in samples):
+                return []
+            samples.append([ev.t, 1.0, ident])
+            samples.sort(key=lambda x: x[0])  # a late delivery slots in at its own time
+        else:
+            if samples and ev.t < samples[-1][0]:
+                return []  # older than a reading already seen: it says nothing about now (a repeat is harmless)
+            if s.aggregate == "drop":
+                # Only a falling staircase matters for max-minus-current: drop samples no higher than the new one.
+                while samples and samples[-1][1] <= float(v):
+                    samples.pop()
+            samples.append([ev.t, float(v)])
+        if ev.device is not None:
+            d["interval"] = ev.device.interval_s
         self.remember(st, ev)
         return self._evaluate(st, self.key_of(ev), ev.t)
 
@@ -36,21 +50,34 @@ class Rate(Rule):
         """Re-evaluate as the window slides."""
         return self._evaluate(st, key, now)
 
-    def _prune(self, samples: list[list[float]], now: float) -> list[list[float]]:
-        start = now - self.spec.window_s
+    def reach(self, st: State) -> float:
+        """How far back a drop looks: the window, or one reporting interval (with slack) if that is longer.
+
+        A sensor that reports every 60 s can only show a 1-minute drop between two readings about 60 s apart
+        (at, just under or just over its interval, with jitter); a strict 60 s window would lose the earlier one.
+        """
+        s = self.spec
+        if s.aggregate != "drop":
+            return float(s.window_s)
+        interval = float(st.data.get("interval") or 0.0)
+        return max(float(s.window_s), interval * (1.0 + s.report_slack))
+
+    def _prune(self, samples: list[list[Any]], now: float, reach: float) -> list[list[Any]]:
+        start = now - reach
         if self.spec.aggregate == "increase":
             # Keep the newest sample before the window too: it is the baseline of the increase.
             older = [x for x in samples if x[0] <= start]
             return ([older[-1]] if older else []) + [x for x in samples if x[0] > start]
-        return [x for x in samples if x[0] > start]
+        # The window includes its start: an event exactly window_s after another is inside it.
+        return [x for x in samples if x[0] >= start - _EPS]
 
-    def aggregate(self, samples: list[list[float]], now: float) -> float | None:
+    def aggregate(self, samples: list[list[Any]], now: float) -> float | None:
         """The window's aggregate, or None when the window is not yet covered."""
         s = self.spec
         if s.aggregate == "count":
             return float(len(samples))
         if s.aggregate == "distinct_nights":
-            return float(len({self.ctx.local(t).date() for t, _ in samples}))
+            return float(len({self.ctx.local(x[0]).date() for x in samples}))
         if not samples:
             return None
         if s.aggregate == "drop":
@@ -61,11 +88,12 @@ class Rate(Rule):
 
     def _evaluate(self, st: State, key: str, now: float) -> list[Signal]:
         d = st.data
-        samples = self._prune(d.get("samples", []), now)
+        reach = self.reach(st)
+        samples = self._prune(d.get("samples", []), now, reach)
         d["samples"] = samples
         agg = self.aggregate(samples, now)
         hit = agg is not None and OPS[self.spec.op](agg, self.spec.value)
-        st.due = self._next_due(samples, now)
+        st.due = self._next_due(samples, now, reach)
         limits: dict[str, Any] = {"aggregate": self.spec.aggregate, "op": self.spec.op, "value": self.spec.value,
                                   "window_s": self.spec.window_s, "observed": round(agg or 0.0, 3)}
         if hit and not d.get("active"):
@@ -79,8 +107,8 @@ class Rate(Rule):
             st.due = None
         return []
 
-    def _next_due(self, samples: list[list[float]], now: float) -> float | None:
+    def _next_due(self, samples: list[list[Any]], now: float, reach: float) -> float | None:
         if self.spec.aggregate == "increase":
             return now + min(_RECHECK_S, self.spec.window_s)
-        inside = [t for t, _ in samples if t > now - self.spec.window_s]
-        return min(inside) + self.spec.window_s if inside else None
+        inside = [x[0] for x in samples if x[0] >= now - reach - _EPS]
+        return min(inside) + reach + 2 * _EPS if inside else None

@@ -3,8 +3,10 @@
 - unauthorized_open: the door opens with no grant or exit request in the previous window_s (forced door);
   clears when it closes.
 - held_open: the door is still open hold_s after an authorized opening; severity steps up over time.
-- repeat_without: a credential enters twice without exiting in between (anti-passback), within window_s.
-- count_per_grant: more than max_count passages within window_s of one grant (tailgating).
+- repeat_without: a credential enters twice without exiting in between (anti-passback), within window_s; a
+  re-read at the same reader within debounce_s is the same entry (a face gate reads a waiting face again).
+- count_per_grant: more passages than grants allow (max_count each) within window_s (tailgating). Every grant
+  adds its own allowance, so a queue (grant, grant, passage, passage) is fine.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from hub.rules.kinds.base import Rule
 
 _AUTH = ("access_granted", "exit_request")
 _DOOR = ("door_opened", "door_closed")
+# A grant logged a moment after the passage it allowed (controller and sensor clocks differ) still allows it.
+_ORDER_SLACK_S = 2.0
 
 
 class Sequence(Rule):
@@ -105,13 +109,24 @@ class Sequence(Rule):
         d = st.data
         if d.get("auth") is not None and now - d["auth"] > self.spec.window_s and not d.get("active"):
             d.pop("auth", None)
+        if self.spec.pattern == "count_per_grant" and now - d.get("last_grant", now) > self.spec.window_s:
+            d.clear()
         return []
 
     def _repeat_without(self, st: State, key: str, ev: Event) -> list[Signal]:
         d = st.data
         direction = ev.get("direction")
-        last, last_t = d.get("dir"), d.get("t")
-        d["dir"], d["t"] = direction, ev.t
+        last, last_t, last_dev = d.get("dir"), d.get("t"), d.get("dev")
+        ident = f"{ev.device_id}#{ev.seq}"
+        if ident == d.get("last"):
+            return []  # a redelivered message
+        if direction == "in" and last == "in" and last_t is not None and last_dev == ev.device_id \
+                and abs(ev.t - last_t) <= self.spec.debounce_s:
+            d["t"] = max(ev.t, last_t)
+            return []  # the same entry read twice
+        if last_t is not None and ev.t < last_t:
+            return []  # older than what we know: the order of entries is unknown
+        d["dir"], d["t"], d["dev"], d["last"] = direction, ev.t, ev.device_id, ident
         if direction == "in" and last == "in" and last_t is not None and ev.t - last_t <= self.spec.window_s:
             self.remember(st, ev)
             out = self.fire(st, key, ev.t, window_s=self.spec.window_s)
@@ -122,21 +137,43 @@ class Sequence(Rule):
 
     def _count_per_grant(self, st: State, key: str, ev: Event) -> list[Signal]:
         d = st.data
+        w = self.spec.window_s
+        ident = f"{ev.device_id}#{ev.seq}"
+        seen: list[str] = d.setdefault("seen", [])
+        if ident in seen:
+            return []  # a redelivered grant or passage must not count twice
+        seen.append(ident)
+        del seen[:-32]
+        # Unused allowances: [grant time, passages left]; a passage spends the oldest one still valid.
+        grants: list[list[float]] = [g for g in d.get("grants", []) if ev.t - g[0] <= w]
         if ev.type == "access_granted":
-            d.update(grant=ev.t, passed=0)
-            d.pop("refs", None)
-            st.due = ev.t + self.spec.window_s
+            if ev.get("direction") == "in":
+                grants.append([ev.t, float(self.spec.max_count)])
+                grants.sort(key=lambda g: g[0])
+            d["grants"] = grants
+            d["last_grant"] = max(ev.t, d.get("last_grant", ev.t))
+            st.due = ev.t + w
             return []
         if ev.get("direction") != "in":
+            d["grants"] = grants
             return []
-        grant = d.get("grant")
-        if grant is None or not 0 <= ev.t - grant <= self.spec.window_s:
+        last_grant = d.get("last_grant")
+        if last_grant is None or not 0 <= ev.t - last_grant <= w:
+            d["grants"] = grants
+            return []  # no grant nearby: a free-passage gate or an exit; nothing to compare with
+        people = int(ev.get("count") or 1)
+        extra = 0
+        for _ in range(people):
+            usable = [g for g in grants if g[0] <= ev.t + _ORDER_SLACK_S and g[1] > 0]
+            if usable:
+                usable[0][1] -= 1
+            else:
+                extra += 1
+        d["grants"] = [g for g in grants if g[1] > 0]
+        if not extra:
             return []
-        d["passed"] = d.get("passed", 0) + int(ev.get("count") or 1)
         self.remember(st, ev)
-        if d["passed"] > self.spec.max_count:
-            out = self.fire(st, key, ev.t, passages=d["passed"], max_count=self.spec.max_count)
-            d.pop("grant", None)
-            d["active"] = False
-            return out
-        return []
+        out = self.fire(st, key, ev.t, passages=people, extra=extra, max_count=self.spec.max_count)
+        d.pop("refs", None)
+        d["active"] = False
+        return out

@@ -1,0 +1,72 @@
+"""Device time for the rules: a bounded per-device clock correction that tells a backlog from a wrong clock.
+
+A message can never arrive before it was sent, so for every message `ts - received <= offset`, where offset is
+how far the device's clock is ahead of the hub's. The largest `ts - received` seen (`est`) is therefore the
+device's offset, once one message came through promptly. A backlog (a hub outage, a broker queue) arrives with
+`ts - received` far below `est`: its messages keep their own time, so windows see them as they happened. A
+clock that was stepped back looks the same at first, but its stamps then advance at the pace of real time
+while a backlog's advance much faster; after `relearn_s` of that, `est` follows the new offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from hub.rules.event import Event, State
+
+if TYPE_CHECKING:
+    from hub.rules.engine import StateStore
+
+RULE = "_clock"  # the pseudo-rule under which device offsets are kept with the rule state (survives restarts)
+_WRITE_STEP_S = 1.0  # an offset change smaller than this is not worth a write
+
+
+class DeviceClocks:
+    """Per-device offsets, cached in memory and kept in the StateStore when they change."""
+
+    def __init__(self, tolerance_s: float, bound_s: float = 86400.0, relearn_s: float = 120.0) -> None:
+        self.tolerance_s = tolerance_s  # offsets within this are not corrected at all
+        self.bound_s = bound_s  # a clock further off than this is not corrected but replaced by the hub's
+        self.relearn_s = relearn_s
+        self._cache: dict[str, State] = {}
+
+    def prefetch(self, events: list[Event], store: StateStore) -> set[tuple[str, str]]:
+        """The state keys of devices not cached yet (to load with the batch's rule state)."""
+        return {(RULE, ev.device_id) for ev in events if ev.device_id not in self._cache}
+
+    def correct(self, ev: Event, received: float, store: StateStore) -> Event:
+        """The event on the corrected device time (or unchanged)."""
+        st = self._cache.get(ev.device_id)
+        if st is None:
+            st = store.load(RULE, ev.device_id) or State()
+            self._cache[ev.device_id] = st
+        d = st.data
+        before = (d.get("est"), d.get("low"))
+        o = ev.t - received
+        est = d.get("est")
+        if ev.historical:
+            pass  # produced offline and replayed: its lag is not the clock's
+        elif est is None:
+            # First sight: a clock far off is wrong (a backlog of a device never seen is told apart later).
+            d["est"] = o if abs(o) > self.tolerance_s else 0.0
+        elif o >= est - self.tolerance_s:
+            d["est"] = max(est, o)
+            d.pop("low", None)
+        else:
+            low = d.get("low")
+            if low is None:
+                d["low"] = [received, ev.t]
+            elif received - low[0] >= self.relearn_s and ev.t - low[1] <= 1.5 * (received - low[0]):
+                d["est"] = o  # stamps kept the pace of real time while lagging: the clock was stepped back
+                d.pop("low", None)
+        after = (d.get("est"), d.get("low"))
+        if after != before and (before[0] is None or after[1] != before[1]
+                                or abs(float(after[0] or 0.0) - float(before[0] or 0.0)) >= _WRITE_STEP_S):
+            store.save(RULE, ev.device_id, State(dict(d)))
+        est = float(d.get("est") or 0.0)
+        if abs(est) <= self.tolerance_s:
+            return ev
+        if abs(est) > self.bound_s:
+            return replace(ev, t=received)
+        return replace(ev, t=ev.t - est)

@@ -1,0 +1,82 @@
+"""Generated variants of every catalogue incident and near miss, scored offline through the real rule pack;
+and what the runner's expectations can say (severity steps, paged or kept quiet, recipients)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from scenario_helpers import sample_community
+
+from simulators.scenario.alerts import ObservedAlert
+from simulators.scenario.generate import KINDS, busy_gates, variants
+from simulators.scenario.matching import score
+from simulators.scenario.offline import run_offline
+from simulators.scenario.spec import Scenario, load_scenario
+
+SEED = 3  # the fixed seed set of the suite; docs/scenario-variants.md has the 20-variant figures
+COMMUNITY = sample_community()  # parsed once: the YAML costs more than a short scenario
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_generated_variant_and_near_miss_score_as_their_ground_truth(kind: str) -> None:
+    community = COMMUNITY
+    hit, near = variants(community, SEED, 1, (kind,), background_limit=3)
+    assert hit.expect and not near.expect
+    for sc in (hit, near):
+        result, _ = run_offline(sc, community)
+        report = [(e.code, e.status, e.late_s, e.where) for e in result.expected]
+        unexpected = [(u.code, u.where) for u in result.unexpected if u.in_scope]
+        assert result.passed, f"{sc.name}: expected {report}; unexpected {unexpected}"
+
+
+def test_a_busy_morning_at_the_gates_raises_nothing() -> None:
+    community = COMMUNITY
+    sc = busy_gates(community, SEED, hours=0.5)
+    result, _ = run_offline(sc, community)
+    grants = sum(1 for inc in sc.incidents for m in getattr(inc, "messages", ()) if m.body["type"] == "access_granted")
+    assert grants > 100 and len({inc.device for inc in sc.incidents}) >= 4
+    assert not [(u.code, u.where) for u in result.unexpected if u.in_scope]
+
+
+def test_variants_are_reproducible_spread_and_written_as_files(tmp_path: Path) -> None:
+    community = COMMUNITY
+    a, b = variants(community, SEED, 3), variants(community, SEED, 3)
+    assert [x.model_dump() for x in a] == [x.model_dump() for x in b]
+    assert [x.model_dump() for x in a] != [x.model_dump() for x in variants(community, SEED + 1, 3)]
+    hits = [x for x in a if x.expect]
+    assert len({x.incidents[0].device for x in hits}) > len(KINDS)  # other devices, buildings, units
+    assert len({x.start[:10] for x in a}) >= 5 and len({x.start[11:13] for x in a}) >= 12  # days and hours
+    assert any(x.delivery.duplicate_share > 0 for x in a)
+    for x in a[:5]:
+        path = tmp_path / f"{x.name}.yaml"
+        path.write_text(yaml.safe_dump(x.model_dump(mode="json", exclude_defaults=True)))
+        assert load_scenario(path) == x
+
+
+def _seen(aid: int, severity: str, t: float, suppressed: str | None = None,
+          recipients: tuple[str, ...] = ("property:prop-1",)) -> ObservedAlert:
+    return ObservedAlert(aid, "door_held_open", severity, "sunrise", "g1", "b01", "u2", "door-b01-u2",
+                         "opened", t, 0.0, "door_held_open", None, suppressed, recipients)
+
+
+def test_expectations_name_severity_steps_paging_and_recipients() -> None:
+    sc = Scenario.model_validate({
+        "name": "steps", "start": "2026-03-02T10:00:00+08:00", "duration": "20m",
+        "incidents": [{"at": "1m", "action": "held_open", "device": "door-b01-u2", "open_for": "8m"}],
+        "expect": [{"code": "door_held_open", "device": "door-b01-u2", "severity": "low", "within": "90s",
+                    "recipients": ["property"], "paged": True},
+                   {"code": "door_held_open", "device": "door-b01-u2", "severity": "medium", "after": "6m",
+                    "within": "60s", "recipients": ["property:prop-1"]}]})
+    t0 = sc.start_ts + 60
+    step = [_seen(1, "low", t0 + 31), _seen(1, "medium", t0 + 301)]
+    result = score(sc, step, lambda a: a.opened_at, lambda a: True)
+    assert [e.status for e in result.expected] == ["on_time", "on_time"] and result.passed
+    # Without the step, the medium expectation is missed; a quiet alert is not a paged one.
+    assert [e.status for e in score(sc, step[:1], lambda a: a.opened_at, lambda a: True).expected] == \
+        ["on_time", "missed"]
+    quiet = [_seen(1, "low", t0 + 31, suppressed="maintenance:nightly"), _seen(1, "medium", t0 + 301)]
+    assert score(sc, quiet, lambda a: a.opened_at, lambda a: True).expected[0].status == "misrouted"
+    wrong = [_seen(1, "low", t0 + 31, recipients=("control_room:ctrl-1",)), _seen(1, "medium", t0 + 301)]
+    assert score(sc, wrong, lambda a: a.opened_at, lambda a: True).expected[0].status == "misrouted"
