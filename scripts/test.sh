@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/pytest -q "$@"
+# Three workers on two cores: most tests wait on real services, not the CPU. Files stay whole on one worker
+# (their module fixtures start services once); pass -n 0 to run in one process.
+exec .venv/bin/pytest -q -n 3 --dist loadfile "$@"
