@@ -27,6 +27,15 @@ ACCOUNTS = {
 }
 
 
+def bearer(client: Any, tokens: dict[str, str], user: str) -> dict[str, str]:
+    """Authorization header of a user, logging in once with the shared test password (tokens caches it)."""
+    if user not in tokens:
+        r = client.post("/api/v1/auth/token", data={"username": user, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        tokens[user] = r.json()["access_token"]
+    return {"Authorization": f"Bearer {tokens[user]}"}
+
+
 def api_config(db_url: str, site: str = "s1", mqtt_port: int = 1, influx_url: str = "http://127.0.0.1:9",
                **api: Any) -> Config:
     """A Config on this store; the broker and InfluxDB default to closed ports (no live feed needed)."""

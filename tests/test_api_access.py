@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from alerts_helpers import Postgres
-from api_helpers import PASSWORD, add_accounts, api_config, open_alert
+from api_helpers import PASSWORD, add_accounts, api_config, bearer, open_alert
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -36,11 +36,7 @@ class Api:
 
     def h(self, user: str) -> dict[str, str]:
         """Authorization header of a user (logged in once)."""
-        if user not in self.tokens:
-            r = self.c.post("/api/v1/auth/token", data={"username": user, "password": PASSWORD})
-            assert r.status_code == 200, r.text
-            self.tokens[user] = r.json()["access_token"]
-        return {"Authorization": f"Bearer {self.tokens[user]}"}
+        return bearer(self.c, self.tokens, user)
 
     def audit_rows(self) -> int:
         """Rows in the audit log."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import PASSWORD, add_accounts, api_config
+from api_helpers import PASSWORD, add_accounts, api_config, bearer
 from fastapi.testclient import TestClient
 from hub_helpers import Collector, wait_for
 
@@ -34,11 +34,7 @@ class People:
         self.tokens: dict[str, str] = {}
 
     def h(self, user: str) -> dict[str, str]:
-        if user not in self.tokens:
-            r = self.c.post("/api/v1/auth/token", data={"username": user, "password": PASSWORD})
-            assert r.status_code == 200, r.text
-            self.tokens[user] = r.json()["access_token"]
-        return {"Authorization": f"Bearer {self.tokens[user]}"}
+        return bearer(self.c, self.tokens, user)
 
     def received(self, device: str, n: int = 1) -> list[tuple[str, bytes]]:
         """Messages of a device, waiting (generously) for n of them."""

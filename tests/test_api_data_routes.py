@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from api_helpers import PASSWORD, add_accounts, api_config
+from api_helpers import add_accounts, api_config, bearer
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -86,11 +86,7 @@ class World:
 
     def h(self, user: str) -> dict[str, str]:
         """Authorization header of a user."""
-        if user not in self.tokens:
-            r = self.c.post("/api/v1/auth/token", data={"username": user, "password": PASSWORD})
-            assert r.status_code == 200, r.text
-            self.tokens[user] = r.json()["access_token"]
-        return {"Authorization": f"Bearer {self.tokens[user]}"}
+        return bearer(self.c, self.tokens, user)
 
     def audit(self) -> list[dict[str, Any]]:
         """Audit rows, oldest first."""
