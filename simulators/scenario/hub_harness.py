@@ -89,6 +89,44 @@ class EventClock:
         with self._lock:
             return self.newest >= t - 1e-3
 
+    def before(self, batch: Sequence[Any]) -> bool:
+        """Move time to just before the batch's first stamp (everything older is handled); True if it moved."""
+        stamps = [a.envelope.ts.timestamp() for a in batch if a.envelope.body.type not in ("birth", "state")]
+        if not stamps:
+            return False
+        t = min(min(stamps), self.end) - 1e-3
+        with self._lock:
+            if t <= self.safe:
+                return False
+            self.safe = t
+            self.newest = max(self.newest, t)
+            return True
+
+
+class TimersFirst:
+    """A sink, before the rules, that runs the alert timers due before a batch's first stamp, in the worker.
+
+    The timer thread ticks on the wall clock; under load it can fall behind a simulation running at thousands
+    of times real speed, and a timer then fires late in simulated time. Ticking here, in the worker, keeps the
+    timers in step with the messages however slow the machine is: a deadline that passed before a message
+    was sent fires before the rules see that message, as it would have live.
+    """
+
+    def __init__(self, clock: EventClock, alerting: Any) -> None:
+        self.clock = clock
+        self.alerting = alerting
+
+    def start(self) -> None:
+        """Nothing to open."""
+
+    def handle(self, batch: Sequence[Any]) -> None:
+        """Tick once when the batch moves time forward."""
+        if self.clock.before(batch):
+            self.alerting.tick()
+
+    def stop(self) -> None:
+        """Nothing to flush."""
+
 
 class ScenarioHub:
     """The real hub worker and alerting sink, with the sink's clock on the simulation's event time."""
@@ -109,7 +147,8 @@ class ScenarioHub:
         self.cfg.alerts.db_path.parent.mkdir(parents=True, exist_ok=True)
         # The clock sink goes after the rules: time reaches a batch's stamps only once the rules have seen it.
         self.clock = EventClock(self.start_ts, self.end)
-        self.worker = Worker(self.cfg, sinks=[AlertingSink(self.cfg, clock=self.clock.now), self.clock])
+        alerting = AlertingSink(self.cfg, clock=self.clock.now)
+        self.worker = Worker(self.cfg, sinks=[TimersFirst(self.clock, alerting), alerting, self.clock])
         self.worker.start()
         if not self.worker.wait_connected(timeout):
             self.stop()
