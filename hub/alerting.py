@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from commhub.config import Config
 from commhub.wire import AlertNotice
@@ -31,6 +31,8 @@ from hub.rules.event import Ctx, Event
 from hub.rules.spec import load_rules
 
 log = logging.getLogger(__name__)
+# Errors that say the database cannot be reached, not that an event is bad: these hold the batch.
+_UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 _RETRIES = 5
@@ -103,14 +105,16 @@ class AlertingSink:
             return
         try:
             self._retry(lambda: self._process(events))
-        except OperationalError:
-            raise  # the database is down: the worker logs it; nothing here can help
+        except _UNREACHABLE:
+            raise  # the database is down or the link to it broke: the worker holds the batch unacknowledged
         except Exception:
             # One bad event must not cost the others: replay the batch one event per transaction.
             log.exception("alerting failed on a batch of %d; retrying one by one", len(events))
             for ev in events:
                 try:
                     self._retry(lambda ev=ev: self._process([ev]))  # type: ignore[misc]
+                except _UNREACHABLE:
+                    raise  # not this event's fault: hold the batch rather than lose its alerts
                 except Exception:
                     log.exception("alerting skipped %s seq %d", ev.device_id, ev.seq)
 
