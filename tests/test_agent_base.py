@@ -288,9 +288,10 @@ def test_agent_killed_and_restarted_keeps_seq_and_replays_spool(mosquitto_factor
         assert order == sorted(order), "seq order kept across two crashes and a replay"
         assert order[-1] == last
         # Everything the dead agents persisted or sent is there: with births and states (which also take a
-        # seq) the seqs form one run without gaps.
+        # seq) the seqs form one run without gaps. On a slow machine more may follow `last` (a state, a heartbeat):
+        # the run then goes past it, still without a gap.
         every = first_occurrences([e.seq for e in col.envelopes("gas1", ("evt", "tele", "birth", "state"))])
-        assert sorted(every) == list(range(min(every), last + 1))
+        assert sorted(every) == list(range(min(every), max(every) + 1)) and max(every) >= last
         assert len(order) >= 3000 + 500
         hist = {e.seq: e.historical for e in got}
         assert sum(hist.values()) >= 500, "the run produced while the broker was down is historical"
