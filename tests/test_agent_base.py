@@ -306,7 +306,9 @@ def test_will_marks_agent_offline_with_its_session(mosquitto: Mosquitto, unique_
     state = tmp_path / "agent"
     col = Collector(mosquitto.port, f"commhub/v1/{unique_site}/+/+/state").start()
     child = _spawn_child(mosquitto.port, unique_site, state, wait=10, ready=10)
-    assert col.wait_for(lambda ms: any(m.state.status == "online" for m in ms))
+    # The agent's own state: its devices' states may come first (on a slow machine, well before it).
+    assert col.wait_for(lambda ms: any(m.envelope.device_id == "testagent" and m.state.status == "online"
+                                       for m in ms), 60)
     online = [m.state for m in col.snapshot() if m.envelope.device_id == "testagent"]
     assert online and online[-1].status == "online"
     session = online[-1].session
