@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 RULE = "_clock"  # the pseudo-rule under which device offsets are kept with the rule state (survives restarts)
 _WRITE_STEP_S = 1.0  # an offset change smaller than this is not worth a write
+# A message lagging its device's usual offset by more than this is a late delivery (a spool replay, a broker
+# backlog): far beyond network jitter, well under any hold time a replayed backlog could cut in two.
+LATE_S = 20.0
+_OWN = ("birth", "state")  # the agent's session messages: ordered by session, never late
 
 
 class DeviceClocks:
@@ -65,6 +69,8 @@ class DeviceClocks:
                                 or abs(float(after[0] or 0.0) - float(before[0] or 0.0)) >= _WRITE_STEP_S):
             store.save(RULE, ev.device_id, State(dict(d)))
         est = float(d.get("est") or 0.0)
+        if ev.type not in _OWN and (ev.historical or o < est - LATE_S):
+            ev = replace(ev, late=True)
         if abs(est) <= self.tolerance_s:
             return ev
         if abs(est) > self.bound_s:

@@ -22,6 +22,11 @@ from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
 
+REPLAY = "replay"  # state flag: the key's timer was set by a late delivery, and more of its backlog may follow
+# How long (on the engine's clock) a timer set by a late delivery waits for the rest of the backlog: a replay
+# arrives as a burst, so a door's opening and closing come within this of each other however late both are.
+REPLAY_GRACE_S = 10.0
+
 # The one list of rule kinds.
 KINDS: dict[str, type[Rule]] = {
     "instant": Instant, "threshold": Threshold, "sequence": Sequence, "absence": Absence, "rate": Rate,
@@ -201,6 +206,10 @@ class Engine:
             store.discard(rule.id, key)
             return []
         fanout = st.data.pop("fanout", None) if isinstance(rule, Absence) else None
+        if ev.late and st.due is not None:
+            st.data[REPLAY] = True  # judged once the backlog is in, not between two of its messages
+        elif st.due is None:
+            st.data.pop(REPLAY, None)
         store.save(rule.id, key, st)
         if fanout is not None:
             self._fan_out(rule, st, fanout, store)  # type: ignore[arg-type]
@@ -290,6 +299,12 @@ class Engine:
                 continue
             if rule is None:  # a rule removed from the pack: drop its timers
                 st.due = None
+                store.save(rule_id, key, st)
+                continue
+            if st.data.pop(REPLAY, None):
+                # Set by a late message: live, the messages after it (a door closing, a count falling) would
+                # have come before this deadline; wait for the rest of the replay before judging.
+                st.due = now + REPLAY_GRACE_S
                 store.save(rule_id, key, st)
                 continue
             try:

@@ -58,6 +58,7 @@ class Event:
     place: Place
     device: Device | None = None
     historical: bool = False
+    late: bool = False  # delivered well after its own time (a spool replay, a backlog): timers wait for the rest
 
     @classmethod
     def from_envelope(cls, env: Envelope, kind: str, place: Place, device: Device | None,

@@ -308,10 +308,37 @@ KINDS: dict[str, Callable[[Gen, bool], float]] = {
 }
 
 
+# Kinds whose incident is the device's silence (late delivery would be the incident itself).
+_NOT_LATE = ("offline",)
+# Slack after a replay ends for a timer it set to run (the engine's replay grace, and a tick).
+_REPLAY_SLACK_S = 15.0
+
+
+def _late(g: Gen) -> None:
+    """The incident device's link drops around the incident; its spool replays minutes later (in order or
+    shuffled). The hub may judge only once the messages are in: deadlines count from the replay's end."""
+    dev = g.device
+    assert dev is not None
+    # Everything held only while the silence stays under the device's offline timeout (3 intervals); a device
+    # reporting more often keeps its heartbeats live while its events queue up.
+    # A camera's events come after its newer heartbeats: out of order.
+    cap = min(600.0, 1.5 * dev.interval_s)
+    heartbeats = cap < 60.0
+    lasts = g.u(60.0, 300.0) if heartbeats else g.u(min(60.0, cap), cap)
+    at = max(1.0, g.at - g.u(0.0, min(60.0, lasts / 2)))
+    g.delivery = {**g.delivery, "late": [{"device": dev.id, "at": round(at, 2), "lasts": lasts,
+                                          "heartbeats": heartbeats}]}
+    end = at + lasts
+    for e in g.expect:
+        if e["after"] <= end:
+            e["within"] = round(max(e["within"], end - e["after"] + _REPLAY_SLACK_S + e["within"]), 1)
+
+
 def variants(community: Community, seed: int, n: int, kinds: tuple[str, ...] | None = None,
-             background_limit: int = 40) -> list[Scenario]:
+             background_limit: int = 40, late_share: float = 0.3) -> list[Scenario]:
     """n variants of every incident type and n of its near miss, reproducible from the seed; each has up to
-    background_limit devices of normal life around it (its building, or its grid)."""
+    background_limit devices of normal life around it (its building, or its grid), and a late_share of
+    them a replay of the incident device's messages."""
     out: list[Scenario] = []
     for kind in kinds or tuple(KINDS):
         for i in range(n):
@@ -322,8 +349,13 @@ def variants(community: Community, seed: int, n: int, kinds: tuple[str, ...] | N
                 length = KINDS[kind](g, near)
                 if rng.random() < 0.3:
                     g.delivery = {"duplicate_share": round(rng.uniform(0.05, 0.3), 3)}
+                if kind not in _NOT_LATE and rng.random() < late_share:
+                    _late(g)
                 deadline = max((e["after"] - g.at + e["within"] for e in g.expect), default=0.0)
-                out.append(g.scenario(rng.randrange(1 << 30), max(length, deadline + 10.0)))
+                # A replay ends inside the scenario, with time after it for what it may wrongly raise.
+                replayed = max((w["at"] + w["lasts"] - g.at + 60.0 for w in g.delivery.get("late", ())),
+                               default=0.0)
+                out.append(g.scenario(rng.randrange(1 << 30), max(length, deadline + 10.0, replayed)))
     return out
 
 

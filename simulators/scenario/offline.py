@@ -18,6 +18,7 @@ from commhub.community import Community
 from commhub.wire import _Body
 from hub.routing.router import Router
 from hub.routing.spec import RoutingSpec, load_routing
+from hub.rules.clock import DeviceClocks
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event
 from hub.rules.spec import RulePack, load_rules
@@ -27,6 +28,7 @@ from simulators.models import ModelContext
 from simulators.recordings import Recordings
 from simulators.rhythm import LocalTime
 from simulators.scenario.alerts import ObservedAlert
+from simulators.scenario.delivery import LateDelivery
 from simulators.scenario.incidents import plan
 from simulators.scenario.matching import Score, score
 from simulators.scenario.runner import background
@@ -64,21 +66,25 @@ class RulesLoop:
         self.duplicate_share = duplicate_share
         self.duplicated = 0
         self._rng = random.Random(seed)
+        # The hub's device clocks, on the delivery time: they tell a late (replayed) message from a live one.
+        self.clocks = DeviceClocks(30.0)
         self.engine.seed(self.store, start)
 
-    def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None) -> int:
-        """Run due timers up to ts, then the event itself (twice, for a share of them: a redelivery)."""
+    def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None,
+                received: float | None = None) -> int:
+        """Run due timers up to the delivery time, then the event itself (twice, for a share: a redelivery)."""
         assert ts is not None
         t = ts.timestamp()
+        now = t if received is None else max(t, received)
         seq = self.seqs.get(device_id, 0) + 1
         self.seqs[device_id] = seq
-        self._record(self.engine.tick(self.store, t))
+        self._record(self.engine.tick(self.store, now))
         ev = Event(device_id, self.kinds[device_id], body.type, t, seq, body,  # type: ignore[attr-defined]
                    self.ctx.place(device_id), self.ctx.devices.get(device_id))
-        self._record(self.engine.process([ev], self.store))
+        self._record(self.engine.process([ev], self.store, now, self.clocks))
         if self.duplicate_share and self._rng.random() < self.duplicate_share:
             self.duplicated += 1
-            self._record(self.engine.process([ev], self.store))
+            self._record(self.engine.process([ev], self.store, now, self.clocks))
         return seq
 
     def _record(self, signals: list[Any]) -> None:
@@ -118,9 +124,12 @@ def run_offline(sc: Scenario, community: Community, recordings: Recordings | Non
     loop = RulesLoop(community, overrides=overrides, start=sc.start_ts,
                      duplicate_share=sc.delivery.duplicate_share, seed=sc.seed)
     ctx = ModelContext(site=community.site.id, local=local, recordings=recordings)
-    sim = Simulation(fleet, loop, SimClock(sc.start_ts, 0), ctx, sc.seed, end=sc.start_ts + sc.duration,
+    late = LateDelivery(lambda d, b, ts, at: loop.publish(d, b, ts=ts, received=at), sc.delivery.late,
+                        sc.start_ts, sc.seed)
+    sim = Simulation(fleet, late, SimClock(sc.start_ts, 0), ctx, sc.seed, end=sc.start_ts + sc.duration,
                      injections=the_plan.injections, overrides=the_plan.overrides)
     sim.run()
+    late.release(float("inf"))
     loop._record(loop.engine.tick(loop.store, sc.start_ts + sc.duration))
     fleet_ids = {d.id for d in sim.devices}
     places = {(d.grid, d.building) for d in sim.devices}

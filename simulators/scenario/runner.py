@@ -23,6 +23,7 @@ from simulators.publish import AGENT_NAME, make_agent
 from simulators.recordings import Recordings
 from simulators.rhythm import LocalTime
 from simulators.scenario.alerts import AlertListener, ObservedAlert
+from simulators.scenario.delivery import LateDelivery
 from simulators.scenario.hub_harness import ScenarioHub, isolated
 from simulators.scenario.incidents import plan
 from simulators.scenario.matching import Score, score
@@ -141,8 +142,10 @@ class ScenarioRunner:
                 progress.update((s.sim_ts if s.sim_ts == s.sim_ts else start) - start, s.published,
                                 len({a.alert_id for a in listener.snapshot()}))
         ctx = ModelContext(site=site, local=local, recordings=self.recordings)
-        sim = Simulation(fleet, agent, clock, ctx, sc.seed, end=end, injections=the_plan.injections,
-                         overrides=the_plan.overrides, progress=on_progress, progress_every_s=0.25, announce=True)
+        late = LateDelivery(lambda d, b, ts, _at: agent.publish(d, b, ts=ts), sc.delivery.late, start, sc.seed)
+        sim = Simulation(fleet, late if sc.delivery.late else agent, clock, ctx, sc.seed, end=end,
+                         injections=the_plan.injections, overrides=the_plan.overrides, progress=on_progress,
+                         progress_every_s=0.25, announce=True)
         fleet_ids = {d.id for d in sim.devices}
         places = {(d.grid, d.building, d.unit) for d in sim.devices}
 
@@ -168,6 +171,7 @@ class ScenarioRunner:
                 agent.start()
                 try:
                     stats = sim.run()
+                    late.release(float("inf"))
                     acked = bool(agent.flush(max(30.0, self.catch_up_s)))
                     if hub is not None and not hub.caught_up(stats.last_ts, self.catch_up_s):
                         log.warning("the scenario hub did not catch up with the last message in %.0f s",

@@ -203,10 +203,23 @@ class Background(_Spec):
     limit: int | None = Field(default=None, ge=0, description="At most this many (round-robin over kinds).")
 
 
-class Delivery(_Spec):
-    """Faults of the delivery path the offline rules loop applies (an at-least-once broker repeats messages)."""
+class Late(_Spec):
+    """One device's messages in [at, at + lasts) held back and delivered together at the end (a spool replay)."""
 
-    duplicate_share: float = Field(default=0.0, ge=0, le=1, description="Share of messages delivered twice.")
+    device: Ident
+    at: Seconds = Field(description="When its link drops, after the scenario start (simulated).")
+    lasts: Seconds = Field(gt=0, description="How long; its messages of that time arrive when it ends.")
+    order: Literal["in_order", "shuffled"] = "in_order"
+    heartbeats: bool = Field(default=False, description=(
+        "Heartbeats still arrive on time (an event queue backed up while the link stayed up)."))
+
+
+class Delivery(_Spec):
+    """Faults of the delivery path (an at-least-once broker repeats messages; a spool replays them late)."""
+
+    duplicate_share: float = Field(default=0.0, ge=0, le=1, description=(
+        "Share of messages delivered twice (offline rules loop only)."))
+    late: tuple[Late, ...] = Field(default=(), description="Windows of late (historical) delivery.")
 
 
 class Scenario(_Spec):
