@@ -68,6 +68,10 @@ class DeviceClocks:
         if after != before and (before[0] is None or after[1] != before[1]
                                 or abs(float(after[0] or 0.0) - float(before[0] or 0.0)) >= _WRITE_STEP_S):
             store.save(RULE, ev.device_id, State(dict(d)))
+        if ev.kind == "agent" and ev.type == "state" and ev.get("status") == "offline" and not ev.get("clean"):
+            # A will is stamped when its session connected; the broker sends it when the agent dies: it is
+            # news of now, and an alert on it counts from when it came.
+            return replace(ev, t=max(ev.t, received))
         est = float(d.get("est") or 0.0)
         if ev.type not in _OWN and (ev.historical or o < est - LATE_S):
             ev = replace(ev, late=True)

@@ -413,17 +413,33 @@ def _loitering(g: Gen, near: bool) -> float:
     return dwell + 10.0
 
 
+def _agent_crash(g: Gen, near: bool) -> float:
+    # Catalogue: device_offline on a will message; one alert for the agent, grouping its devices. A near miss
+    # is a planned stop the agent announces: its devices go quiet and nobody is told, then or later.
+    first = g.pick("camera", "gas", "hydrant", "electrical", "env", "door_controller",
+                   where=lambda d: d.building is not None)
+    mates = [d for d in g.c.devices if d.building == first.building and d.id != first.id
+             and d.kind.value in ("camera", "gas", "hydrant", "electrical", "env", "door_controller")]
+    served = [first, *g.rng.sample(mates, min(len(mates), g.rng.randint(1, 7)))]
+    g.incident("agent_crash", agent=f"agent_{first.building}_{g.rng.randrange(100)}",
+               devices=[d.id for d in served[1:]], clean=near)
+    if not near:
+        g.expects("device_offline", 30.0, building=first.building)
+    # Long enough for every device it served to have missed three reports.
+    return 3.5 * max(d.interval_s for d in served) + 60.0
+
+
 KINDS: dict[str, Callable[[Gen, bool], float]] = {
     "forced_open": _forced, "held_open": _held, "tailgate": _tailgate, "credential_burst": _burst,
     "duress": _duress, "smoke": _smoke, "hydrant_drop": _hydrant, "gas": _gas, "ebike_in_lift": _ebike,
     "fire_lane": _fire_lane, "offline": _offline, "camera_covered": _covered, "crowd": _crowd,
     "intrusion": _intrusion, "beam": _beam, "sos": _sos, "elderly": _elderly, "stranger": _stranger,
-    "loitering": _loitering,
+    "loitering": _loitering, "agent_crash": _agent_crash,
 }
 
 
 # Kinds whose incident is the device's silence (late delivery would be the incident itself).
-_NOT_LATE = ("offline",)
+_NOT_LATE = ("offline", "agent_crash")
 # Slack after a replay ends for a timer it set to run (the engine's replay grace, and a tick).
 _REPLAY_SLACK_S = 15.0
 

@@ -153,6 +153,15 @@ class Intrusion(_Incident):
     every: Seconds = 2.0
 
 
+class AgentCrash(_Incident):
+    """An edge agent dies (SIGKILL: its will tells) or, as a near miss, stops cleanly (announced)."""
+
+    action: Literal["agent_crash"]
+    agent: Label = Field(description="The agent's name; it serves `device` and `devices` (their births say so).")
+    devices: tuple[Ident, ...] = Field(default=(), description="More devices the agent serves.")
+    clean: bool = Field(default=False, description="Near miss: a planned stop the agent announces.")
+
+
 class RawMessage(_Spec):
     """One message of a raw incident."""
 
@@ -170,7 +179,8 @@ class Raw(_Incident):
 
 Incident = Annotated[
     ForcedOpen | HeldOpen | Tailgate | CredentialBurst | DuressCode | SmokeAlarm | HydrantDrop | GasLeak
-    | NoActivity | EbikeInLift | VehicleInZone | Offline | CameraCovered | Crowd | SkipPatrol | Intrusion | Raw,
+    | NoActivity | EbikeInLift | VehicleInZone | Offline | CameraCovered | Crowd | SkipPatrol | Intrusion | Raw
+    | AgentCrash,
     Field(discriminator="action"),
 ]
 
