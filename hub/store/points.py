@@ -3,7 +3,10 @@
 Measurement: the body type (e.g. `gas_reading`, `access_denied`), so field types never clash across types.
 Tags: site, grid, building, layer, device_kind, device_id (bounded, never a person or free text).
 Fields: the body's values (nested boxes flattened, zone lists joined), plus `seq` and `historical`.
-Timestamp: the device's `ts` in microseconds, so points from one device never overwrite each other.
+Timestamp: the device's `ts` in microseconds, so points from one device never overwrite each other. A will
+(an agent's `offline` state that is no planned stop) is stamped when the hub received it, and never before the
+last state stored for that agent: its own `ts` is its session's connect time, older than that session's
+`online`, so the last stored state would still read online after the agent died.
 """
 
 from __future__ import annotations
@@ -31,6 +34,21 @@ class PointBuilder:
 
     def __init__(self) -> None:
         self._tags: dict[tuple[str, str, str], str] = {}
+        self._states: dict[str, int] = {}  # device id -> the newest state point's time (us)
+
+    def _state_us(self, msg: Accepted) -> int:
+        """A state's time: its own, but a will's no earlier than its receipt or the device's last state."""
+        env = msg.envelope
+        us = to_us(env.ts)
+        body = env.body
+        last = self._states.get(env.device_id)
+        if body.status == "offline" and not body.clean:  # type: ignore[union-attr]
+            us = max(us, int(msg.received_at * 1_000_000), last + 1 if last is not None else us)
+        if last is None or us > last:
+            if len(self._states) > 200_000:
+                self._states.clear()
+            self._states[env.device_id] = us
+        return us
 
     def _tag_part(self, msg: Accepted) -> str:
         t = msg.topic
@@ -72,7 +90,8 @@ class PointBuilder:
                         add(f"{field_key(f'{name}_{sub}')}={format_value(v)}")
             else:
                 add(f"{field_key(name)}={format_value(value)}")
-        return f"{escape_measurement(body.type)}{self._tag_part(msg)} {','.join(parts)} {to_us(env.ts)}"
+        us = self._state_us(msg) if body.type == "state" else to_us(env.ts)
+        return f"{escape_measurement(body.type)}{self._tag_part(msg)} {','.join(parts)} {us}"
 
 
 def dead_letter_point(dl: DeadLetter, site: str = "") -> str:
