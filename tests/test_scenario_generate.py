@@ -22,7 +22,8 @@ COMMUNITY = sample_community()  # parsed once: the YAML costs more than a short 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_generated_variant_and_near_miss_score_as_their_ground_truth(kind: str) -> None:
     community = COMMUNITY
-    hit, near = variants(community, SEED, 1, (kind,), background_limit=3)
+    # A week and more at a face gate: its own life only (the 20-variant figures have the building's gates).
+    hit, near = variants(community, SEED, 1, (kind,), background_limit=0 if kind == "stranger" else 3)
     assert hit.expect and not near.expect
     for sc in (hit, near):
         result, _ = run_offline(sc, community)
@@ -31,7 +32,9 @@ def test_generated_variant_and_near_miss_score_as_their_ground_truth(kind: str) 
         assert result.passed, f"{sc.name}: expected {report}; unexpected {unexpected}"
 
 
-@pytest.mark.parametrize("kind", sorted(set(KINDS) - {"offline"}))  # an offline device's incident is its silence
+# The kinds whose rules hold state over time (hold times, windows, sequences); the 20-variant figures replay all.
+@pytest.mark.parametrize("kind", ["crowd", "fire_lane", "forced_open", "gas", "held_open", "hydrant_drop",
+                                  "intrusion", "smoke", "tailgate"])
 def test_generated_variant_replayed_late_scores_as_if_live(kind: str) -> None:
     # The incident device's messages held back for minutes and replayed: what live delivery raises, no more.
     hit, near = variants(COMMUNITY, SEED, 1, (kind,), background_limit=3, late_share=1.0)

@@ -89,6 +89,13 @@ class EventClock:
         with self._lock:
             return self.newest >= t - 1e-3
 
+    def advance(self, t: float) -> None:
+        """Move time to t: the caller knows every message stamped before t has been handled."""
+        with self._lock:
+            if t > self.safe:
+                self.safe = t
+                self.newest = max(self.newest, t)
+
     def before(self, batch: Sequence[Any]) -> bool:
         """Move time to just before the batch's first stamp (everything older is handled); True if it moved."""
         stamps = [a.envelope.ts.timestamp() for a in batch if a.envelope.body.type not in ("birth", "state")]
@@ -166,6 +173,18 @@ class ScenarioHub:
         ok = clock.reached(last_ts)
         clock.release()
         return ok
+
+    def settle(self, last_ts: float, t: float, timeout: float) -> bool:
+        """Wait until the message stamped last_ts is handled, then move time to t (nothing older will come):
+        what happens next (an agent's will, stamped by the hub when it arrives) is stamped at t."""
+        clock = self.clock
+        if clock is None:
+            return False
+        deadline = time.monotonic() + timeout
+        while not clock.reached(last_ts) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        clock.advance(t)
+        return clock.reached(last_ts)
 
     def stop(self) -> None:
         """Stop the worker (it flushes to InfluxDB)."""
