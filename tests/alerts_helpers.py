@@ -57,7 +57,8 @@ def community(site: str = "s1") -> Community:
         dev(f"manhole-{g}", "manhole", g, None, None, 600)
         dev(f"patrol-{g}", "patrol", g, None, None, 3600)
     return Community.model_validate({
-        "site": {"id": site, "timezone": "Asia/Shanghai", "jurisdiction": "pcs-1"},
+        "site": {"id": site, "timezone": "Asia/Shanghai", "jurisdiction": "pcs-1",
+                 "devices": [{"id": "api-reports", "kind": "report_desk"}]},  # the API's report desk
         "grids": [{"id": "g1", "buildings": [{"id": "b1", "units": ["u1"]}, {"id": "b2", "units": ["u1"]}]},
                   {"id": "g2", "buildings": [{"id": "b3", "units": ["u1"]}]}],
         "devices": devices,
