@@ -457,7 +457,7 @@ class Rig:
         for w in self.workers:
             w.start()
         for w in self.workers:
-            assert w.wait_connected(10), "hub worker did not connect"
+            assert w.wait_connected(60), "hub worker did not connect"
 
     def stop_workers(self) -> None:
         """Stop the workers (and their sinks)."""
