@@ -522,7 +522,7 @@ class Rig:
         """Play scenario steps."""
         play(steps, self.clock, self.wait, self.send)
 
-    def wait_notice(self, pred: Any, timeout: float = 5.0) -> Any:
+    def wait_notice(self, pred: Any, timeout: float = 30.0) -> Any:
         """The first MQTT notice matching pred, waiting for it."""
         import time
         deadline = time.monotonic() + timeout
