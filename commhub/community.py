@@ -167,6 +167,8 @@ class Community(_Model):
         grid_ids = [g.id for g in self.grids]
         if len(set(grid_ids)) != len(grid_ids):
             raise ValueError("grid ids must be unique")
+        if SITE_LEVEL_GRID in grid_ids:
+            raise ValueError(f"grid id {SITE_LEVEL_GRID!r} is reserved for the site-level devices (site.devices)")
         buildings = {b.id: (g.id, b) for g in self.grids for b in g.buildings}
         if len(buildings) != sum(len(g.buildings) for g in self.grids):
             raise ValueError("building ids must be unique across the site")

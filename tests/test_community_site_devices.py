@@ -57,6 +57,13 @@ def test_bad_site_devices_are_refused_with_the_reason(devices: list[dict[str, An
         Community.model_validate(_with_site_devices(*devices))
 
 
+def test_no_grid_cell_may_take_the_site_level_grid_id() -> None:
+    data = _with_site_devices()
+    data["grids"].append({"id": SITE_LEVEL_GRID})
+    with pytest.raises(ValidationError, match="reserved"):
+        Community.model_validate(data)
+
+
 def test_validation_treats_the_report_desk_like_any_device() -> None:
     c = community()
     v = Validator("commhub", c.device_index(), "w", c.site.id)
