@@ -161,7 +161,8 @@ def spooled_seqs(spool_file: Path) -> set[tuple[str, int]]:
 def stream_agent(argv: list[str]) -> int:
     """A real edge agent process (BaseAgent, its own spool) publishing a planned stream, then flushing it.
 
-    The plan is a JSON list of [offset_s, device_id, kind, body]; every published message is written to --out
+    The plan is a JSON list of [offset_s, device_id, kind, body], played once connected and once the file --go
+    exists (the hub has subscribed); every published message is written to --out
     as a JSON line [device_id, seq, type, unix time] before the next, and a last line "flushed" once the
     broker has acknowledged everything (the spool is empty).
     """
@@ -171,6 +172,7 @@ def stream_agent(argv: list[str]) -> int:
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--plan", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--go", type=Path, required=True, help="the stream starts once this file exists")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load(args.config)
@@ -179,7 +181,8 @@ def stream_agent(argv: list[str]) -> int:
     for device_id, kind in sorted({(d, k) for _, d, k, _ in plan}):
         agent.add_device(device_id, DeviceKind(kind), 3600.0)
     agent.start()
-    agent.wait_connected(60)
+    while not (agent.connected and args.go.exists()):
+        time.sleep(0.05)
     t0 = time.monotonic()
     with open(args.out, "a") as out:
         for offset, device_id, _, body in plan:
