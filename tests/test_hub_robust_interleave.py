@@ -135,7 +135,6 @@ class Timeline:
     hub: HubRunner
     spool_file: Path
     down: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("hub", "broker", "influx", "alertdb"), 0))
-    kills: list[float] = field(default_factory=list)  # broker SIGKILL times (unix)
     # Before each broker SIGKILL: (window start, the kill, what the agent's spool held at the start).
     windows: list[tuple[float, float, set[tuple[str, int]]]] = field(default_factory=list)
     terms: int = 0  # broker SIGTERMs
@@ -151,10 +150,7 @@ class Timeline:
             if res == "hub" and self.hub.alive:
                 self.hub.kill()
             elif res == "broker" and self.s.broker.running:
-                if kind == "broker_kill":
-                    self.kills.append(time.time())
-                else:
-                    self.terms += 1
+                self.terms += kind == "broker_term"
                 self.s.broker.stop(kill=kind == "broker_kill")
             elif res == "influx" and self.s.influx.running:
                 self.s.influx.stop()
