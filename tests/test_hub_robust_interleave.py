@@ -29,10 +29,12 @@ from hub_helpers import REPO, write_config
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from robust_helpers import HubRunner, TcpProxy, spooled_seqs
+from sqlalchemy.exc import OperationalError
 
 from commhub.config import load
 from commhub.services import AUTOSAVE_INTERVAL_S, Influxd, Mosquitto, free_port
 from commhub.wire import DeviceKind
+from hub.alerting import AlertingSink
 
 pytestmark = [pytest.mark.services, pytest.mark.postgres]
 
@@ -369,3 +371,19 @@ def test_any_interleaving_of_faults_loses_nothing(services: Services, schedule: 
                 svc.start()
         if not s.proxy.is_up:
             s.proxy.up()
+
+
+def test_the_alerting_sink_starts_while_its_database_is_cut(services: Services) -> None:
+    """What the property found: `commhub hub` exited when the alert database was unreachable at start."""
+    s = services
+    sink = AlertingSink(load(s.config), mqtt=False)
+    s.proxy.down()
+    try:
+        sink.start()  # logs and goes on, instead of raising OperationalError out of the worker's start()
+        with pytest.raises(OperationalError):
+            sink.handle([])  # the worker holds its batch, unacknowledged, while the database is unreachable
+    finally:
+        s.proxy.up()
+    sink.handle([])  # the database is back: the schema is migrated and timers seeded on the first batch
+    sink.tick()
+    sink.stop()
