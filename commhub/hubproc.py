@@ -113,6 +113,9 @@ class HubProcess:
             if self.metric("commhub_mqtt_connected") == 1.0:
                 return
             if time.monotonic() > deadline:
+                # Not left running: a caller that gives up on a start has no handle to stop it by.
+                self.proc.kill()
+                self.proc.wait(60)
                 raise RuntimeError(f"hub {self.worker_id or ''} did not connect in {timeout:.0f} s: {self._tail()}")
             time.sleep(0.05)
 

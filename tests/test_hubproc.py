@@ -57,3 +57,15 @@ def test_a_hub_that_exits_at_start_is_reported_with_its_log(tmp_path: Path) -> N
         hub.wait_connected(timeout=120)
     assert "c.yaml: cannot read" in str(e.value)  # the log's tail says why
     assert not hub.alive and hub.stop() == 2
+
+
+def test_a_hub_that_never_connects_is_not_left_running(tmp_path: Path) -> None:
+    cfg = tmp_path / "commhub.yaml"
+    cfg.write_text(yaml.safe_dump({"community": "c.yaml", "hub": {"metrics": {"port": 1}}}))
+    hub = HubProcess(cfg, tmp_path / "hub.log", worker_id="w-never")
+    # A process that stays up and never serves /metrics, as a hub that cannot reach its broker does.
+    hub.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with pytest.raises(RuntimeError, match=r"hub w-never did not connect"):
+        hub.wait_connected(timeout=0.5)
+    # The caller that gave up has nothing to stop: the runner killed it (six such hubs once ran for 40 min).
+    assert hub.proc.poll() is not None and not hub.alive
