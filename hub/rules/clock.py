@@ -10,7 +10,6 @@ while a backlog's advance much faster; after `relearn_s` of that, `est` follows 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hub.rules.event import Event, State
@@ -68,5 +67,5 @@ class DeviceClocks:
         if abs(est) <= self.tolerance_s:
             return ev
         if abs(est) > self.bound_s:
-            return replace(ev, t=received)
-        return replace(ev, t=ev.t - est)
+            return ev.at(received)
+        return ev.at(ev.t - est)
