@@ -11,6 +11,7 @@ topics that passed are cached.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -92,8 +93,13 @@ class _Route:
         self.parts = parts
         self.device = device
         # The kind's body types that travel on this channel: a valid message is one set lookup.
-        self.accepts = frozenset(t for t in KIND_BODIES[_KINDS[parts.device_kind]]
-                                 if body_channel(t) == parts.channel.value)
+        self.accepts = _accepts(parts.device_kind, parts.channel.value)
+
+
+@functools.cache
+def _accepts(kind: str, channel: str) -> frozenset[str]:
+    """Body types a device kind may send on a channel (one shared set per pair, not one per cached topic)."""
+    return frozenset(t for t in KIND_BODIES[_KINDS[kind]] if body_channel(t) == channel)
 
 
 class Validator:
