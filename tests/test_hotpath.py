@@ -157,4 +157,6 @@ def test_tune_gc_freezes_start_up_objects_and_collects_young_objects_less_often(
     assert gc.get_freeze_count() > 10_000  # this interpreter's modules, pydantic's schemas...
     assert gc.get_threshold()[0] == YOUNG_THRESHOLD
     made = [[i] for i in range(YOUNG_THRESHOLD // 2)]  # fewer new containers than the threshold...
-    assert gc.get_count()[0] >= len(made)  # ...are all still waiting: no young collection ran
+    # ...are still counted as young: no collection ran (at CPython's 700, one would have; the margin is for
+    # objects another thread frees meanwhile, which lower the count)
+    assert gc.get_count()[0] >= len(made) // 2
