@@ -1,8 +1,7 @@
 """Turn (topic, payload) into an Accepted message or a DeadLetter saying why not.
 
 A topic must name this community's site, a device of the community model and that device's kind (unknown
-devices are accepted only with hub.discovery on; an edge agent's own pseudo-device, kind `agent`, and a report
-desk, kind `report_desk` (the API takes residents' reports as one), always: the broker ACL says who may use them).
+devices are accepted only with hub.discovery on; an edge agent's own pseudo-device, kind `agent`, always).
 Nothing from a payload, and no topic level that is not an identifier, is ever quoted in a dead letter's detail
 or a log line: a detail names the field and the rule it broke. The topic cache is bounded by bytes, and only
 topics that passed are cached.
@@ -26,7 +25,6 @@ from hub.ingest.message import Accepted
 
 _KINDS = {k.value: k for k in DeviceKind}
 _AGENT = DeviceKind.AGENT.value
-_UNLISTED_KINDS = frozenset((_AGENT, DeviceKind.REPORT_DESK.value))  # not in the community model by nature
 _CHANNELS = {c.value for c in Channel}
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _LEVEL_NAMES = ("root", "version", "site", "device_kind", "device_id", "channel", "extra")
@@ -158,9 +156,9 @@ class Validator:
             return Refusal(("site_mismatch", f"the topic's site is not this community's ({self.site})"))
         device = self.registry.get(parts.device_id)
         if device is None:
-            # An edge agent's own pseudo-device (its birth, will and heartbeats) and the API's report desk are not
-            # in the community model; who may publish there is the broker ACL's business (provisioned per account).
-            if not self.discovery and parts.device_kind not in _UNLISTED_KINDS:
+            # An edge agent's own pseudo-device (its birth, will and heartbeats) is not in the community model;
+            # which agents may publish there is the broker ACL's business (provisioned per agent).
+            if not self.discovery and parts.device_kind != _AGENT:
                 return Refusal(("unknown_device", f"device {parts.device_id} is not in the community model "
                                                   "(hub.discovery is off)"))
         elif device.kind.value != parts.device_kind:
