@@ -235,6 +235,9 @@ class CameraConfig(_Model):
             raise ValueError("line names must be unique")
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.detect.enabled and self.track.count_hold_s <= self.detect.refresh_s:
+            raise ValueError(f"track.count_hold_s ({self.track.count_hold_s:g}) must exceed detect.refresh_s "
+                             f"({self.detect.refresh_s:g}): people standing still would drop out of the count")
         return self
 
 
