@@ -145,6 +145,21 @@ def test_count_holds_seconds_not_detector_runs() -> None:
     assert len(tr.counted) == 1
 
 
+def test_a_part_of_a_person_is_not_counted_as_another() -> None:
+    tr = Tracker(TrackSettings(count_hits=1))
+    # A person 300 px tall, an "arm" 110 px tall inside their box, a far person 120 px tall who overlaps
+    # the near one by a third of their box, and a second person of the same size beside the first.
+    tr.update([_det(100, y=50, w=120, h=300), _det(150, y=80, w=40, h=110), _det(200, y=60, w=50, h=120),
+               _det(300, y=50, w=120, h=300)], 0.0)
+    assert sorted(t.box[0] for t in tr.counted) == [100, 200, 300]
+    # The part alone (the full body missed this run, but still held) is still not counted twice...
+    tr.update([_det(150, y=80, w=40, h=110)], 0.4)
+    assert len(tr.counted) == 3
+    # ...and once the tall track is no longer counted, the part counts: it may be all the detector sees.
+    tr.update([_det(150, y=80, w=40, h=110), _det(200, y=60, w=50, h=120)], 4.0)
+    assert sorted(t.box[0] for t in tr.counted) == [150, 200]
+
+
 def test_count_hold_must_outlast_the_refresh() -> None:
     # A person standing still is looked for only every refresh_s; a shorter hold would drop them in between.
     with pytest.raises(ValidationError, match="count_hold_s"):

@@ -116,12 +116,13 @@ def test_person_count_error(tud: dict[str, tuple[ClipRun, dict[int, list[GtBox]]
     mae = np.mean([abs(r.persons - truth[r.index]) for r in scored])
     on_empty = np.mean([r.persons for r in scored if truth[r.index] == 0])
     print(f"one-by-one: person count MAE {mae:.2f} over {len(scored)} frames, {on_empty:.2f} people on empty frames")
-    # Measured 0.74 (0.79 before refresh runs, 0.50 with the earlier detector at 480 px): HOG rarely finds
-    # two of the six people (seen from behind, standing), and searching for people down to a quarter of the
-    # frame height (issue 12) finds parts of a person (an arm, the head and shoulders) as small people now
-    # and then. On empty frames the count was 0.19: a track counts for count_hold_s (3 s) after its last
-    # detection, also after the exit. The bounds are the measurements plus noise.
-    assert mae <= 0.9
+    # Measured 0.59 (0.79 before refresh runs and the part-of-a-person rule, 0.50 with the earlier detector
+    # at 480 px): HOG rarely finds two of the six people (seen from behind, standing), and searching for
+    # people down to a quarter of the frame height (issue 12) finds parts of a person (an arm, the head and
+    # shoulders) as small people now and then; inside a taller track they no longer count. On empty frames
+    # the count was 0.19: a track counts for count_hold_s (3 s) after its last detection, also after the
+    # exit. The bounds are the measurements plus noise.
+    assert mae <= 0.75
     assert on_empty <= 0.3
 
 

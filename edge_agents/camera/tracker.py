@@ -56,9 +56,12 @@ class Tracker:
         seconds, not detector runs: in runs, the same setting held a person 3.2 s in the evaluation (6.25
         runs/s) and 8 s on a shipped camera (2.5 runs/s), so stale tracks of people who had left piled up in
         the field's counts. It must exceed refresh_s, so a person standing still is not dropped between runs.
+        A track mostly inside a much taller one is a part of that person found as a small person (searching
+        people down to a quarter of the frame height finds an arm, or head and shoulders): not counted.
         """
         s = self.settings
-        return [t for t in self.tracks if t.hits >= s.count_hits and self.now - t.last_ts <= s.count_hold_s]
+        out = [t for t in self.tracks if t.hits >= s.count_hits and self.now - t.last_ts <= s.count_hold_s]
+        return [t for t in out if not any(_part_of(t.box, o.box) for o in out if o is not t)]
 
     def update(self, detections: list[Detection], ts: float, births: bool = True) -> TrackUpdate:
         """Match one frame's detections to tracks; `births`: unmatched ones start tracks."""
@@ -112,6 +115,13 @@ class Tracker:
         """End every track (the source stopped); returns the confirmed ones."""
         gone, self.tracks = self.tracks, []
         return [t for t in gone if t.confirmed]
+
+
+def _part_of(a: BoxT, b: BoxT) -> bool:
+    """Box a lies mostly inside a much taller box b: a part of that person (an arm, head and shoulders)."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return b[3] >= 1.5 * a[3] and ix * iy >= 0.6 * a[2] * a[3]
 
 
 def _centre_distance(a: BoxT, b: BoxT) -> float:
