@@ -76,7 +76,6 @@ class PersonDetector:
                 found.append(Detection(_clip(body_box((rx, ry, rw, rh), k, x0, y0), w, h), float(score)))
         return _suppress(found)
 
-
     def refresh(self, grey: np.ndarray, boxes: Sequence[BoxT]) -> list[Detection]:
         """Re-find people already tracked: around each box only, at sizes near its own (a few pyramid levels)."""
         if self._near is None:
@@ -89,7 +88,8 @@ class PersonDetector:
         h, w = grey.shape[:2]
         found: list[Detection] = []
         for bx, by, bw, bh in boxes:
-            # The window this person's smallest expected size fills, in frame pixels.
+            # Scale the crop so this person at their smallest expected size fills 81 % of the window's height
+            # (as WINDOW_PERSON_PX, unrounded).
             k = _WIN_H * 0.81 / max(8.0, _NEAR_LOW * bh)
             win_w, win_h = _WIN_W / k, _WIN_H / k
             cx, cy = bx + bw / 2, by + bh / 2
@@ -109,7 +109,8 @@ class PersonDetector:
                                                          winStride=(s.win_stride, s.win_stride), padding=(_PAD, _PAD),
                                                          scale=s.scale, groupThreshold=s.group_threshold)
             for (rx, ry, rw, rh), score in zip(rects, np.ravel(weights), strict=True):
-                found.append(Detection(_clip(body_box((rx, ry, rw, rh), k, x0, y0), w, h), float(score)))
+                if score >= s.min_score:
+                    found.append(Detection(_clip(body_box((rx, ry, rw, rh), k, x0, y0), w, h), float(score)))
         return _suppress(found)
 
 
