@@ -110,6 +110,8 @@ def test_agent_will_marks_all_its_devices_offline_with_one_alert() -> None:
     r.send("gas-b2", "birth", session=3, agent="edge_1", version="1", interval_s=60.0)
     # SIGKILL: the broker publishes the will, stamped when the session connected (before its own online).
     r.send("edge_1", "state", 5, status="offline", session=7, at=T0 - 1)
+    assert not r.fired("device_offline")  # not before the will's grace: the agent may be back by then
+    r.wait(21)
     (alert,) = r.fired("device_offline")
     assert alert.subject == "device:agent/edge_1" and alert.thresholds["devices"] == len(served)
     assert alert.place.building == "b1" and alert.place.unit == "u1"
@@ -125,6 +127,29 @@ def test_agent_will_marks_all_its_devices_offline_with_one_alert() -> None:
     r.send("gas-b1", "birth", session=8, agent="edge_1", version="1", interval_s=60.0)
     r.wait(181)
     assert r.fired("device_offline", "device:gas-b1")
+
+
+def test_a_broker_restart_raises_nothing_when_the_agents_are_back_within_the_grace() -> None:
+    r = _rig()
+    served = ["gas-b1", "smoke-b1-1", "panic-b1"]
+    r.send("edge_1", "state", status="online", session=4)
+    for dev in served:
+        r.send(dev, "birth", session=4, agent="edge_1", version="1", interval_s=60.0)
+    # mosquitto stopping publishes the will of every connected client; the agent reconnects 12 s later
+    r.send("edge_1", "state", 2, status="offline", session=4)
+    r.wait(12)
+    r.send("edge_1", "state", status="online", session=5)
+    for dev in served:
+        r.send(dev, "birth", session=5, agent="edge_1", version="1", interval_s=60.0)
+    # ... and the broker publishes the old session's will once more when it reconnects: stale, nothing
+    r.send("edge_1", "state", 1, status="offline", session=4)
+    r.wait(120)  # past the grace, short of the devices' own absence timeout (3 intervals of 60 s)
+    assert not [s for s in r.fired("device_offline") if s.subject.removeprefix("device:") in (*served, "agent/edge_1")]
+    # A will of the new session with no return stands, after the grace.
+    r.send("edge_1", "state", 1, status="offline", session=5)
+    r.wait(21)
+    (alert,) = [s for s in r.fired("device_offline") if s.subject == "device:agent/edge_1"]
+    assert alert.thresholds["devices"] == len(served)
 
 
 def test_a_clean_stop_raises_nothing() -> None:

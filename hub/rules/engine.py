@@ -92,6 +92,16 @@ class MemoryStates:
                 out.append((rule, key))
         return out
 
+    def next_due(self) -> float | None:
+        """The earliest live timer, or None (stale heap entries are dropped on the way)."""
+        while self._timers:
+            due, rule, key = self._timers[0]
+            st = self.states.get((rule, key))
+            if st is not None and st.due == due:
+                return due
+            heapq.heappop(self._timers)
+        return None
+
     def known(self, rule: str) -> set[str]:
         """Keys of a rule."""
         return {k for r, k in self.states if r == rule}

@@ -68,6 +68,7 @@ class RulesLoop:
         self._rng = random.Random(seed)
         # The hub's device clocks, on the delivery time: they tell a late (replayed) message from a live one.
         self.clocks = DeviceClocks(30.0)
+        self._now = float("-inf")  # the last time the timers ran
         self.engine.seed(self.store, start)
 
     def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None,
@@ -78,7 +79,7 @@ class RulesLoop:
         now = t if received is None else max(t, received)
         seq = self.seqs.get(device_id, 0) + 1
         self.seqs[device_id] = seq
-        self._record(self.engine.tick(self.store, now))
+        self.catch_up(now)
         ev = Event(device_id, self.kinds[device_id], body.type, t, seq, body,  # type: ignore[attr-defined]
                    self.ctx.place(device_id), self.ctx.devices.get(device_id))
         self._record(self.engine.process([ev], self.store, now, self.clocks))
@@ -102,8 +103,21 @@ class RulesLoop:
         else:
             self._deliver(crash.agent, DeviceState(status="offline", session=session), connected, crash.t)
 
+    def catch_up(self, now: float) -> None:
+        """Run each timer when the hub's timer thread would: at its due time, or, if it was set in the past
+        (by a late message), at the next tick after it was set; then tick at now."""
+        last = None
+        while (due := self.store.next_due()) is not None and due <= now:
+            at = max(due, self._now)
+            if at == last:
+                break  # re-armed for the same instant: it waits for now (no endless loop)
+            self._record(self.engine.tick(self.store, at))
+            self._now = last = at
+        self._record(self.engine.tick(self.store, now))
+        self._now = max(self._now, now)
+
     def _deliver(self, device_id: str, body: _Body, t: float, received: float) -> None:
-        self._record(self.engine.tick(self.store, received))
+        self.catch_up(received)
         seq = self.seqs.get(device_id, 0) + 1
         self.seqs[device_id] = seq
         ev = Event(device_id, self.kinds.get(device_id, "agent"), body.type, t, seq, body,  # type: ignore[attr-defined]
@@ -162,7 +176,7 @@ def run_offline(sc: Scenario, community: Community, recordings: Recordings | Non
     late.release(float("inf"))
     for crash in crashes:
         loop.agent_down(crash, sc.start_ts)
-    loop._record(loop.engine.tick(loop.store, sc.start_ts + sc.duration))
+    loop.catch_up(sc.start_ts + sc.duration)
     fleet_ids = {d.id for d in sim.devices}
     places = {(d.grid, d.building) for d in sim.devices}
 
