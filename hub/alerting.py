@@ -159,14 +159,20 @@ class AlertingSink:
 
     def tick(self) -> None:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""
-        def timers() -> None:
-            with self.store.tx() as tx:
-                now = self.clock()
-                signals = self.engine.write_back(tx, now)
-                signals += self.engine.tick(tx, now)
-                tx.flush()  # rule state rows before alert rows, as in the batch transactions
-                tx.apply(signals)
-        self._retry(lambda _careful: timers())
+        def timers(careful: bool) -> None:
+            # Optimistic too, so the write-back of many subjects' activity holds no row locks while it runs.
+            try:
+                with self.store.tx(optimistic=not careful) as tx:
+                    now = self.clock()
+                    signals = self.engine.write_back(tx, now)
+                    signals += self.engine.tick(tx, now)
+                    tx.flush()  # rule state rows before alert rows, as in the batch transactions
+                    tx.apply(signals)
+            except BaseException:
+                self.engine.write_back_ended(committed=False)  # a retry writes them back again
+                raise
+            self.engine.write_back_ended(committed=True)
+        self._retry(timers)
         self._retry(lambda _careful: self.store.escalate_due())
         now = self.clock()
         if now - self._last_purge > _PURGE_EVERY_S:
@@ -180,10 +186,15 @@ class AlertingSink:
             self._thread.join(10)
         try:
             def last() -> None:
-                with self.store.tx() as tx:
-                    signals = self.engine.write_back(tx, self.clock(), force=True)
-                    tx.flush()
-                    tx.apply(signals)
+                try:
+                    with self.store.tx() as tx:
+                        signals = self.engine.write_back(tx, self.clock(), force=True)
+                        tx.flush()
+                        tx.apply(signals)
+                except BaseException:
+                    self.engine.write_back_ended(committed=False)
+                    raise
+                self.engine.write_back_ended(committed=True)
             self._retry(lambda _careful: last())
         except Exception:
             # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.

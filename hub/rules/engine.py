@@ -123,6 +123,7 @@ class Engine:
         # (rule, key) -> the deadline last read or written for a quiet absence subject (None: not deferrable).
         self._quiet: dict[tuple[str, str], float | None] = {}
         self._touches: dict[tuple[str, str], Event] = {}
+        self._unconfirmed: dict[tuple[str, str], Event] = {}  # written back, transaction not yet committed
         self._touch_lock = threading.Lock()
         self._last_write_back = 0.0
         self.rules: dict[str, Rule] = {}
@@ -265,7 +266,19 @@ class Engine:
                         self._touches[k] = ev
             raise
         self._last_write_back = now
+        self._unconfirmed = touches
         return out
+
+    def write_back_ended(self, committed: bool) -> None:
+        """The transaction of the last write_back ended: on a rollback its signs of life go back to memory."""
+        touches, self._unconfirmed = self._unconfirmed, {}
+        if committed or not touches:
+            return
+        with self._touch_lock:
+            for k, ev in touches.items():
+                newer = self._touches.get(k)
+                if newer is None or newer.t < ev.t:
+                    self._touches[k] = ev
 
     @property
     def pending_write_back(self) -> int:
