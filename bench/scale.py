@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import feed as feeds
-from bench.hubrun import HubProc, measure_raw
+from bench.hubrun import HubProc, cpu_seconds, measure_raw
 from bench.ingest import FILTER, Queue, measure_hub
 from commhub.config import load
 from commhub.services import Influxd, Mosquitto, Postgres
@@ -110,6 +110,25 @@ class _PgWatch:
         return out
 
 
+def _idle_cpu(hubs: list[HubProc], settle_s: float = 2.0, span_s: float = 5.0) -> float:
+    """CPU seconds per second the idle workers use together (timers, and our /metrics polls as during a drain).
+
+    On a loaded machine a drain takes long, and this cost, which grows with time rather than with messages,
+    would be charged to the messages: subtracting it shows the work per message alone.
+    """
+    def poll(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for h in hubs:  # the drain's wait polls two metrics of every worker every 0.1 s
+                h.metric("commhub_messages_in_total")
+                h.metric("commhub_points_written_total")
+            time.sleep(0.1)
+    poll(settle_s)  # the last write-back and timers after the drain
+    cpu0, t0 = sum(cpu_seconds(h.pid) for h in hubs), time.monotonic()
+    poll(span_s)
+    return (sum(cpu_seconds(h.pid) for h in hubs) - cpu0) / (time.monotonic() - t0)
+
+
 def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int, rules: bool,
              alerts: dict[str, Any], watch: _PgWatch | None, waits: dict[int, str]) -> dict[str, float]:
     def queued() -> int:
@@ -123,6 +142,7 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
         if watch is not None:
             out.update(watch.stop())
             waits[workers] = watch.summary
+        out["idle_cpu_s_per_s"] = _idle_cpu(hubs)
         per = [h.metric("commhub_messages_in_total") for h in hubs]
         out["min_worker_share"] = min(per) / max(1.0, sum(per))
         out["hub_batch_tx"] = sum(h.metric("commhub_alert_tx_batches_total") for h in hubs)
@@ -195,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
     for w, res in results.items():
         print(f"workers_{w}_stored_msgs_per_s: {res['msgs_per_s']:.0f}")
         print(f"workers_{w}_cpu_us_per_msg: {res['cpu_us_per_msg']:.1f}")
+        print(f"workers_{w}_idle_cpu_ms_per_s: {res['idle_cpu_s_per_s'] * 1000:.1f}")
+        print(f"workers_{w}_cpu_us_per_msg_net_of_idle: {_net(res):.1f}")
         print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
         for k in ("hub_batch_tx", *(f"hub_retries_{c}" for c in _RETRIES), *(f"pg_{s}" for s in _STATS),
                   "pg_lock_wait_backend_s", "pg_lock_waits_logged"):
@@ -208,6 +230,13 @@ def run(args: argparse.Namespace) -> int:
     base = results[counts[0]]
     for w in counts[1:]:
         print(f"cpu_per_msg_ratio_{w}_to_{counts[0]}: {results[w]['cpu_us_per_msg'] / base['cpu_us_per_msg']:.2f}")
+        print(f"cpu_per_msg_net_ratio_{w}_to_{counts[0]}: {_net(results[w]) / _net(base):.2f}")
         print(f"ratio_{w}_to_{counts[0]}: {results[w]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     print(f"ratio: {results[counts[-1]]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     return 0 if ok else 1
+
+
+def _net(res: dict[str, float]) -> float:
+    """CPU µs per message without the idle cost of the drain's duration (see _idle_cpu)."""
+    elapsed = res["messages"] / res["msgs_per_s"]
+    return res["cpu_us_per_msg"] - res["idle_cpu_s_per_s"] * elapsed / res["messages"] * 1e6
