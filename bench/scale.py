@@ -146,6 +146,7 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
         per = [h.metric("commhub_messages_in_total") for h in hubs]
         out["min_worker_share"] = min(per) / max(1.0, sum(per))
         out["hub_batch_tx"] = sum(h.metric("commhub_alert_tx_batches_total") for h in hubs)
+        out["hub_batches_redone"] = sum(h.metric("commhub_alert_tx_redone_total") for h in hubs)
         for cause in _RETRIES:
             out[f"hub_retries_{cause}"] = sum(h.metric(f"commhub_alert_tx_retries_{cause}_total") for h in hubs)
         return out
@@ -218,8 +219,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"workers_{w}_idle_cpu_ms_per_s: {res['idle_cpu_s_per_s'] * 1000:.1f}")
         print(f"workers_{w}_cpu_us_per_msg_net_of_idle: {_net(res):.1f}")
         print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
-        for k in ("hub_batch_tx", *(f"hub_retries_{c}" for c in _RETRIES), *(f"pg_{s}" for s in _STATS),
-                  "pg_lock_wait_backend_s", "pg_lock_waits_logged"):
+        for k in ("hub_batch_tx", "hub_batches_redone", *(f"hub_retries_{c}" for c in _RETRIES),
+                  *(f"pg_{s}" for s in _STATS), "pg_lock_wait_backend_s", "pg_lock_waits_logged"):
             if k in res:
                 print(f"workers_{w}_{k}: {res[k]:.1f}" if k == "pg_lock_wait_backend_s" else
                       f"workers_{w}_{k}: {int(res[k])}")

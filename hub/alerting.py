@@ -72,6 +72,7 @@ class AlertingSink:
         self.retries: dict[str, int] = {"conflict": 0, "deadlock": 0, "serialization": 0, "other": 0}
         self.batches = 0  # batch transactions committed
         self.most_attempts = 0  # the most attempts one transaction needed
+        self.redone = 0  # batches whose stale keys were fed again in the same transaction
 
     def start(self) -> None:
         """Migrate the schema, start absence timers, notifiers and the timer thread."""
@@ -96,6 +97,9 @@ class AlertingSink:
                       lambda: sum(w.given_up for w in self.webhooks))
         metrics.gauge("commhub_alert_tx_batches_total", "Batch transactions the alert store committed",
                       lambda: self.batches)
+        metrics.gauge("commhub_alert_tx_redone_total",
+                      "Batches whose rule states another worker changed meanwhile, fed again in the same transaction",
+                      lambda: self.redone)
         for cause in self.retries:
             metrics.gauge(f"commhub_alert_tx_retries_{cause}_total",
                           f"Alert store transactions rolled back and retried ({cause})",
@@ -152,9 +156,18 @@ class AlertingSink:
                 tx.save(rule, key, st)
             # Every key the batch reads or writes at once, sorted (locked in that order when careful).
             tx.prefetch({*changed.states, *((rule.id, key) for _, rule, key in work)})
-            signals = self.engine.run(work, tx)
-            tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
-            tx.apply(signals)
+            steps = self.engine.run_steps(work, tx)
+            try:
+                tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
+            except StateConflict as e:
+                # The stale keys are locked by us now: feed their steps again on the other worker's state,
+                # instead of running the whole batch again (anything less contained rolls back and retries).
+                tx.forget(e.stale)
+                if not self.engine.redo(work, steps, e.stale, tx):
+                    raise
+                self.redone += 1
+                tx.flush()
+            tx.apply([sig for step in steps for sig in step])
         self.batches += 1
 
     def tick(self) -> None:

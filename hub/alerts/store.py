@@ -66,7 +66,11 @@ class AckRefused(AlertError):
 
 
 class StateConflict(Exception):
-    """Another worker changed a rule state this transaction read: roll back and run it again."""
+    """Another worker changed rule states this transaction read and changed (`stale`, locked by us now)."""
+
+    def __init__(self, stale: set[tuple[str, str]]) -> None:
+        super().__init__(f"{len(stale)} rule state(s) changed by another worker, e.g. {min(stale)}")
+        self.stale = stale
 
 
 class AlertStore:
@@ -318,7 +322,11 @@ class Tx:
         self._dirty.discard(k)
 
     def flush(self) -> None:
-        """Write changed states: one upsert and one delete for the whole transaction, in key order."""
+        """Write changed states: one upsert and one delete for the whole transaction, in key order.
+
+        Optimistic: StateConflict (naming the stale keys, now locked by us) before anything is written; the
+        changes stay pending, so the caller may redo the stale keys' steps and flush again.
+        """
         if not self._dirty:
             return
         gone: list[tuple[str, str]] = []
@@ -330,17 +338,19 @@ class Tx:
             if not state.data and state.due is None:
                 if before[0] is not None:
                     gone.append(k)
-                    self._states[k] = (None, None)
                 continue
             text = json.dumps(state.data, separators=(",", ":"), sort_keys=True) if state.data else "{}"
             if before == (text, state.due):
                 continue
-            self._states[k] = (text, state.due)
             rows.append({"rule": k[0], "key": k[1], "data": text, "due": state.due})
-        self._dirty.clear()
         conn = self.conn
         if self.optimistic and (gone or rows):
             self._claim(gone, rows)
+        self._dirty.clear()
+        for k in gone:
+            self._states[k] = (None, None)
+        for r in rows:
+            self._states[(r["rule"], r["key"])] = (r["data"], r["due"])
         if gone:
             conn.execute(delete(RS).where(tuple_(RS.c.rule, RS.c.key).in_(gone)))
         if rows:
@@ -348,6 +358,14 @@ class Tx:
             conn.execute(stmt.on_conflict_do_update(index_elements=["rule", "key"],
                                                     set_={"data": stmt.excluded.data, "due": stmt.excluded.due}),
                          rows)
+
+    def forget(self, keys: set[tuple[str, str]]) -> None:
+        """Drop what this transaction read or changed of these keys: the next load reads them again."""
+        for k in keys:
+            self._states.pop(k, None)
+            self._objs.pop(k, None)
+            self._versions.pop(k, None)
+            self._dirty.discard(k)
 
     def _claim(self, gone: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
         """Lock the rows about to be written; StateConflict if one changed since it was read.
@@ -378,9 +396,9 @@ class Tx:
         stale = [k for k in keys if k in self._versions and k[0] != CLOCK_RULE
                  and ((k in added) != (self._versions[k] is None)
                       or (k not in added and current.get(k) != self._versions[k]))]
+        self._mine.update(keys)  # locked by us now, stale or not: a redo under these locks needs no check
         if stale:
-            raise StateConflict(f"{len(stale)} rule state(s) changed by another worker, e.g. {stale[0]}")
-        self._mine.update(keys)
+            raise StateConflict(set(stale))
 
     def postpone(self, rule: str, until: float) -> int:
         """Move a rule's timers due before `until` to `until`."""

@@ -186,11 +186,30 @@ class Engine:
 
     def run(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[Signal]:
         """Feed planned steps to the rules; returns the signals they caused."""
-        out: list[Signal] = []
+        return [sig for step in self.run_steps(work, store) for sig in step]
+
+    def run_steps(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[list[Signal]]:
+        """Feed planned steps to the rules; the signals of each step."""
         store.prefetch({(rule.id, key) for _, rule, key in work})
-        for ev, rule, key in work:
-            out.extend(self._feed(rule, key, ev, store))
-        return out
+        return [self._feed(rule, key, ev, store) for ev, rule, key in work]
+
+    def redo(self, work: list[tuple[Event, Rule, str]], steps: list[list[Signal]], stale: set[tuple[str, str]],
+             store: StateStore) -> bool:
+        """Feed again, in order, the steps of keys another worker changed meanwhile (store has their new state).
+
+        Only for keys whose steps have no effect beyond their own state and signals; False (nothing done) when
+        a stale key is an absence subject (memory of quiet subjects, fan-out) or any signal feeds a correlation.
+        """
+        for rule_id, _ in stale:
+            rule = self.rules.get(rule_id)
+            if rule is None or isinstance(rule, Absence | Correlation):
+                return False
+        if any(self.correlations.get(sig.rule) for step in steps for sig in step):
+            return False
+        for i, (ev, rule, key) in enumerate(work):
+            if (rule.id, key) in stale:
+                steps[i] = self._feed(rule, key, ev, store)
+        return True
 
     def _feed(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
         st = store.load(rule.id, key) or State()
