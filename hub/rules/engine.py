@@ -197,19 +197,21 @@ class Engine:
              store: StateStore) -> bool:
         """Feed again, in order, the steps of keys another worker changed meanwhile (store has their new state).
 
-        Only for keys whose steps have no effect beyond their own state and signals; False (nothing done) when
-        a stale key is an absence subject (memory of quiet subjects, fan-out) or any signal feeds a correlation.
+        Only for keys whose steps have no effect beyond their own state and signals: False when a stale key is
+        an absence subject (memory of quiet subjects, fan-out) or a correlation, or when a stale step's signals
+        fed a correlation before the redo (nothing done) or do after it (the caller must then roll back).
         """
         for rule_id, _ in stale:
             rule = self.rules.get(rule_id)
             if rule is None or isinstance(rule, Absence | Correlation):
                 return False
-        if any(self.correlations.get(sig.rule) for step in steps for sig in step):
+        redo = [i for i, (_, rule, key) in enumerate(work) if (rule.id, key) in stale]
+        if any(self.correlations.get(sig.rule) for i in redo for sig in steps[i]):
             return False
-        for i, (ev, rule, key) in enumerate(work):
-            if (rule.id, key) in stale:
-                steps[i] = self._feed(rule, key, ev, store)
-        return True
+        for i in redo:
+            ev, rule, key = work[i]
+            steps[i] = self._feed(rule, key, ev, store)
+        return not any(self.correlations.get(sig.rule) for i in redo for sig in steps[i])
 
     def _feed(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
         st = store.load(rule.id, key) or State()
