@@ -17,7 +17,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from commhub.config import Config
 from commhub.wire import AlertNotice
 from hub.alerts.db import make_engine
-from hub.alerts.store import AlertStore, StateConflict
+from hub.alerts.store import AlertStore, StateConflict, Tx
 from hub.ingest.message import Accepted
 from hub.metrics import HubMetrics
 from hub.notify.live import LiveFeed
@@ -28,6 +28,7 @@ from hub.routing.spec import load_routing
 from hub.rules.clock import DeviceClocks
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event
+from hub.rules.kinds.base import Rule
 from hub.rules.spec import load_rules
 
 log = logging.getLogger(__name__)
@@ -137,38 +138,42 @@ class AlertingSink:
         # start in the past or the future) while a backlog keeps its own stamps (hub.rules.clock).
         received = self.clock()
         changed = MemoryStates()  # clock offsets that moved, written with the batch's transaction
+        # Optimistic first: a worker racing another on the same devices then holds row locks only while it
+        # writes. A retry (after a conflict, a deadlock or a busy database) locks what it reads, so it finishes.
         if self.clocks.prefetch(events, changed):
-            # A device whose clock state is not cached yet: read it in the tx.
+            # A device whose clock state is not cached yet: read it in the tx (written there when it moves).
             with self.store.tx(optimistic=not careful) as tx:
-                signals = self.engine.process(events, tx, received, self.clocks)
-                tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
-                tx.apply(signals)
+                tx.prefetch(self.clocks.prefetch(events, tx))
+                events = [self.clocks.correct(ev, received, tx) for ev in events]
+                self._run(tx, self.engine.plan(events))
             self.batches += 1
             return
         events = [self.clocks.correct(ev, received, changed) for ev in events]
         work = self.engine.plan(events)
         if not work and not changed.states:
             return  # only signs of life the engine keeps in memory: no transaction at all
-        # Optimistic first: a worker racing another on the same devices then holds row locks only while it
-        # writes. A retry (after a conflict, a deadlock or a busy database) locks what it reads, so it finishes.
         with self.store.tx(optimistic=not careful) as tx:
             for (rule, key), st in changed.states.items():
                 tx.save(rule, key, st)
             # Every key the batch reads or writes at once, sorted (locked in that order when careful).
             tx.prefetch({*changed.states, *((rule.id, key) for _, rule, key in work)})
-            steps = self.engine.run_steps(work, tx)
-            try:
-                tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
-            except StateConflict as e:
-                # The stale keys are locked by us now: feed their steps again on the other worker's state,
-                # instead of running the whole batch again (anything less contained rolls back and retries).
-                tx.forget(e.stale)
-                if not self.engine.redo(work, steps, e.stale, tx):
-                    raise
-                self.redone += 1
-                tx.flush()
-            tx.apply([sig for step in steps for sig in step])
+            self._run(tx, work)
         self.batches += 1
+
+    def _run(self, tx: Tx, work: list[tuple[Event, Rule, str]]) -> None:
+        """Feed the batch's steps, write their state, then apply their signals, in the batch's transaction."""
+        steps = self.engine.run_steps(work, tx)
+        try:
+            tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
+        except StateConflict as e:
+            # The stale keys are locked by us now: feed their steps again on the other worker's state,
+            # instead of running the whole batch again (anything less contained rolls back and retries).
+            tx.forget(e.stale)
+            if not self.engine.redo(work, steps, e.stale, tx):
+                raise
+            self.redone += 1
+            tx.flush()
+        tx.apply([sig for step in steps for sig in step])
 
     def tick(self) -> None:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""
