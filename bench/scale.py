@@ -6,9 +6,11 @@ cluster on a free loopback port, as the tests do) and gives each worker count a 
 measures an existing server instead (the runs then share its tables), `--sqlite` a SQLite file per run.
 
 Per worker count it prints the stored rate, the CPU per message summed over every worker process (from /proc,
-start-up excluded), and the contention the database saw during the drain: transactions committed and rolled
-back and deadlocks (`pg_stat_database`), backend-seconds spent waiting for a lock (`pg_stat_activity` sampled
-every 0.1 s), lock waits longer than `deadlock_timeout` (`log_lock_waits`), and the hub's own retries.
+start-up excluded; also net of the workers' idle CPU over the drain, measured after it), and the contention
+the database saw during the drain: transactions committed and rolled back and deadlocks (`pg_stat_database`),
+backend-seconds spent waiting for a lock (`pg_stat_activity` sampled every 0.1 s), lock waits longer than
+`deadlock_timeout` (`log_lock_waits`), and the hub's own counters (batch transactions, batches whose stale
+keys were fed again, retries by cause).
 """
 
 from __future__ import annotations
