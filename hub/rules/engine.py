@@ -143,6 +143,8 @@ class Engine:
             if isinstance(rule, Correlation):
                 for member in rule.spec.members:
                     self.correlations[member].append(rule)
+        # Per body type, the rules to ask: (rule, whether it filters with cares(), whether it may defer).
+        self._routes: dict[str, tuple[tuple[Rule, bool, bool], ...]] = {}
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
         """Create absence timers for subjects that have never reported; returns how many.
@@ -174,15 +176,27 @@ class Engine:
     def plan(self, events: Iterable[Event]) -> list[tuple[Event, Rule, str]]:
         """The (event, rule, key) steps a batch needs, in order; signs of life kept in memory need none."""
         work: list[tuple[Event, Rule, str]] = []
+        add = work.append
+        routes = self._routes
         for ev in events:
-            for rule in self._rules_for(ev):
-                if isinstance(rule, Instant) and not _instant_cares(rule, ev):
-                    continue  # neither fires nor clears: no state to read or write
+            route = routes.get(ev.type)
+            if route is None:
+                route = self._route(ev.type)
+            for rule, filters, defers in route:
+                if filters and not rule.cares(ev):
+                    continue  # the rule would ignore it: no state to read or write
                 for key in rule.keys(ev):
-                    if self.write_back_s and isinstance(rule, Absence) and self._defer(rule, key, ev):
+                    if defers and self._defer(rule, key, ev):  # type: ignore[arg-type]
                         continue
-                    work.append((ev, rule, key))
+                    add((ev, rule, key))
         return work
+
+    def _route(self, body_type: str) -> tuple[tuple[Rule, bool, bool], ...]:
+        """The rules one body type goes to, worked out once per type (a few dozen types)."""
+        route = tuple((rule, type(rule).cares is not Rule.cares, bool(self.write_back_s) and isinstance(rule, Absence))
+                      for rule in (*self.by_type.get(body_type, ()), *self.any_type))
+        self._routes[body_type] = route
+        return route
 
     def run(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[Signal]:
         """Feed planned steps to the rules; returns the signals they caused."""
@@ -343,6 +357,8 @@ class Engine:
         return out
 
     def _correlate(self, sigs: list[Signal], store: StateStore) -> list[Signal]:
+        if not sigs:
+            return sigs  # most steps signal nothing
         out = list(sigs)
         for sig in sigs:
             if sig.action != "fire":
@@ -356,8 +372,3 @@ class Engine:
                 store.save(corr.id, key, st)
         return out
 
-
-def _instant_cares(rule: Instant, ev: Event) -> bool:
-    """Whether an instant rule would fire or clear on this event (its on_event does nothing otherwise)."""
-    spec = rule.spec
-    return matches(spec.when, ev) or bool(spec.clear_when and matches(spec.clear_when, ev))

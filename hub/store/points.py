@@ -27,52 +27,66 @@ def to_us(ts: datetime) -> int:
 
 
 class PointBuilder:
-    """Turns accepted messages into lines; caches each device's escaped tag set."""
+    """Turns accepted messages into lines; caches each device's and body type's line head."""
 
     def __init__(self) -> None:
-        self._tags: dict[tuple[str, str, str], str] = {}
+        # (site, device_kind, device_id, body type) -> "measurement,tags seq=": the series key is built once
+        # per device and body type, and a message only formats its fields and timestamp.
+        self._heads: dict[tuple[str, str, str, str], str] = {}
 
-    def _tag_part(self, msg: Accepted) -> str:
+    def _head(self, msg: Accepted, key: tuple[str, str, str, str]) -> str:
         t = msg.topic
-        key = (t.site, t.device_kind, t.device_id)
-        cached = self._tags.get(key)
-        if cached is None:
-            d = msg.device
-            if d is not None:
-                grid, building, layer = d.grid, d.building or UNASSIGNED, d.effective_layer.value
-            else:
-                grid, building = UNASSIGNED, UNASSIGNED
-                layer = KIND_LAYER[DeviceKind(t.device_kind)].value
-            cached = tag_set([("site", t.site), ("grid", grid), ("building", building), ("layer", layer),
-                              ("device_kind", t.device_kind), ("device_id", t.device_id)])
-            if len(self._tags) > 200_000:
-                self._tags.clear()
-            self._tags[key] = cached
-        return cached
+        d = msg.device
+        if d is not None:
+            grid, building, layer = d.grid, d.building or UNASSIGNED, d.effective_layer.value
+        else:
+            grid, building = UNASSIGNED, UNASSIGNED
+            layer = KIND_LAYER[DeviceKind(t.device_kind)].value
+        tags = tag_set([("site", t.site), ("grid", grid), ("building", building), ("layer", layer),
+                        ("device_kind", t.device_kind), ("device_id", t.device_id)])
+        head = f"{escape_measurement(key[3])}{tags} seq="
+        if len(self._heads) > 200_000:
+            self._heads.clear()
+        self._heads[key] = head
+        return head
 
     def build(self, msg: Accepted) -> str:
         """The point for one message."""
         env = msg.envelope
         body = env.body
+        t = msg.topic
+        key = (t.site, t.device_kind, t.device_id, body.type)
+        head = self._heads.get(key) or self._head(msg, key)
         # seq is bounded to int64 by the wire model; fields go straight to text (no dict, no generator).
-        parts = [f"seq={env.seq}i", "historical=true" if env.historical else "historical=false"]
+        parts = [f"{head}{env.seq}i", "historical=true" if env.historical else "historical=false"]
         add = parts.append
         fmt = FORMAT.get
+        keq = _KEY_EQ.get
         for name, value in body.__dict__.items():
-            if name == "type" or value is None:
+            if value is None or name == "type":
                 continue
             f = fmt(type(value))
             if f is not None:
-                add(f"{field_key(name)}={f(value)}")
+                add((keq(name) or _key_eq(name)) + f(value))
             elif isinstance(value, tuple):
-                add(f"{field_key(name)}={format_value(','.join(value))}")
+                add((keq(name) or _key_eq(name)) + format_value(",".join(value)))
             elif hasattr(value, "__dict__") and not isinstance(value, str | int | float | bool):
                 for sub, v in value.__dict__.items():
                     if v is not None:
                         add(f"{field_key(f'{name}_{sub}')}={format_value(v)}")
             else:
-                add(f"{field_key(name)}={format_value(value)}")
-        return f"{escape_measurement(body.type)}{self._tag_part(msg)} {','.join(parts)} {to_us(env.ts)}"
+                add((keq(name) or _key_eq(name)) + format_value(value))
+        return f"{','.join(parts)} {to_us(env.ts)}"
+
+
+_KEY_EQ: dict[str, str] = {}  # field name -> "escaped_name=": the wire models' few dozen names
+
+
+def _key_eq(name: str) -> str:
+    out = field_key(name) + "="
+    if len(_KEY_EQ) < 4096:
+        _KEY_EQ[name] = out
+    return out
 
 
 def dead_letter_point(dl: DeadLetter, site: str = "") -> str:

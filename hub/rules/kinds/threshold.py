@@ -25,6 +25,10 @@ class Threshold(Rule):
             out["clear"] = s.clear
         return out
 
+    def cares(self, ev: Event) -> bool:
+        """A matching event with the field (on_event ignores anything else before touching the state)."""
+        return wants(self.spec, ev) and ev.get(self.spec.field) is not None
+
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """Track pending/active/clearing from one reading."""
         if not wants(self.spec, ev):
