@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from commhub.community import Community
+from commhub.services import Postgres as Postgres  # the tests' throwaway server; the benchmarks use it too
 from commhub.wire import BODY_TYPES, Envelope
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event, Signal
@@ -581,86 +582,3 @@ class Rig:
                     return n
             time.sleep(0.005)
         return None
-
-
-# ---- a throwaway PostgreSQL server --------------------------------------------------------------------------
-
-class Postgres:
-    """initdb + postgres on a free loopback port, data in a temporary directory (run as 'postgres' when root)."""
-
-    def __init__(self, workdir: Path, extra: tuple[str, ...] = ()) -> None:
-        import shutil
-
-        from commhub.services import free_port
-        self.workdir = workdir
-        self.extra = extra
-        self.port = free_port()
-        bindir = next((d for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-                       if (d / "initdb").exists()), None) if Path("/usr/lib/postgresql").exists() else None
-        initdb = shutil.which("initdb") or (str(bindir / "initdb") if bindir else None)
-        self.bindir = Path(initdb).parent if initdb else None
-        self.proc: Any = None
-
-    @property
-    def available(self) -> bool:
-        """Whether PostgreSQL's server binaries are installed."""
-        return self.bindir is not None
-
-    @property
-    def url(self) -> str:
-        """SQLAlchemy URL (psycopg 3)."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_owner(self, cmd: list[str]) -> list[str]:
-        import os
-        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-    def start(self) -> None:
-        """Create the cluster and start the server; wait until it accepts connections."""
-        import os
-        import shutil
-        import subprocess
-        import tempfile
-        import time
-
-        import psycopg
-        assert self.bindir is not None
-        if os.geteuid() == 0:
-            # pytest's temp root is private to root: the postgres user needs a directory of its own.
-            self.workdir = Path(tempfile.mkdtemp(prefix="commhub-pg-"))
-            shutil.chown(self.workdir, "postgres", "postgres")
-        data = self.workdir / "pgdata"
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(self._as_owner([str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                                       "--no-sync"]), check=True, capture_output=True)
-        log = open(self.workdir / "postgres.log", "ab")  # noqa: SIM115 - kept open for the server's life
-        self.proc = subprocess.Popen(self._as_owner([
-            str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.workdir),
-            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50",
-            *[a for kv in self.extra for a in ("-c", kv)]]),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres").close()
-                return
-            except psycopg.OperationalError:
-                assert self.proc.poll() is None, (self.workdir / "postgres.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, "postgres did not start"
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Stop the server (fast shutdown)."""
-        import os
-        import shutil
-        import signal
-        if self.proc is not None and self.proc.poll() is None:
-            # runuser does not pass signals on: signal the whole session (postgres and its children).
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except Exception:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if self.workdir.name.startswith("commhub-pg-"):
-            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -138,6 +138,7 @@ class Engine:
         # (rule, key) -> the deadline last read or written for a quiet absence subject (None: not deferrable).
         self._quiet: dict[tuple[str, str], float | None] = {}
         self._touches: dict[tuple[str, str], Event] = {}
+        self._unconfirmed: dict[tuple[str, str], Event] = {}  # written back, transaction not yet committed
         self._touch_lock = threading.Lock()
         self._last_write_back = 0.0
         self.rules: dict[str, Rule] = {}
@@ -214,11 +215,32 @@ class Engine:
 
     def run(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[Signal]:
         """Feed planned steps to the rules; returns the signals they caused."""
-        out: list[Signal] = []
+        return [sig for step in self.run_steps(work, store) for sig in step]
+
+    def run_steps(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[list[Signal]]:
+        """Feed planned steps to the rules; the signals of each step."""
         store.prefetch({(rule.id, key) for _, rule, key in work})
-        for ev, rule, key in work:
-            out.extend(self._feed(rule, key, ev, store))
-        return out
+        return [self._feed(rule, key, ev, store) for ev, rule, key in work]
+
+    def redo(self, work: list[tuple[Event, Rule, str]], steps: list[list[Signal]], stale: set[tuple[str, str]],
+             store: StateStore) -> bool:
+        """Feed again, in order, the steps of keys another worker changed meanwhile (store has their new state).
+
+        Only for keys whose steps have no effect beyond their own state and signals: False when a stale key is
+        an absence subject (memory of quiet subjects, fan-out) or a correlation, or when a stale step's signals
+        fed a correlation before the redo (nothing done) or do after it (the caller must then roll back).
+        """
+        for rule_id, _ in stale:
+            rule = self.rules.get(rule_id)
+            if rule is None or isinstance(rule, Absence | Correlation):
+                return False
+        redo = [i for i, (_, rule, key) in enumerate(work) if (rule.id, key) in stale]
+        if any(self.correlations.get(sig.rule) for i in redo for sig in steps[i]):
+            return False
+        for i in redo:
+            ev, rule, key = work[i]
+            steps[i] = self._feed(rule, key, ev, store)
+        return not any(self.correlations.get(sig.rule) for i in redo for sig in steps[i])
 
     def _feed(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
         st = store.load(rule.id, key) or State()
@@ -298,7 +320,19 @@ class Engine:
                         self._touches[k] = ev
             raise
         self._last_write_back = now
+        self._unconfirmed = touches
         return out
+
+    def write_back_ended(self, committed: bool) -> None:
+        """The transaction of the last write_back ended: on a rollback its signs of life go back to memory."""
+        touches, self._unconfirmed = self._unconfirmed, {}
+        if committed or not touches:
+            return
+        with self._touch_lock:
+            for k, ev in touches.items():
+                newer = self._touches.get(k)
+                if newer is None or newer.t < ev.t:
+                    self._touches[k] = ev
 
     @property
     def pending_write_back(self) -> int:
