@@ -30,6 +30,9 @@ from hub.rules.event import MAX_REFS, Signal, State
 
 log = logging.getLogger(__name__)
 
+# One encoder for every state: json.dumps with options builds a new JSONEncoder on each call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
 A = cast(Table, Alert.__table__)
 T = cast(Table, Transition.__table__)
 RS = cast(Table, RuleState.__table__)
@@ -339,7 +342,7 @@ class Tx:
                 if before[0] is not None:
                     gone.append(k)
                 continue
-            text = json.dumps(state.data, separators=(",", ":"), sort_keys=True) if state.data else "{}"
+            text = _ENCODE(state.data) if state.data else "{}"
             if before == (text, state.due):
                 continue
             rows.append({"rule": k[0], "key": k[1], "data": text, "due": state.due})

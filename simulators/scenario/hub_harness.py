@@ -57,6 +57,7 @@ class EventClock:
         self.newest = start - 1.0
         self.safe = self.newest
         self.released = False
+        self.wills: set[str] = set()  # agents and devices whose offline state (a will) the rules have seen
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -68,6 +69,8 @@ class EventClock:
             for a in batch:
                 env = a.envelope
                 if env.body.type in ("birth", "state"):
+                    if env.body.type == "state" and getattr(env.body, "status", None) == "offline":
+                        self.wills.add(env.device_id)
                     continue
                 t = min(env.ts.timestamp(), self.end)
                 if t > self.newest:
@@ -85,6 +88,11 @@ class EventClock:
         """Event time, or the end once released."""
         with self._lock:
             return self.end if self.released else self.safe
+
+    def seen_will(self, device_id: str) -> bool:
+        """Whether the rules have handled an offline state (a will) of this agent or device."""
+        with self._lock:
+            return device_id in self.wills
 
     def reached(self, t: float) -> bool:
         """Whether a message stamped t (or later) has been handled (envelopes keep microseconds)."""
@@ -138,6 +146,58 @@ class TimersFirst:
         """Nothing to flush."""
 
 
+class InStep:
+    """The rules and their timers in step with simulated time, whatever the size of the hub's batches.
+
+    A loaded machine makes the hub take bigger batches; at a hundred times real speed one can span a minute of
+    simulated time, and a timer due inside it (a device's absence, a will's grace) would fire only at the next
+    batch, late by the batch's span. So each batch goes to the rules in slices of at most `span_s` simulated
+    seconds, with the timers due before each slice run first (TimersFirst), then the event clock moved on.
+    """
+
+    def __init__(self, clock: EventClock, alerting: Any, span_s: float = 5.0) -> None:
+        self.clock = clock
+        self.alerting = alerting
+        self.timers = TimersFirst(clock, alerting)
+        self.span_s = span_s
+
+    def start(self) -> None:
+        """Start the alerting sink."""
+        self.alerting.start()
+
+    def register_metrics(self, metrics: Any) -> None:
+        """The alerting sink's metrics."""
+        register = getattr(self.alerting, "register_metrics", None)
+        if register is not None:
+            register(metrics)
+
+    def handle(self, batch: Sequence[Any]) -> None:
+        """Slice by simulated time; timers, rules and clock for each slice in turn."""
+        for part in self._slices(batch):
+            self.timers.handle(part)
+            self.alerting.handle(part)
+            self.clock.handle(part)
+
+    def _slices(self, batch: Sequence[Any]) -> list[Sequence[Any]]:
+        out: list[Sequence[Any]] = []
+        begin, first = 0, None
+        for i, a in enumerate(batch):
+            if a.envelope.body.type in ("birth", "state"):
+                continue  # the agent's wall clock: it rides in the slice at hand
+            t = a.envelope.ts.timestamp()
+            if first is None:
+                first = t
+            elif t - first > self.span_s:
+                out.append(batch[begin:i])
+                begin, first = i, t
+        out.append(batch[begin:])
+        return out
+
+    def stop(self) -> None:
+        """Stop the alerting sink."""
+        self.alerting.stop()
+
+
 class ReceivedClocks(DeviceClocks):
     """The hub's device clocks, told when a message was received on the simulated clock.
 
@@ -176,7 +236,7 @@ class ScenarioHub:
         self.clock = EventClock(self.start_ts, self.end)
         alerting = AlertingSink(self.cfg, clock=self.clock.now)
         alerting.clocks = ReceivedClocks(self.clock, self.cfg.alerts.max_clock_skew_s)
-        self.worker = Worker(self.cfg, sinks=[TimersFirst(self.clock, alerting), alerting, self.clock])
+        self.worker = Worker(self.cfg, sinks=[InStep(self.clock, alerting)])
         self.worker.start()
         if not self.worker.wait_connected(timeout):
             self.stop()
@@ -206,6 +266,13 @@ class ScenarioHub:
             time.sleep(0.02)
         clock.advance(t)
         return clock.reached(last_ts)
+
+    def handled_will(self, agent: str, timeout: float) -> bool:
+        """Wait until the rules have handled the agent's will (its alert may wait for the will's grace)."""
+        deadline = time.monotonic() + timeout
+        while self.clock is not None and not self.clock.seen_will(agent) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.clock is not None and self.clock.seen_will(agent)
 
     def stop(self) -> None:
         """Stop the worker (it flushes to InfluxDB)."""

@@ -143,14 +143,11 @@ class ScenarioRunner:
                   for c in the_plan.crashes]
 
         def told(crash: Crash) -> None:
-            # The hub stamps a will when it handles it: hold the simulation until the agent's alert is out
-            # (bounded), so messages sent after the death cannot move its clock past the crash first.
-            places = {(index[d].grid, index[d].building) for d in crash.devices}
-            deadline = time.monotonic() + self.catch_up_s
-            while time.monotonic() < deadline and not any(
-                    a.code == "device_offline" and a.device_id is None and (a.grid, a.building) in places
-                    for a in listener.snapshot()):
-                time.sleep(0.05)
+            # The hub stamps a will when it handles it: hold the simulation until the rules have it (bounded),
+            # so messages sent after the death cannot move its clock past the crash first. Not until its
+            # alert: that waits for the will's grace, which only simulated time moving on can end.
+            if hub is not None and not hub.handled_will(crash.agent, self.catch_up_s):
+                log.warning("the scenario hub did not handle %s's will", crash.agent)
         def settle(crash: Crash, last_ts: float) -> None:
             # The hub handles everything sent before the death first: its clock is then at the crash.
             if hub is not None and not hub.settle(last_ts, crash.t, self.catch_up_s):
