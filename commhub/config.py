@@ -92,9 +92,10 @@ class MetricsConfig(_Section):
 
 
 class RetentionConfig(_Section):
-    """How long data is kept; the hub sets InfluxDB 1.x up at start (retention policies, downsampling) and purges."""
+    """How long data is kept; the hub sets InfluxDB up at start (1.x policies, 2.x buckets; downsampling) and purges."""
 
-    enabled: bool = Field(default=False, description="Manage retention (InfluxDB 1.x: policies and queries).")
+    enabled: bool = Field(default=False, description="Manage retention (InfluxDB 1.x: policies and queries; "
+                                                     "2.x: buckets and tasks).")
     raw_days: float = Field(default=30.0, ge=1 / 24, description="Raw points (the default policy 'raw').")
     aggregate_days: float = Field(default=730.0, ge=1 / 24, description="Hourly aggregates (policy 'hourly').")
     events_days: float = Field(default=183.0, ge=1 / 24,
