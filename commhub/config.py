@@ -29,11 +29,16 @@ class MqttTlsConfig(_Section):
     ca: Path = Field(description="CA certificate the broker's certificate must chain to.")
     cert: Path | None = Field(default=None, description="Client certificate (e.g. certs/clients/{account}.crt).")
     key: Path | None = Field(default=None, description="Client private key (e.g. certs/clients/{account}.key).")
+    identity: bool = Field(default=False,
+                           description="The broker takes the certificate's CN as the username (mosquitto "
+                                       "use_identity_as_username): send no username or password.")
 
     @model_validator(mode="after")
     def _pair(self) -> MqttTlsConfig:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together")
+        if self.identity and self.cert is None:
+            raise ValueError("identity needs a client cert and key: the certificate is the identity")
         return self
 
 
