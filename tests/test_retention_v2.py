@@ -216,3 +216,43 @@ def test_the_keeper_chooses_by_the_servers_version(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(retention, "detect", lambda url, timeout: version)
     keeper = RetentionKeeper(INFLUX.model_copy(update={"transport": transport}), CFG, Path("/nonexistent"))
     assert keeper._influx_kind() == kind
+
+
+def test_the_keeper_retries_a_failing_2x_setup_and_purges_meanwhile(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    import os
+    import time
+
+    from influxdb_client.rest import ApiException
+
+    import hub.store.retention as retention
+
+    fake = FakeInflux()
+    failures = [ApiException(status=503, reason="starting")]
+
+    class Flaky(InfluxV2Retention):
+        def __init__(self, influx: InfluxConfig, cfg: RetentionConfig, measurements: tuple[str, ...]) -> None:
+            super().__init__(influx, cfg, measurements, client=fake)
+
+        def apply(self) -> None:
+            if failures:
+                raise failures.pop()
+            super().apply()
+
+    monkeypatch.setattr(retention, "detect", lambda url, timeout: "v2.7.11")
+    monkeypatch.setattr(retention, "InfluxV2Retention", Flaky)
+    old = tmp_path / "snaps" / "cam" / "old.jpg"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"\xff\xd8")
+    os.utime(old, (time.time() - 400 * 86400,) * 2)
+    keeper = RetentionKeeper(INFLUX, CFG, tmp_path / "snaps")
+    keeper.start()
+    try:
+        assert keeper.applied.wait(60), "the keeper gave up after InfluxDB 2.x answered 503 once"
+        deadline = time.monotonic() + 60
+        while old.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        keeper.stop()
+    assert not failures and set(fake.tasks) == {HOURLY_TASK, EVENTS_TASK}
+    assert not old.exists(), "snapshots are purged on 2.x too"

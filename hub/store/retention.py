@@ -217,11 +217,8 @@ class RetentionKeeper:
                 log.warning("retention: %s; retrying in %.0fs", e, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 300.0)
-            except Exception as e:  # influxdb-client's ApiException and urllib3 errors on the 2.x path
-                if not isinstance(retention, InfluxV2Retention):
-                    raise
-                log.warning("retention: InfluxDB 2.x: %s: %s; retrying in %.0fs", type(e).__name__,
-                            str(e)[:300], delay)
+            except Exception as e:  # influxdb-client's ApiException and urllib3 errors; the thread must live on
+                log.warning("retention: %s: %s; retrying in %.0fs", type(e).__name__, str(e)[:300], delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 300.0)
         if retention is not None:
