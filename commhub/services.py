@@ -68,7 +68,7 @@ class _Service:
     def _ready(self) -> None:
         """Block until the service answers."""
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         """Start the service and wait until it answers."""
         if self.running:
             return

@@ -68,15 +68,19 @@ class AlertingSink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_purge = 0.0
+        self._opened = False
+        self._open_lock = threading.Lock()
 
     def start(self) -> None:
         """Migrate the schema, start absence timers, notifiers and the timer thread."""
         self.store.lease_own_mqtt = self.mqtt_enabled
         self.store.on_notices = self._notify
-        self.store.start()
-        with self.store.tx() as tx:
-            n = self.engine.seed(tx, self.clock(), self.cfg.alerts.restart_grace_s)
-        log.info("alerting: %d rules, %d new absence timers", len(self.engine.rules), n)
+        try:
+            self._open()
+        except _UNREACHABLE as e:
+            # Not a reason to exit: the worker holds what arrives unacknowledged until handle() can open it.
+            log.error("the alert database is unreachable (%s): alerts wait for it, the hub holds its messages",
+                      str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
         if self.mqtt_enabled:
             self.mqtt = MqttNotifier(self.store, self.cfg.mqtt, f"{self.cfg.hub.worker_id}-alerts",
                                      self.cfg.alerts.mqtt_qos)
@@ -86,6 +90,17 @@ class AlertingSink:
         self._thread = threading.Thread(target=self._timer, name="alerts-timer", daemon=True)
         self._thread.start()
 
+    def _open(self) -> None:
+        """Migrate the schema and seed absence timers, once; raises while the database is unreachable."""
+        with self._open_lock:
+            if self._opened:
+                return
+            self.store.start()
+            with self.store.tx() as tx:
+                n = self.engine.seed(tx, self.clock(), self.cfg.alerts.restart_grace_s)
+            self._opened = True
+        log.info("alerting: %d rules, %d new absence timers", len(self.engine.rules), n)
+
     def register_metrics(self, metrics: HubMetrics) -> None:
         """Export the notifiers' give-ups on the worker's /metrics."""
         metrics.gauge("commhub_webhook_given_up", "Alert notices a webhook gave up on (not delivered)",
@@ -93,6 +108,7 @@ class AlertingSink:
 
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
+        self._open()  # a no-op once open; while the database is unreachable it raises and the batch is held
         events = []
         for a in batch:
             try:
@@ -138,6 +154,12 @@ class AlertingSink:
 
     def tick(self) -> None:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""
+        if not self._opened:
+            try:
+                self._open()
+            except _UNREACHABLE:
+                return  # unreachable since start (said once then); handle() holds batches meanwhile
+
         def timers() -> None:
             with self.store.tx() as tx:
                 now = self.clock()
@@ -155,14 +177,15 @@ class AlertingSink:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        try:
-            def last() -> None:
-                with self.store.tx() as tx:
-                    tx.apply(self.engine.write_back(tx, self.clock(), force=True))
-            self._retry(last)
-        except Exception:
-            # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.
-            log.exception("could not write back %d subjects' last activity", self.engine.pending_write_back)
+        if self._opened:  # else the database was unreachable all along: nothing to write back
+            try:
+                def last() -> None:
+                    with self.store.tx() as tx:
+                        tx.apply(self.engine.write_back(tx, self.clock(), force=True))
+                self._retry(last)
+            except Exception:
+                # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.
+                log.exception("could not write back %d subjects' last activity", self.engine.pending_write_back)
         if self.mqtt is not None:
             self.mqtt.stop()
         for w in self.webhooks:

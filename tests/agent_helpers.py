@@ -141,7 +141,7 @@ def first_occurrences(seqs: list[int]) -> list[int]:
     return out
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
     """Poll a condition."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,7 +184,7 @@ class ModbusTestServer:
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
         assert ready.wait(10)
-        assert wait_until(self._listening, 10), "modbus server did not listen"
+        assert wait_until(self._listening, 60), "modbus server did not listen"
         return self
 
     def _listening(self) -> bool:

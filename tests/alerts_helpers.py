@@ -457,7 +457,7 @@ class Rig:
         for w in self.workers:
             w.start()
         for w in self.workers:
-            assert w.wait_connected(10), "hub worker did not connect"
+            assert w.wait_connected(60), "hub worker did not connect"
 
     def stop_workers(self) -> None:
         """Stop the workers (and their sinks)."""
@@ -522,7 +522,7 @@ class Rig:
         """Play scenario steps."""
         play(steps, self.clock, self.wait, self.send)
 
-    def wait_notice(self, pred: Any, timeout: float = 5.0) -> Any:
+    def wait_notice(self, pred: Any, timeout: float = 30.0) -> Any:
         """The first MQTT notice matching pred, waiting for it."""
         import time
         deadline = time.monotonic() + timeout

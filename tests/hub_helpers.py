@@ -63,7 +63,7 @@ class HubProcess:
         self.metrics_port = metrics_port or int(yaml.safe_load(config.read_text())["hub"]["metrics"]["port"])
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         """Start and wait until /metrics reports the MQTT connection up."""
         cmd = [sys.executable, "-m", "commhub.cli", "hub", "--config", str(self.config),
                "--metrics-port", str(self.metrics_port)]

@@ -1,17 +1,27 @@
-"""Helpers for the issue-13 tests: a cuttable TCP forwarder, an in-process hub worker, metric reads."""
+"""Helpers for the issue-13 tests: a cuttable TCP forwarder, an in-process hub worker, metric reads, and a
+hub process and an edge agent process for the fault-interleaving property (run as a script: the agent)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
+import logging
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from hub_helpers import write_config
+from hub_helpers import REPO, HubProcess, write_config
 
 from commhub.config import Config, load
 from commhub.services import Influxd, Mosquitto
+from commhub.wire import BODY_TYPES, DeviceKind
+from edge_agents.base import BaseAgent
 from hub.worker import Worker
 
 
@@ -30,6 +40,11 @@ class TcpProxy:
         probe.bind((host, 0))
         self.port = probe.getsockname()[1]
         probe.close()
+
+    @property
+    def is_up(self) -> bool:
+        """Whether it listens now."""
+        return self._up
 
     def up(self) -> TcpProxy:
         """Listen (again) on the same port."""
@@ -112,3 +127,76 @@ def metric(worker: Worker, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
+
+
+# ---- issue 13's second property: a real agent process, a real hub process, faults on a timeline ------------
+
+class HubRunner(HubProcess):
+    """`commhub hub` as a child process that may be started while the broker is away (no wait for it)."""
+
+    def launch(self) -> None:
+        """Start the process and return at once (a supervisor's restart)."""
+        cmd = [sys.executable, "-m", "commhub.cli", "hub", "--config", str(self.config),
+               "--metrics-port", str(self.metrics_port)]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def spooled_seqs(spool_file: Path) -> set[tuple[str, int]]:
+    """(device_id, seq) of every message in an agent's spool file now (read beside the running agent)."""
+    if not spool_file.exists():
+        return set()
+    db = sqlite3.connect(f"file:{spool_file}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT payload FROM spool WHERE session = 0").fetchall()
+    finally:
+        db.close()
+    out = set()
+    for (payload,) in rows:
+        env = json.loads(payload)
+        out.add((env["device_id"], int(env["seq"])))
+    return out
+
+
+def stream_agent(argv: list[str]) -> int:
+    """A real edge agent process (BaseAgent, its own spool) publishing a planned stream, then flushing it.
+
+    The plan is a JSON list of [offset_s, device_id, kind, body], played once connected and once the file --go
+    exists (the hub has subscribed); every published message is written to --out
+    as a JSON line [device_id, seq, type, unix time] before the next, and a last line "flushed" once the
+    broker has acknowledged everything (the spool is empty).
+    """
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--state-dir", type=Path, required=True)
+    p.add_argument("--plan", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--go", type=Path, required=True, help="the stream starts once this file exists")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load(args.config)
+    plan = json.loads(args.plan.read_text())
+    agent = BaseAgent(cfg.mqtt, cfg.community.site.id, args.name, args.state_dir, cfg.agent)
+    for device_id, kind in sorted({(d, k) for _, d, k, _ in plan}):
+        agent.add_device(device_id, DeviceKind(kind), 3600.0)
+    agent.start()
+    while not (agent.connected and args.go.exists()):
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    with open(args.out, "a") as out:
+        for offset, device_id, _, body in plan:
+            time.sleep(max(0.0, t0 + offset - time.monotonic()))
+            seq = agent.publish(device_id, BODY_TYPES[body["type"]].model_validate(body))
+            out.write(json.dumps([device_id, seq, body["type"], time.time()]) + "\n")
+            out.flush()
+        while not agent.flush(5.0):
+            pass  # the broker or the hub is away: the spool keeps everything; wait (the test bounds this)
+        out.write("flushed\n")
+        out.flush()
+    agent.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(stream_agent(sys.argv[1:]))

@@ -109,7 +109,7 @@ def test_http_push_end_to_end(mosquitto: Mosquitto, unique_site: str, tmp_path: 
     agent = AccessAgent(cfg)
     agent.start()
     try:
-        assert agent.base is not None and agent.base.wait_connected(10)
+        assert agent.base is not None and agent.base.wait_connected(60)
         assert agent.http is not None
         url = f"http://127.0.0.1:{agent.http.port}/events"
         events = [

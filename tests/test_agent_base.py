@@ -84,12 +84,12 @@ def test_births_state_and_ordered_delivery(mosquitto: Mosquitto, unique_site: st
     agent.add_device("smoke1", DeviceKind.SMOKE)
     agent.start()
     try:
-        assert agent.wait_connected(10)
+        assert agent.wait_connected(60)
         seqs = [agent.publish("gas1", GasReading(lel_pct=float(i % 100))) for i in range(2000)]
         agent.publish("smoke1", SmokeState(alarm=True))
         jpeg = b"\xff\xd8fake-jpeg\xff\xd9"
         agent.publish_snapshot("smoke1", "snap1", jpeg)
-        assert agent.flush(20)
+        assert agent.flush(60)
         assert seqs == sorted(seqs) and len(set(seqs)) == 2000
         assert col.wait_for(lambda ms: len([m for m in ms if m.channel == "tele"]) >= 2000)
         got = col.envelopes("gas1")
@@ -127,7 +127,7 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto_factory: Callable[...
     agent = make_agent(broker.port, unique_site, tmp_path / "agent")
     agent.add_device("gas1", DeviceKind.GAS)
     agent.start()
-    assert agent.wait_connected(10)
+    assert agent.wait_connected(60)
     published: list[tuple[int, str]] = []  # (seq, "up" | "down" | "unsure") as seen around the call
     stop = threading.Event()
 
@@ -146,15 +146,15 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto_factory: Callable[...
     try:
         time.sleep(0.5)
         broker.stop()  # SIGTERM: mosquitto saves the collector's queued messages
-        assert wait_until(lambda: not agent.connected, 5)
+        assert wait_until(lambda: not agent.connected, 60)
         time.sleep(1.0)  # the stream goes on while the broker is down
         broker.start()
-        assert wait_until(lambda: agent.connected, 10)
+        assert wait_until(lambda: agent.connected, 60)
         time.sleep(0.5)
     finally:
         stop.set()
         t.join()
-    assert agent.flush(20)
+    assert agent.flush(60)
     n_down = sum(1 for _, s in published if s == "down")
     assert n_down > 100, "the test must publish while the broker is down"
     seqs = [s for s, _ in published]
@@ -180,7 +180,7 @@ def test_network_loss_loses_nothing(mosquitto: Mosquitto, unique_site: str, tmp_
                       fast_settings())
     agent.add_device("door1", DeviceKind.DOOR_CONTROLLER)
     agent.start()
-    assert agent.wait_connected(10)
+    assert agent.wait_connected(60)
     published: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -197,16 +197,16 @@ def test_network_loss_loses_nothing(mosquitto: Mosquitto, unique_site: str, tmp_
     try:
         time.sleep(0.5)
         proxy.blackhole()
-        assert wait_until(lambda: not agent.connected, 20), "keepalive must detect the dead link"
+        assert wait_until(lambda: not agent.connected, 60), "keepalive must detect the dead link"
         time.sleep(0.5)
         proxy.restore()
-        assert wait_until(lambda: agent.connected, 10)
+        assert wait_until(lambda: agent.connected, 60)
         time.sleep(0.3)
     finally:
         stop.set()
         t.join()
         try:
-            assert agent.flush(20)
+            assert agent.flush(60)
             seqs = [s for s, _ in published]
             assert col.wait_for(lambda ms: set(seqs) <= {m.envelope.seq for m in ms if m.channel == "evt"}, 20), \
                 "every event must arrive, also those sent into the void before the loss was noticed"
@@ -279,9 +279,9 @@ def test_agent_killed_and_restarted_keeps_seq_and_replays_spool(mosquitto_factor
     agent.add_device("gas1", DeviceKind.GAS)
     agent.start()
     try:
-        assert agent.wait_connected(10)
+        assert agent.wait_connected(60)
         last = agent.publish("gas1", GasReading(lel_pct=1.0))
-        assert agent.flush(20)
+        assert agent.flush(60)
         assert col.wait_for(lambda ms: last in {m.envelope.seq for m in ms if m.channel == "tele"}, 20)
         got = col.envelopes("gas1")
         order = first_occurrences([e.seq for e in got])
@@ -330,7 +330,7 @@ def test_will_marks_agent_offline_with_its_session(mosquitto: Mosquitto, unique_
     agent.add_device("gas1", DeviceKind.GAS)
     agent.start()
     try:
-        assert agent.wait_connected(10)
+        assert agent.wait_connected(60)
         assert agent.stats.session > session
     finally:
         agent.stop()
@@ -348,12 +348,12 @@ def test_spool_bounds_drop_oldest_and_count(mosquitto_factory: Callable[..., Mos
     try:
         seqs = [agent.publish("gas1", GasReading(lel_pct=1.0)) for _ in range(2000)]
         assert agent.sync(10)
-        assert wait_until(lambda: agent.stats.dropped > 0, 5)
+        assert wait_until(lambda: agent.stats.dropped > 0, 60)
         st = agent.stats
         assert st.spooled_bytes <= 64 * 1024
         assert st.dropped + st.spooled == 2000
         broker.start()
-        assert agent.wait_connected(10) and agent.flush(20)
+        assert agent.wait_connected(60) and agent.flush(60)
         got = [e.seq for e in col.envelopes("gas1")]
         assert col.wait_for(lambda ms: len([m for m in ms if m.channel == "tele"]) >= st.spooled, 10)
         got = first_occurrences([e.seq for e in col.envelopes("gas1")])
@@ -373,7 +373,7 @@ def test_spool_age_bound_drops_old_messages(tmp_path: Path) -> None:
         for _ in range(50):
             agent.publish("gas1", GasReading(lel_pct=1.0))
         assert agent.sync(5)
-        assert wait_until(lambda: agent.stats.dropped == 50, 5)
+        assert wait_until(lambda: agent.stats.dropped == 50, 60)
         assert agent.stats.spooled == 0
     finally:
         agent.stop()
@@ -435,7 +435,7 @@ def test_heartbeats_for_silent_devices_stop_when_unreachable(mosquitto: Mosquitt
     agent.add_device("busy", DeviceKind.GAS, interval_s=0.5)
     agent.start()
     try:
-        assert agent.wait_connected(10)
+        assert agent.wait_connected(60)
 
         def beats(device: str) -> int:
             return sum(1 for e in col.envelopes(device, ("tele",)) if e.body.type == "heartbeat")

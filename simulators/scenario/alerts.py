@@ -69,7 +69,7 @@ class AlertListener:
         self._subscribed = threading.Event()
         self._client: paho.Client | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         """Connect and subscribe; returns once the subscription is acknowledged."""
         client = mqtt.make_client(f"scenario-{uuid.uuid4().hex[:8]}", self.cfg, account=mqtt.API_ACCOUNT)
         client.on_connect = self._on_connect

@@ -138,7 +138,7 @@ class ScenarioHub:
         self.clock: EventClock | None = None
         self.worker: Any = None
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         """Start the worker and wait until it is subscribed."""
         from hub.alerting import AlertingSink
         from hub.worker import Worker
