@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -11,7 +12,7 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from api.services.accounts import Accounts
 from api.services.alerts import AlertService
 from api.services.audit import AuditLog
-from api.services.errors import Forbidden, Unauthorized
+from api.services.errors import Forbidden, ServiceError, Unauthorized
 from api.services.scope import Principal
 from api.state import Services
 from commhub.config import Config
@@ -85,6 +86,18 @@ def require_roles(*roles: str) -> Callable[..., Principal]:
     return check
 
 
+Actor = Principal | str | None  # a principal; a name the caller claims but has not proven; or nobody known
+
+
+class Outcome:
+    """What an audited block records when it succeeds; the block may name the actor, target and result it found."""
+
+    def __init__(self, who: Actor, target: str) -> None:
+        self.who = who
+        self.target = target
+        self.result = "ok"
+
+
 class Audit:
     """Records one audit row per request; a request that records none gets a row from the middleware."""
 
@@ -92,13 +105,30 @@ class Audit:
         self.log = log
         self.request = request
 
-    def record(self, principal: Principal | None, action: str, target: str, result: str,
+    def record(self, principal: Actor, action: str, target: str, result: str,
                request: Request | None = None) -> int:
         """Append who did what to which target, with the result and the caller's address."""
         req = request or self.request
         req.state.audited = True
-        who, role = (principal.username, principal.role) if principal else ("anonymous", "-")
+        if isinstance(principal, Principal):
+            who, role = principal.username, principal.role
+        elif principal is None:
+            who, role = "anonymous", "-"
+        else:
+            who, role = principal[:64] or "-", "-"
         return self.log.append(who, role, action, target, result, client_address(req))
+
+    @contextmanager
+    def around(self, principal: Actor, action: str, target: str) -> Iterator[Outcome]:
+        """Record the block once: its Outcome when it ends, or the service error it raises (then re-raised)."""
+        out = Outcome(principal, target)
+        try:
+            yield out
+        except ServiceError as e:
+            # The row names what was asked for; any other exception is left to the middleware's row.
+            self.record(principal, action, target, f"{e.status}: {e}")
+            raise
+        self.record(out.who, action, out.target, out.result)
 
 
 def get_audit(request: Request, s: ServicesDep) -> Audit:

@@ -22,6 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from bench.stats import percentile
 from commhub import topics
 from commhub.config import (
     AlertsConfig,
@@ -50,13 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hub.batch_wait_ms (default: the hub's); a lone message waits this long for company")
     parser.add_argument("--no-influx", action="store_true", help="run without InfluxDB (the spool just grows)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-
-
-def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
 
 
 def _background(host: str, port: int, rate: float) -> int:
@@ -212,11 +206,11 @@ def run(args: argparse.Namespace) -> int:
     for cond, chans in results.items():
         for chan, xs in chans.items():
             print(f"{chan}_{cond}_received: {len(xs)}")
-            print(f"{chan}_{cond}_p50_ms: {_pct(xs, 50):.2f}")
-            print(f"{chan}_{cond}_p99_ms: {_pct(xs, 99):.2f}")
+            print(f"{chan}_{cond}_p50_ms: {percentile(xs, 50):.2f}")
+            print(f"{chan}_{cond}_p99_ms: {percentile(xs, 99):.2f}")
             print(f"{chan}_{cond}_max_ms: {max(xs) if xs else float('nan'):.2f}")
             print(f"{chan}_{cond}_mean_ms: {statistics.fmean(xs) if xs else float('nan'):.2f}")
-            ok = ok and len(xs) == args.samples and _pct(xs, 99) < TARGET_P99_MS
+            ok = ok and len(xs) == args.samples and percentile(xs, 99) < TARGET_P99_MS
     print(f"target_p99_ms: {TARGET_P99_MS:.0f}")
     print(f"target_met: {'yes' if ok else 'NO'}")
     if not args.keep:

@@ -33,6 +33,7 @@ from sqlalchemy import Table, insert, select
 from api.services.alerts import AlertFilter
 from api.services.scope import Principal
 from api.state import Services
+from bench.stats import percentile
 from commhub import topics
 from commhub.config import load
 from commhub.mqtt import connect, make_client
@@ -55,13 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=1000, help="devices with a day of events in InfluxDB")
     parser.add_argument("--event-requests", type=int, default=50, help="event-history requests timed per case")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-
-
-def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
 
 
 def _config(tmp: Path, mqtt_port: int, api_port: int, influx_url: str) -> Path:
@@ -144,7 +138,7 @@ def _alert_list(url: str, s: Services, tokens: dict[str, str], n: int) -> list[t
                     t0 = time.perf_counter()
                     s.alerts.search(who, f, sort.lstrip("-"), True, 50)
                     sql_ms.append((time.perf_counter() - t0) * 1000)
-            out.append((name, _pct(api_ms, 50), _pct(api_ms, 99), _pct(sql_ms, 50)))
+            out.append((name, percentile(api_ms, 50), percentile(api_ms, 99), percentile(sql_ms, 50)))
         # deep paging: follow the cursor 40 pages down
         headers = {"Authorization": f"Bearer {tokens['sec']}"}
         deep: list[float] = []
@@ -157,7 +151,7 @@ def _alert_list(url: str, s: Services, tokens: dict[str, str], n: int) -> list[t
             r = client.get("/api/v1/alerts", params=page, headers=headers)
             deep.append((time.perf_counter() - t0) * 1000)
             cursor = r.json()["next_cursor"]
-        out.append(("cursor_pages_1_to_40", _pct(deep, 50), _pct(deep, 99), float("nan")))
+        out.append(("cursor_pages_1_to_40", percentile(deep, 50), percentile(deep, 99), float("nan")))
     # the bare SELECT alone, without the service layer (what SQLite itself costs)
     table: Table = Alert.__table__  # type: ignore[assignment]
     bare = []
@@ -166,7 +160,7 @@ def _alert_list(url: str, s: Services, tokens: dict[str, str], n: int) -> list[t
             t0 = time.perf_counter()
             conn.execute(select(table).order_by(table.c.id.desc()).limit(51)).all()
             bare.append((time.perf_counter() - t0) * 1000)
-    out.append(("bare_select_newest", _pct(bare, 50), _pct(bare, 99), float("nan")))
+    out.append(("bare_select_newest", percentile(bare, 50), percentile(bare, 99), float("nan")))
     return out
 
 
@@ -263,8 +257,8 @@ def _fanout(port: int, cfg: Any, token: str, clients: int, notices: int, rate: f
         c.disconnect()
         c.loop_stop()
     return {"sse_clients": clients, "sse_deliveries": len(got), "sse_deliveries_expected": clients * notices,
-            "sse_p50_ms": _pct(got, 50), "sse_p99_ms": _pct(got, 99),
-            "mqtt_baseline_p50_ms": _pct(mqtt_ms, 50), "mqtt_baseline_p99_ms": _pct(mqtt_ms, 99)}
+            "sse_p50_ms": percentile(got, 50), "sse_p99_ms": percentile(got, 99),
+            "mqtt_baseline_p50_ms": percentile(mqtt_ms, 50), "mqtt_baseline_p99_ms": percentile(mqtt_ms, 99)}
 
 
 def _fill_events(cfg: Any, devices: int) -> tuple[float, float, int]:
@@ -344,7 +338,8 @@ def _events(url: str, tokens: dict[str, str], cfg: Any, n: int,
                     bare_ms.append(db)
             got = len(r.json()["events"])
             print(f"events_{name}_rows: {got}")
-            out.append((name, _pct(api_ms, 50), _pct(api_ms, 99), _pct(bare_ms, 50), _pct(bare_ms, 99)))
+            out.append((name, percentile(api_ms, 50), percentile(api_ms, 99), percentile(bare_ms, 50),
+                        percentile(bare_ms, 99)))
     return out
 
 

@@ -7,9 +7,6 @@ can arrive only after the whole queued backlog, so every wait is for an outcome,
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -22,29 +19,14 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from commhub.hubproc import START_TIMEOUT_S, HubProcess, metrics_text, sample_sum
+from commhub.hubproc import cpu_seconds as cpu_seconds  # re-exported: the benches import them from here
+from commhub.hubproc import peak_rss_mb as peak_rss_mb
 from commhub.mqtt import connect_properties
 from commhub.services import Influxd, Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-_TICK = os.sysconf("SC_CLK_TCK")
-START_TIMEOUT_S = 180.0  # a hub start on a loaded machine (imports, migrations, absence seeds)
 DRAIN_TIMEOUT_S = 900.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident set size of a process (VmHWM), in MB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:
@@ -56,14 +38,10 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, poll: float =
         time.sleep(poll)
 
 
-def metric(port: int, name: str) -> float:
-    """The sum of one metric over its label sets on a hub's /metrics (-1 when unreachable)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            text = r.read().decode()
-    except OSError:
-        return -1.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of one metric over its label sets on a hub's /metrics (0 when absent, -1 when unreachable)."""
+    text = metrics_text(port)
+    return -1.0 if text is None else sample_sum(text, name, **labels) or 0.0
 
 
 def influx_count(url: str, db: str, measurement: str = "/.*/") -> int:
@@ -168,42 +146,27 @@ def hub_config(broker: Mosquitto, influx: Influxd, workdir: Path, db: str, rules
     return path
 
 
-class HubProc:
-    """One `commhub hub` process with its own worker id and metrics port."""
+class HubProc(HubProcess):
+    """A benchmark's hub: its own worker id and metrics port, warnings only in its log; start() does not wait."""
 
     def __init__(self, cfg_path: Path, worker_id: str, log: Path) -> None:
-        self.cfg_path, self.worker_id, self.log = cfg_path, worker_id, log
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(cfg_path, log, worker_id=worker_id, metrics_port=free_port(), log_level="WARNING", cwd=REPO)
+        self.worker_id: str = worker_id  # always named: it names the broker session the bench forgets after
 
     @property
-    def pid(self) -> int:
-        """The process id."""
-        assert self.proc is not None
-        return self.proc.pid
+    def cfg_path(self) -> Path:
+        """The config file."""
+        return self.config
 
-    def start(self) -> None:
-        """Start the process (returns at once)."""
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "commhub.cli", "--log-level", "WARNING", "hub", "--config", str(self.cfg_path),
-                 "--worker-id", self.worker_id, "--metrics-port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    @property
+    def port(self) -> int:
+        """The metrics port."""
+        return self.metrics_port
 
-    def wait_connected(self) -> None:
-        """Wait until /metrics says the MQTT connection is up."""
-        def up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"hub {self.worker_id} exited; see {self.log}")
-            return self.metric("commhub_mqtt_connected") == 1.0
-        wait_for(up, START_TIMEOUT_S, f"hub {self.worker_id} start (see {self.log})", 0.05)
+    def start(self, wait: bool = False, timeout: float = START_TIMEOUT_S) -> None:
+        """Start the process; returns at once unless wait (start several, then wait_connected each)."""
+        super().start(wait, timeout)
 
-    def metric(self, name: str) -> float:
-        """One metric, summed over label sets."""
-        return metric(self.port, name)
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(120)
+    def metric(self, name: str, **labels: str) -> float:
+        """One metric, summed over label sets (0 when absent, -1 while /metrics is unreachable)."""
+        return metric(self.port, name, **labels)

@@ -1,8 +1,16 @@
 """`commhub bench scale`: 1, 2 and 3 hub workers on one MQTT shared subscription, same backlog, same run.
 
 The backlog is the realistic feed of `bench ingest` (the sample community's mix) with the default rule pack on.
-Two workers share alert state through SQL: give `--db-url` a PostgreSQL URL to measure them as deployed (the
-runs then share its tables). Without it, each run has its own SQLite file.
+Workers share alert state through SQL, so by default the bench starts a PostgreSQL of its own (a temporary
+cluster on a free loopback port, as the tests do) and gives each worker count a fresh database; `--db-url`
+measures an existing server instead (the runs then share its tables), `--sqlite` a SQLite file per run.
+
+Per worker count it prints the stored rate, the CPU per message summed over every worker process (from /proc,
+start-up excluded; also net of the workers' idle CPU over the drain, measured after it), and the contention
+the database saw during the drain: transactions committed and rolled back and deadlocks (`pg_stat_database`),
+backend-seconds spent waiting for a lock (`pg_stat_activity` sampled every 0.1 s), lock waits longer than
+`deadlock_timeout` (`log_lock_waits`), and the hub's own counters (batch transactions, batches whose stale
+keys were fed again, retries by cause).
 """
 
 from __future__ import annotations
@@ -11,23 +19,142 @@ import argparse
 import os
 import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from bench import feed as feeds
-from bench.hubrun import measure_raw
+from bench.hubrun import HubProc, cpu_seconds, measure_raw
 from bench.ingest import FILTER, Queue, measure_hub
 from commhub.config import load
-from commhub.services import Influxd, Mosquitto
+from commhub.services import Influxd, Mosquitto, Postgres
 
 REPO = Path(__file__).resolve().parents[1]
+_SAMPLE_S = 0.1
+_STATS = ("xact_commit", "xact_rollback", "deadlocks")
+_RETRIES = ("conflict", "deadlock", "serialization", "other")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options."""
     parser.add_argument("--messages", type=int, default=100_000, help="messages per measurement")
-    parser.add_argument("--db-url", default="", help="alert store URL shared by the workers (PostgreSQL)")
+    parser.add_argument("--db-url", default="", help="an existing alert store URL shared by the workers (PostgreSQL)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="start a temporary PostgreSQL of our own (the default unless --db-url or --sqlite)")
+    parser.add_argument("--sqlite", action="store_true", help="a SQLite file per run instead of PostgreSQL")
     parser.add_argument("--rules-off", action="store_true", help="measure without the alerting chain")
     parser.add_argument("--workers", default="1,2,3", help="worker counts to measure, comma-separated")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (hub and PostgreSQL logs)")
+
+
+class _PgWatch:
+    """Contention figures of one database while the workers drain: stats deltas and sampled lock waits."""
+
+    def __init__(self, url: str, log: Path | None) -> None:
+        self.dsn = url.replace("postgresql+psycopg://", "postgresql://")
+        self.database = self.dsn.rsplit("/", 1)[1].split("?", 1)[0]
+        self.log = log
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._before: dict[str, int] = {}
+        self._log_at = 0
+        self.samples = 0
+        self.waiting = 0  # (sample, backend) pairs waiting for a lock
+        self.events: dict[str, int] = {}  # wait events of hub backends that were waiting, by name
+        self.summary = ""
+
+    def _stats(self, conn: Any) -> dict[str, int]:
+        row = conn.execute(f"SELECT {', '.join(_STATS)} FROM pg_stat_database WHERE datname = %s",
+                           (self.database,)).fetchone()
+        return dict(zip(_STATS, (int(v) for v in row), strict=True))
+
+    def start(self) -> None:
+        """Take the 'before' figures and start sampling."""
+        import psycopg
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            self._before = self._stats(conn)
+        self._log_at = self.log.stat().st_size if self.log is not None and self.log.exists() else 0
+        self._thread = threading.Thread(target=self._sample, name="pg-watch", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psycopg
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self._stop.wait(_SAMPLE_S):
+                rows = conn.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE datname = %s "
+                                    "AND pid <> pg_backend_pid() AND state <> 'idle'", (self.database,)).fetchall()
+                self.samples += 1
+                for kind, name in rows:
+                    if kind == "Lock":
+                        self.waiting += 1
+                        self.events[str(name)] = self.events.get(str(name), 0) + 1
+
+    def stop(self) -> dict[str, float]:
+        """Stop sampling; the figures of the interval."""
+        import psycopg
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        time.sleep(0.6)  # the statistics collector reports with a delay of up to 500 ms
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            after = self._stats(conn)
+        out: dict[str, float] = {f"pg_{k}": after[k] - self._before[k] for k in _STATS}
+        out["pg_lock_wait_backend_s"] = self.waiting * _SAMPLE_S
+        ranked = sorted(self.events.items(), key=lambda kv: -kv[1])
+        self.summary = ", ".join(f"{k} {v * _SAMPLE_S:.1f}s" for k, v in ranked)
+        if self.log is not None and self.log.exists():
+            with open(self.log, "rb") as f:
+                f.seek(self._log_at)
+                text = f.read().decode(errors="replace")
+            out["pg_lock_waits_logged"] = text.count("still waiting for")
+        return out
+
+
+def _idle_cpu(hubs: list[HubProc], settle_s: float = 2.0, span_s: float = 5.0) -> float:
+    """CPU seconds per second the idle workers use together (timers, and our /metrics polls as during a drain).
+
+    On a loaded machine a drain takes long, and this cost, which grows with time rather than with messages,
+    would be charged to the messages: subtracting it shows the work per message alone.
+    """
+    def poll(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for h in hubs:  # the drain's wait polls two metrics of every worker every 0.1 s
+                h.metric("commhub_messages_in_total")
+                h.metric("commhub_points_written_total")
+            time.sleep(0.1)
+    poll(settle_s)  # the last write-back and timers after the drain
+    cpu0, t0 = sum(cpu_seconds(h.pid) for h in hubs), time.monotonic()
+    poll(span_s)
+    return (sum(cpu_seconds(h.pid) for h in hubs) - cpu0) / (time.monotonic() - t0)
+
+
+def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int, rules: bool,
+             alerts: dict[str, Any], watch: _PgWatch | None, waits: dict[int, str]) -> dict[str, float]:
+    def queued() -> int:
+        n = queue()
+        if watch is not None:
+            watch.start()  # the drain starts right after the backlog is queued
+        return n
+
+    def after(hubs: list[HubProc]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if watch is not None:
+            out.update(watch.stop())
+            waits[workers] = watch.summary
+        out["idle_cpu_s_per_s"] = _idle_cpu(hubs)
+        per = [h.metric("commhub_messages_in_total") for h in hubs]
+        out["min_worker_share"] = min(per) / max(1.0, sum(per))
+        out["hub_batch_tx"] = sum(h.metric("commhub_alert_tx_batches_total") for h in hubs)
+        out["hub_batches_redone"] = sum(h.metric("commhub_alert_tx_redone_total") for h in hubs)
+        for cause in _RETRIES:
+            out[f"hub_retries_{cause}"] = sum(h.metric(f"commhub_alert_tx_retries_{cause}_total") for h in hubs)
+        return out
+
+    return measure_hub(broker, influx, workdir, queued, workers=workers, db=f"w{workers}", rules=rules,
+                       after=after, alerts=alerts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,8 +164,13 @@ def run(args: argparse.Namespace) -> int:
     n = len(msgs)
     workdir = Path(tempfile.mkdtemp(prefix="commhub-bench-scale-"))
     broker, influx = Mosquitto(workdir / "mosquitto"), Influxd(workdir / "influxd")
+    own_pg = not args.sqlite and (args.postgres or not args.db_url)
+    # log_lock_waits logs every lock wait longer than deadlock_timeout (1 s, PostgreSQL's default).
+    pg = Postgres(workdir / "postgres", extra=("log_lock_waits=on",)) if own_pg else None
     broker.start()
     influx.start()
+    if pg is not None:
+        pg.start()
 
     def queue(tag: str) -> Queue:
         def go() -> int:
@@ -46,31 +178,68 @@ def run(args: argparse.Namespace) -> int:
             return n
         return go
 
-    extra = {"db_url": args.db_url} if args.db_url else {}
     rules = not args.rules_off
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
     results: dict[int, dict[str, float]] = {}
+    waits: dict[int, str] = {}
+    store = "sqlite" if args.sqlite else "postgresql"
     try:
         raw = measure_raw(broker, FILTER, queue("raw"))
         for w in counts:
-            results[w] = measure_hub(broker, influx, workdir, queue(f"w{w}"), workers=w, db=f"w{w}", rules=rules,
-                                     alerts=extra)
+            url, watch = "", None
+            if pg is not None:
+                import psycopg
+                with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
+                                     autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE scale_w{w}")
+                url = pg.url_for(f"scale_w{w}")
+                watch = _PgWatch(url, pg.log_path)
+            elif args.db_url and not args.sqlite:
+                url = args.db_url
+                watch = _PgWatch(url, None) if url.startswith("postgresql") else None
+            alerts = {"db_url": url} if url else {}
+            results[w] = _measure(broker, influx, workdir, queue(f"w{w}"), w, rules, alerts,
+                                  watch if rules else None, waits)
     finally:
         broker.stop()
         influx.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if pg is not None:
+            pg.stop(keep=args.keep)
+        if args.keep:
+            print(f"kept: {workdir}{f' and {pg.workdir}' if pg is not None else ''}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(f"messages: {n}")
     print(f"cores: {os.cpu_count()}")
+    print(f"load_average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"rules: {'on' if rules else 'off'}")
-    print(f"alert_store: {'postgresql' if args.db_url.startswith('postgresql') else 'sqlite'}")
+    print(f"alert_store: {store}{' (own temporary server)' if pg is not None else ''}")
     print(f"raw_paho_qos1_msgs_per_s: {raw:.0f}")
     for w, res in results.items():
         print(f"workers_{w}_stored_msgs_per_s: {res['msgs_per_s']:.0f}")
         print(f"workers_{w}_cpu_us_per_msg: {res['cpu_us_per_msg']:.1f}")
+        print(f"workers_{w}_idle_cpu_ms_per_s: {res['idle_cpu_s_per_s'] * 1000:.1f}")
+        print(f"workers_{w}_cpu_us_per_msg_net_of_idle: {_net(res):.1f}")
+        print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
+        for k in ("hub_batch_tx", "hub_batches_redone", *(f"hub_retries_{c}" for c in _RETRIES),
+                  *(f"pg_{s}" for s in _STATS), "pg_lock_wait_backend_s", "pg_lock_waits_logged"):
+            if k in res:
+                print(f"workers_{w}_{k}: {res[k]:.1f}" if k == "pg_lock_wait_backend_s" else
+                      f"workers_{w}_{k}: {int(res[k])}")
+        if waits.get(w):
+            print(f"workers_{w}_pg_lock_wait_events: {waits[w]}")
     ok = all(res["points_in_influxdb"] == n for res in results.values())
     print(f"all_accounted_for: {'yes' if ok else 'NO'}")
-    base = results[counts[0]]["msgs_per_s"]
+    base = results[counts[0]]
     for w in counts[1:]:
-        print(f"ratio_{w}_to_{counts[0]}: {results[w]['msgs_per_s'] / base:.2f}")
-    print(f"ratio: {results[counts[-1]]['msgs_per_s'] / base:.2f}")
+        print(f"cpu_per_msg_ratio_{w}_to_{counts[0]}: {results[w]['cpu_us_per_msg'] / base['cpu_us_per_msg']:.2f}")
+        print(f"cpu_per_msg_net_ratio_{w}_to_{counts[0]}: {_net(results[w]) / _net(base):.2f}")
+        print(f"ratio_{w}_to_{counts[0]}: {results[w]['msgs_per_s'] / base['msgs_per_s']:.2f}")
+    print(f"ratio: {results[counts[-1]]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     return 0 if ok else 1
+
+
+def _net(res: dict[str, float]) -> float:
+    """CPU µs per message without the idle cost of the drain's duration (see _idle_cpu)."""
+    elapsed = res["messages"] / res["msgs_per_s"]
+    return res["cpu_us_per_msg"] - res["idle_cpu_s_per_s"] * elapsed / res["messages"] * 1e6

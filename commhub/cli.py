@@ -8,8 +8,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from commhub.config import ConfigError
-
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "up": ("commhub.up", "start broker, InfluxDB, hub and a simulated community on loopback"),
@@ -50,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"'{name}' is not available in this build ({module} is missing)")
             modules[name].add_arguments(p)
     args = parser.parse_args(argv)
+    # Imported only now: building the config models is most of what `commhub --help` would otherwise cost.
+    from commhub.config import ConfigError
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):  # one line per request otherwise
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -32,6 +32,27 @@ class Grid(_Model):
     buildings: tuple[Building, ...] = ()
 
 
+# The grid of a site-level device: it is in no cell, where the rules also place a device they do not know.
+SITE_LEVEL_GRID = "unassigned"
+
+
+class SiteDevice(_Model):
+    """A device of the site as a whole, in no grid cell or building (e.g. the API's report desk `api-reports`)."""
+
+    id: Ident
+    kind: DeviceKind
+    name: str = Field(default="", max_length=64, description="Display name, e.g. '居民报事台'.")
+    layer: Layer | None = Field(default=None, description="Defaults to the layer of the device kind.")
+    interval_s: float = Field(default=60.0, gt=0, description="Expected reporting interval.")
+
+    @field_validator("kind")
+    @classmethod
+    def _not_agent(cls, v: DeviceKind) -> DeviceKind:
+        if v is DeviceKind.AGENT:
+            raise ValueError("an edge agent is not registered: its own topics are admitted by the broker ACL")
+        return v
+
+
 class Site(_Model):
     """The community as a whole."""
 
@@ -40,6 +61,9 @@ class Site(_Model):
     timezone: str = Field(default="Asia/Shanghai", description="IANA zone for schedules and night hours.")
     jurisdiction: Ident = Field(default="default", description="Police jurisdiction the site belongs to.")
     language: Literal["zh", "en"] = Field(default="en", description="The console's default language here.")
+    devices: tuple[SiteDevice, ...] = Field(default=(), description=(
+        "Devices of the whole site, in no grid cell (the API's report desk `api-reports`). They are registered "
+        "like any device, but nothing that walks the grid cells (simulator, coverage, liveness) sees them."))
 
 
 class Device(_Model):
@@ -143,14 +167,18 @@ class Community(_Model):
         grid_ids = [g.id for g in self.grids]
         if len(set(grid_ids)) != len(grid_ids):
             raise ValueError("grid ids must be unique")
+        if SITE_LEVEL_GRID in grid_ids:
+            raise ValueError(f"grid id {SITE_LEVEL_GRID!r} is reserved for the site-level devices (site.devices)")
         buildings = {b.id: (g.id, b) for g in self.grids for b in g.buildings}
         if len(buildings) != sum(len(g.buildings) for g in self.grids):
             raise ValueError("building ids must be unique across the site")
-        seen: set[str] = set()
+        seen = {d.id for d in self.site.devices}
+        if len(seen) != len(self.site.devices):
+            raise ValueError("site.devices: duplicate device id")
         for i, d in enumerate(self.devices):
             where = f"devices[{i}] ({d.id})"
             if d.id in seen:
-                raise ValueError(f"{where}: duplicate device id")
+                raise ValueError(f"{where}: duplicate device id (also in devices or site.devices)")
             seen.add(d.id)
             if d.grid not in grid_ids:
                 raise ValueError(f"{where}: unknown grid {d.grid!r}")
@@ -200,6 +228,9 @@ class Community(_Model):
                                      "not a door_contact or water_meter")
 
     def device_index(self) -> dict[str, Device]:
-        """Devices by id."""
-        return {d.id: d for d in self.devices}
+        """Every registered device by id: those in the grid cells, and the site's own in SITE_LEVEL_GRID."""
+        index = {d.id: Device(id=d.id, kind=d.kind, grid=SITE_LEVEL_GRID, layer=d.layer, interval_s=d.interval_s)
+                 for d in self.site.devices}
+        index.update((d.id, d) for d in self.devices)
+        return index
 

@@ -251,3 +251,89 @@ bind-address = "{self.host}:{self.rpc_port}"
                 pass
             time.sleep(0.1)
         raise ServiceError(f"influxd did not answer /ping; see {self.logfile}")
+
+
+class Postgres:
+    """initdb + postgres on a free loopback port, data in a temporary directory (run as 'postgres' when root).
+
+    The tests and `commhub bench scale` use it; the server's settings can be extended with `extra`
+    ("name=value" strings, e.g. "log_lock_waits=on").
+    """
+
+    def __init__(self, workdir: Path, extra: tuple[str, ...] = ()) -> None:
+        self.workdir = Path(workdir)
+        self.extra = extra
+        self.port = free_port()
+        bindir = next((d for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+                       if (d / "initdb").exists()), None) if Path("/usr/lib/postgresql").exists() else None
+        initdb = shutil.which("initdb") or (str(bindir / "initdb") if bindir else None)
+        self.bindir = Path(initdb).parent if initdb else None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def available(self) -> bool:
+        """Whether PostgreSQL's server binaries are installed."""
+        return self.bindir is not None
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL (psycopg 3) of the `postgres` database."""
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        """SQLAlchemy URL (psycopg 3) of one database on this server."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return self.workdir / "postgres.log"
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    def start(self) -> None:
+        """Create the cluster and start the server; wait until it accepts connections."""
+        import tempfile
+
+        import psycopg  # optional dependency (extra "postgres")
+        if self.bindir is None:
+            raise ServiceError("PostgreSQL server binaries not found: apt-get install postgresql")
+        if os.geteuid() == 0:
+            # A root-owned temp directory is private: the postgres user needs a directory of its own.
+            self.workdir = Path(tempfile.mkdtemp(prefix="commhub-pg-"))
+            shutil.chown(self.workdir, "postgres", "postgres")
+        data = self.workdir / "pgdata"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(self._as_owner([str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                                       "--no-sync"]), check=True, capture_output=True)
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's life
+        self.proc = subprocess.Popen(self._as_owner([
+            str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.workdir),
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50",
+            *[a for kv in self.extra for a in ("-c", kv)]]),
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres").close()
+                return
+            except psycopg.OperationalError as e:
+                if self.proc.poll() is not None:
+                    raise ServiceError(f"postgres exited: {self.log_path.read_text()[-2000:]}") from e
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"postgres did not start; see {self.log_path}") from e
+                time.sleep(0.1)
+
+    def stop(self, keep: bool = False) -> None:
+        """Stop the server (fast shutdown); keep=True leaves its data and log on disk."""
+        if self.proc is not None and self.proc.poll() is None:
+            # runuser does not pass signals on: signal the whole session (postgres and its children).
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if not keep and self.workdir.name.startswith("commhub-pg-"):
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -67,7 +67,9 @@ def build() -> dict[str, Any]:
         devices.append(_device(f"patrol-{gid}-cp1", "patrol", gid, None, None, 3600))
     return {
         "site": {"id": "sunrise", "name": "朝阳花园社区", "timezone": "Asia/Shanghai", "jurisdiction": "pcs-chaoyang",
-                 "language": "zh"},
+                 "language": "zh",
+                 # The API publishes residents' reports as events of this desk (api/data/people.py).
+                 "devices": [{"id": "api-reports", "kind": "report_desk", "name": "居民报事台"}]},
         "grids": grids,
         "devices": devices,
         "staff": _staff(),

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from commhub.config import Config
 from commhub.wire import AlertNotice
 from hub.alerts.db import make_engine
-from hub.alerts.store import AlertStore
+from hub.alerts.store import AlertStore, StateConflict, Tx
 from hub.ingest.message import Accepted
 from hub.metrics import HubMetrics
 from hub.notify.live import LiveFeed
@@ -28,6 +28,7 @@ from hub.routing.spec import load_routing
 from hub.rules.clock import DeviceClocks
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event
+from hub.rules.kinds.base import Rule
 from hub.rules.spec import load_rules
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class AlertingSink:
         self._last_purge = 0.0
         self._opened = False
         self._open_lock = threading.Lock()
+        # Contention evidence for /metrics and `bench scale`: transactions rolled back and run again, by cause.
+        self.retries: dict[str, int] = {"conflict": 0, "deadlock": 0, "serialization": 0, "other": 0}
+        self.batches = 0  # batch transactions committed
+        self.most_attempts = 0  # the most attempts one transaction needed
+        self.redone = 0  # batches whose stale keys were fed again in the same transaction
 
     def start(self) -> None:
         """Migrate the schema, start absence timers, notifiers and the timer thread."""
@@ -105,6 +111,15 @@ class AlertingSink:
         """Export the notifiers' give-ups on the worker's /metrics."""
         metrics.gauge("commhub_webhook_given_up", "Alert notices a webhook gave up on (not delivered)",
                       lambda: sum(w.given_up for w in self.webhooks))
+        metrics.gauge("commhub_alert_tx_batches_total", "Batch transactions the alert store committed",
+                      lambda: self.batches)
+        metrics.gauge("commhub_alert_tx_redone_total",
+                      "Batches whose rule states another worker changed meanwhile, fed again in the same transaction",
+                      lambda: self.redone)
+        for cause in self.retries:
+            metrics.gauge(f"commhub_alert_tx_retries_{cause}_total",
+                          f"Alert store transactions rolled back and retried ({cause})",
+                          lambda cause=cause: self.retries[cause])  # type: ignore[misc]
 
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
@@ -120,7 +135,7 @@ class AlertingSink:
         if not events:
             return
         try:
-            self._retry(lambda: self._process(events))
+            self._retry(lambda careful: self._process(events, careful))
         except _UNREACHABLE:
             raise  # the database is down or the link to it broke: the worker holds the batch unacknowledged
         except Exception:
@@ -128,29 +143,53 @@ class AlertingSink:
             log.exception("alerting failed on a batch of %d; retrying one by one", len(events))
             for ev in events:
                 try:
-                    self._retry(lambda ev=ev: self._process([ev]))  # type: ignore[misc]
+                    self._retry(lambda careful, ev=ev: self._process([ev], careful))  # type: ignore[misc]
                 except _UNREACHABLE:
                     raise  # not this event's fault: hold the batch rather than lose its alerts
                 except Exception:
                     log.exception("alerting skipped %s seq %d", ev.device_id, ev.seq)
 
-    def _process(self, events: list[Event]) -> None:
+    def _process(self, events: list[Event], careful: bool = False) -> None:
         # Rules keep device time; the clocks correct a device whose clock is off (hold times would otherwise
         # start in the past or the future) while a backlog keeps its own stamps (hub.rules.clock).
         received = self.clock()
         changed = MemoryStates()  # clock offsets that moved, written with the batch's transaction
+        # Optimistic first: a worker racing another on the same devices then holds row locks only while it
+        # writes. A retry (after a conflict, a deadlock or a busy database) locks what it reads, so it finishes.
         if self.clocks.prefetch(events, changed):
-            with self.store.tx() as tx:  # a device whose clock state is not cached yet: read it in the tx
-                tx.apply(self.engine.process(events, tx, received, self.clocks))
+            # A device whose clock state is not cached yet: read it in the tx (written there when it moves).
+            with self.store.tx(optimistic=not careful) as tx:
+                tx.prefetch(self.clocks.prefetch(events, tx))
+                events = [self.clocks.correct(ev, received, tx) for ev in events]
+                self._run(tx, self.engine.plan(events))
+            self.batches += 1
             return
         events = [self.clocks.correct(ev, received, changed) for ev in events]
         work = self.engine.plan(events)
         if not work and not changed.states:
             return  # only signs of life the engine keeps in memory: no transaction at all
-        with self.store.tx() as tx:
+        with self.store.tx(optimistic=not careful) as tx:
             for (rule, key), st in changed.states.items():
                 tx.save(rule, key, st)
-            tx.apply(self.engine.run(work, tx))
+            # Every key the batch reads or writes at once, sorted (locked in that order when careful).
+            tx.prefetch({*changed.states, *((rule.id, key) for _, rule, key in work)})
+            self._run(tx, work)
+        self.batches += 1
+
+    def _run(self, tx: Tx, work: list[tuple[Event, Rule, str]]) -> None:
+        """Feed the batch's steps, write their state, then apply their signals, in the batch's transaction."""
+        steps = self.engine.run_steps(work, tx)
+        try:
+            tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
+        except StateConflict as e:
+            # The stale keys are locked by us now: feed their steps again on the other worker's state,
+            # instead of running the whole batch again (anything less contained rolls back and retries).
+            tx.forget(e.stale)
+            if not self.engine.redo(work, steps, e.stale, tx):
+                raise
+            self.redone += 1
+            tx.flush()
+        tx.apply([sig for step in steps for sig in step])
 
     def tick(self) -> None:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""
@@ -160,13 +199,21 @@ class AlertingSink:
             except _UNREACHABLE:
                 return  # unreachable since start (said once then); handle() holds batches meanwhile
 
-        def timers() -> None:
-            with self.store.tx() as tx:
-                now = self.clock()
-                tx.apply(self.engine.write_back(tx, now))
-                tx.apply(self.engine.tick(tx, now))
+        def timers(careful: bool) -> None:
+            # Optimistic too, so the write-back of many subjects' activity holds no row locks while it runs.
+            try:
+                with self.store.tx(optimistic=not careful) as tx:
+                    now = self.clock()
+                    signals = self.engine.write_back(tx, now)
+                    signals += self.engine.tick(tx, now)
+                    tx.flush()  # rule state rows before alert rows, as in the batch transactions
+                    tx.apply(signals)
+            except BaseException:
+                self.engine.write_back_ended(committed=False)  # a retry writes them back again
+                raise
+            self.engine.write_back_ended(committed=True)
         self._retry(timers)
-        self._retry(self.store.escalate_due)
+        self._retry(lambda _careful: self.store.escalate_due())
         now = self.clock()
         if now - self._last_purge > _PURGE_EVERY_S:
             self._last_purge = now
@@ -180,9 +227,16 @@ class AlertingSink:
         if self._opened:  # else the database was unreachable all along: nothing to write back
             try:
                 def last() -> None:
-                    with self.store.tx() as tx:
-                        tx.apply(self.engine.write_back(tx, self.clock(), force=True))
-                self._retry(last)
+                    try:
+                        with self.store.tx() as tx:
+                            signals = self.engine.write_back(tx, self.clock(), force=True)
+                            tx.flush()
+                            tx.apply(signals)
+                    except BaseException:
+                        self.engine.write_back_ended(committed=False)
+                        raise
+                    self.engine.write_back_ended(committed=True)
+                self._retry(lambda _careful: last())
             except Exception:
                 # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.
                 log.exception("could not write back %d subjects' last activity", self.engine.pending_write_back)
@@ -206,13 +260,22 @@ class AlertingSink:
         for w in self.webhooks:
             w.wake()
 
-    def _retry(self, fn: Callable[[], object]) -> None:
-        # A deadlock or a busy database rolls the whole transaction back, so running it again is safe.
+    def _retry(self, fn: Callable[[bool], object]) -> None:
+        # A conflict, a deadlock or a busy database rolls the whole transaction back, so running it again is
+        # safe; fn(careful) is told whether an attempt failed before (then it takes its locks as it reads).
         for attempt in range(_RETRIES):
+            self.most_attempts = max(self.most_attempts, attempt + 1)
             try:
-                fn()
+                fn(attempt > 0)
                 return
+            except StateConflict as e:
+                self.retries["conflict"] += 1
+                if attempt == _RETRIES - 1:
+                    raise
+                log.debug("alert store: %s; retrying with row locks", e)
             except OperationalError as e:
+                code = getattr(e.orig, "sqlstate", None)
+                self.retries["deadlock" if code == "40P01" else "serialization" if code == "40001" else "other"] += 1
                 if attempt == _RETRIES - 1:
                     raise
                 log.warning("alert store busy (%s); retrying", str(e).splitlines()[0][:200])

@@ -11,6 +11,7 @@ from types import FrameType
 
 from commhub.config import Config, load
 from hub.ingest.message import Sink
+from hub.runtime import tune_gc
 from hub.store.retention import RetentionKeeper
 from hub.worker import Worker
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         keeper = RetentionKeeper(cfg.influx, hub.retention, hub.snapshots_dir, alerts_db)
         keeper.start()
     worker.start()
+    tune_gc()  # after start-up built everything it keeps (hub.runtime says why)
     if args.retire:
         if not worker.wait_connected(30):
             log.error("cannot reach the broker: %s is not retired", hub.worker_id)

@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from commhub.community import Community
+from commhub.services import Postgres as Postgres  # the tests' throwaway server; the benchmarks use it too
 from commhub.wire import BODY_TYPES, Envelope
+from hub.rules.engine import Engine, MemoryStates
+from hub.rules.event import Ctx, Event, Signal
+from hub.rules.spec import load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "configs" / "rules.yaml"
@@ -54,7 +58,8 @@ def community(site: str = "s1") -> Community:
         dev(f"manhole-{g}", "manhole", g, None, None, 600)
         dev(f"patrol-{g}", "patrol", g, None, None, 3600)
     return Community.model_validate({
-        "site": {"id": site, "timezone": "Asia/Shanghai", "jurisdiction": "pcs-1"},
+        "site": {"id": site, "timezone": "Asia/Shanghai", "jurisdiction": "pcs-1",
+                 "devices": [{"id": "api-reports", "kind": "report_desk"}]},  # the API's report desk
         "grids": [{"id": "g1", "buildings": [{"id": "b1", "units": ["u1"]}, {"id": "b2", "units": ["u1"]}]},
                   {"id": "g2", "buildings": [{"id": "b3", "units": ["u1"]}]}],
         "devices": devices,
@@ -149,6 +154,51 @@ def play(steps: list[Step], clock: FakeClock, wait_fn: Any, send_fn: Any) -> Non
             wait_fn(seconds_until(clock(), st[1]))
         else:
             send_fn(st[1], st[2], st[3], **st[4])
+
+
+class RulesDriver:
+    """The real rule pack on in-memory state and a fake clock; messages may carry their own seq and arrive late."""
+
+    def __init__(self, c: Community | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+        self.c = c or community()
+        self.ctx = Ctx(self.c)
+        self.engine = Engine(load_rules(RULES, overrides), self.ctx)
+        self.store = MemoryStates()
+        self.clock = FakeClock(T0)
+        self.signals: list[Signal] = []
+        self.engine.seed(self.store, self.clock())
+
+    def send(self, device: str, body_type: str, dt: float = 0.0, *, seq: int | None = None,
+             at: float | None = None, **fields: Any) -> list[Signal]:
+        """Deliver one message dt seconds from now (stamped `at` if given), running due timers first."""
+        self.wait(dt)
+        e = env(device, body_type, self.clock() if at is None else at, seq, **fields)
+        d = self.ctx.devices.get(device)
+        # An unregistered sender is taken for an agent (its will and births name no registered device).
+        ev = Event.from_envelope(e, d.kind.value if d else "agent", self.ctx.place(device), d)
+        out = self.engine.process([ev], self.store)
+        self.signals.extend(out)
+        return out
+
+    def wait(self, s: float) -> None:
+        """Advance time, firing each timer at its due time."""
+        end = self.clock() + s
+        while True:
+            dues = [st.due for st in self.store.states.values() if st.due is not None and st.due <= end]
+            t = max(min(dues), self.clock()) if dues else end
+            self.clock.t = t
+            self.signals.extend(self.engine.tick(self.store, t))
+            if not dues:
+                return
+
+    def run(self, steps: list[Step]) -> None:
+        """Play scenario steps."""
+        play(steps, self.clock, self.wait, self.send)
+
+    def fired(self, rule: str, subject: str | None = None) -> list[Signal]:
+        """Fire signals of a rule (and subject)."""
+        return [s for s in self.signals if s.action == "fire" and s.rule == rule
+                and (subject is None or s.subject == subject)]
 
 
 def _grant(device: str, dt: float = 0.0, **kw: Any) -> Step:
@@ -532,86 +582,3 @@ class Rig:
                     return n
             time.sleep(0.005)
         return None
-
-
-# ---- a throwaway PostgreSQL server --------------------------------------------------------------------------
-
-class Postgres:
-    """initdb + postgres on a free loopback port, data in a temporary directory (run as 'postgres' when root)."""
-
-    def __init__(self, workdir: Path, extra: tuple[str, ...] = ()) -> None:
-        import shutil
-
-        from commhub.services import free_port
-        self.workdir = workdir
-        self.extra = extra
-        self.port = free_port()
-        bindir = next((d for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-                       if (d / "initdb").exists()), None) if Path("/usr/lib/postgresql").exists() else None
-        initdb = shutil.which("initdb") or (str(bindir / "initdb") if bindir else None)
-        self.bindir = Path(initdb).parent if initdb else None
-        self.proc: Any = None
-
-    @property
-    def available(self) -> bool:
-        """Whether PostgreSQL's server binaries are installed."""
-        return self.bindir is not None
-
-    @property
-    def url(self) -> str:
-        """SQLAlchemy URL (psycopg 3)."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_owner(self, cmd: list[str]) -> list[str]:
-        import os
-        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-    def start(self) -> None:
-        """Create the cluster and start the server; wait until it accepts connections."""
-        import os
-        import shutil
-        import subprocess
-        import tempfile
-        import time
-
-        import psycopg
-        assert self.bindir is not None
-        if os.geteuid() == 0:
-            # pytest's temp root is private to root: the postgres user needs a directory of its own.
-            self.workdir = Path(tempfile.mkdtemp(prefix="commhub-pg-"))
-            shutil.chown(self.workdir, "postgres", "postgres")
-        data = self.workdir / "pgdata"
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(self._as_owner([str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                                       "--no-sync"]), check=True, capture_output=True)
-        log = open(self.workdir / "postgres.log", "ab")  # noqa: SIM115 - kept open for the server's life
-        self.proc = subprocess.Popen(self._as_owner([
-            str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.workdir),
-            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50",
-            *[a for kv in self.extra for a in ("-c", kv)]]),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres").close()
-                return
-            except psycopg.OperationalError:
-                assert self.proc.poll() is None, (self.workdir / "postgres.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, "postgres did not start"
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Stop the server (fast shutdown)."""
-        import os
-        import shutil
-        import signal
-        if self.proc is not None and self.proc.poll() is None:
-            # runuser does not pass signals on: signal the whole session (postgres and its children).
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except Exception:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if self.workdir.name.startswith("commhub-pg-"):
-            shutil.rmtree(self.workdir, ignore_errors=True)

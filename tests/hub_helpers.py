@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,6 +15,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from commhub.hubproc import HubProcess as HubProcess  # the tests' hub runner, shared with bench/hubrun
 from commhub.services import Influxd, Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,79 +48,6 @@ def write_config(tmp: Path, broker: Mosquitto, influx: Influxd | None, database:
     path = tmp / "commhub.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-class HubProcess:
-    """`commhub hub --config ...` as a child process."""
-
-    def __init__(self, config: Path, log: Path, worker_id: str | None = None, metrics_port: int | None = None):
-        self.config = config
-        self.log = log
-        self.worker_id = worker_id
-        self.metrics_port = metrics_port or int(yaml.safe_load(config.read_text())["hub"]["metrics"]["port"])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 120.0) -> None:
-        """Start and wait until /metrics reports the MQTT connection up."""
-        cmd = [sys.executable, "-m", "commhub.cli", "hub", "--config", str(self.config),
-               "--metrics-port", str(self.metrics_port)]
-        if self.worker_id:
-            cmd += ["--worker-id", self.worker_id]
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"hub exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
-            if self.metric("commhub_mqtt_connected") == 1.0:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"hub did not connect: {self.log.read_text()[-2000:]}")
-
-    def metrics_text(self) -> str:
-        """The /metrics page, or '' while it is not up."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-                return str(r.read().decode())
-        except OSError:
-            return ""
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        """The value of one sample (summed over label sets that match the given labels)."""
-        total, found = 0.0, False
-        for line in self.metrics_text().splitlines():
-            if line.startswith("#") or not line.startswith(name):
-                continue
-            head, _, value = line.rpartition(" ")
-            metric, _, rest = head.partition("{")
-            if metric != name or any(f'{k}="{v}"' not in rest for k, v in labels.items()):
-                continue
-            total += float(value)
-            found = True
-        return total if found else None
-
-    @property
-    def alive(self) -> bool:
-        """Whether the process runs."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as a power cut or OOM kill would."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
 
 
 def raw_client(broker: Mosquitto, client_id: str) -> paho.Client:

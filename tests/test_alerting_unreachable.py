@@ -22,7 +22,7 @@ def _batch(d: SinkDriver) -> list[Any]:
 
 
 def _failing(errors: list[BaseException]) -> Any:
-    def process(_events: Any) -> None:
+    def process(_events: Any, _careful: bool = False) -> None:
         raise errors.pop(0) if errors else ValueError("an event the rules cannot take")
     return process
 

@@ -352,6 +352,7 @@ def test_zz_a_database_that_is_down_is_a_503_not_a_500(api: Api, tmp_path: Path)
         import os
         import signal
         pg_proc = api.pg.proc  # type: ignore[union-attr]
+        assert pg_proc is not None
         os.killpg(pg_proc.pid, signal.SIGINT)
         pg_proc.wait(30)
         engine.dispose()

@@ -55,21 +55,29 @@ def test_short_clip_at_half_scale_beats_the_baseline(shared_data: Path) -> None:
     (score,) = evaluate_clip(video / "TUD-Campus.mp4", video / "TUD-Campus.gt.txt", cam, scales=(0.5,))
     ours, base = score.ours, score.baseline
     print(f"\nTUD-Campus 1/2: ours MAE {ours.mae:.2f} bias {ours.bias:+.2f} P {ours.precision:.2f} "
-          f"R {ours.recall:.2f} motion {ours.motion_recall:.2f}; baseline MAE {base.mae:.2f} bias {base.bias:+.2f} "
+          f"R {ours.recall:.2f} motion {ours.motion_recall:.2f} bias by third {ours.bias_first:+.2f} / "
+          f"{ours.bias_last:+.2f}; baseline MAE {base.mae:.2f} bias {base.bias:+.2f} "
           f"P {base.precision:.2f} R {base.recall:.2f}")
     assert score.size == (320, 240) and ours.frames == base.frames == 36
     # Motion: people walk through every frame; the first frame has no background yet (1 of 36 missed).
     assert ours.motion_recall >= 0.9
     # The baseline's HOG cannot see people under its 128 px window: measured MAE 3.47, bias -3.47 (5.1
-    # present per frame). Ours upscales the moving regions: measured MAE 1.94, bias -1.00 with the shipped
-    # defaults (1.3-2.1 over the settings tried). It must beat the baseline by a clear margin; the bound of
-    # 2.4 is the measurement plus noise, NOT the target of 1.0, which this clip does not meet (HOG finds
-    # about half of this dense group at any scale; see the README's table).
+    # present per frame). Ours upscales the moving regions and counts tracks: measured MAE 1.56, bias -1.33
+    # with the shipped defaults (1.94 / -1.00 before refresh runs and the count hold in seconds). It must
+    # beat the baseline by a clear margin; the bound of 2.0 is the measurement plus noise (one person more or
+    # less in a third of the 36 frames moves the MAE by 0.33), NOT the target of 1.0, which this
+    # clip does not meet (see the README: everyone is already there in the first frame and HOG finds about
+    # half of this dense group per run, so the count takes the first second or two to build up).
     assert ours.mae < base.mae - 1.0
-    assert ours.mae <= 2.4
-    assert -1.5 <= ours.bias <= 0.5
-    # Detection at IoU 0.5 (the same window-to-body box conversion for both): measured ours P 0.88 R 0.49,
-    # the baseline P 0.91 R 0.29.
+    assert ours.mae <= 2.0
+    assert -1.8 <= ours.bias <= 0.5
+    # Where the error sits: the under-count is at the start (measured -3.08 over the first third of the
+    # frames against +0.17 over the last). A first third no worse than the last would mean the error
+    # came from something else than the count building up, and the README's explanation would be wrong.
+    assert ours.bias_first < ours.bias_last - 1.0
+    # Detection at IoU 0.5 (the same window-to-body box conversion for both), over the runs the detector
+    # made; half of ours are refresh runs that only re-find tracked people, which lowers recall per run and
+    # raises precision: measured ours P 1.00 R 0.44, the baseline P 0.91 R 0.29.
     assert ours.precision >= 0.7
     assert ours.recall >= 0.35 and ours.recall > base.recall + 0.1
 

@@ -104,6 +104,69 @@ def test_tracker_does_not_swap_far_apart_or_different_size_people() -> None:
     assert sorted(t.id for t in tr2.tracks) == [1, 2]
 
 
+def test_refresh_runs_continue_tracks_but_start_none() -> None:
+    tr = Tracker(TrackSettings(min_hits=2))
+    tr.update([_det(0)], 0.0)
+    # A refresh run (births=False) only re-finds people already tracked: the new box at x=300 is dropped.
+    u = tr.update([_det(6), _det(300)], 0.4, births=False)
+    assert [t.id for t in u.confirmed] == [1] and [t.id for t in tr.tracks] == [1]
+    # An empty refresh run changes nothing but the clock.
+    assert tr.update([], 0.8, births=False).confirmed == [] and len(tr.tracks) == 1
+
+
+def test_count_holds_seconds_not_detector_runs() -> None:
+    # One person seen once, then missed: counted from the first detection (count_hits 1) and for count_hold_s
+    # afterwards, whether the detector runs 2.5 or 10 times a second (in runs, the hold changed with the rate).
+    for rate in (2.5, 10.0):
+        tr = Tracker(TrackSettings(min_hits=2, count_hits=1, count_hold_s=3.0, max_gap_s=5.0))
+        tr.update([_det(0)], 0.0)
+        assert len(tr.counted) == 1 and tr.live == []  # counted, but no event (`new`) before min_hits
+        n = 1
+        while True:
+            tr.update([], n / rate)
+            if n / rate > 3.0:
+                break
+            assert len(tr.counted) == 1, (rate, n)  # missed, still counted within the hold (3.0 s exactly too)
+            n += 1
+        assert len(tr.counted) == 0, rate  # the first run after the hold: no longer counted
+        assert len(tr.tracks) == 1  # the track itself lives on to max_gap_s (dwell times bridge gaps)
+    # Between detector runs the hold runs on frame time too (expire() is called on every frame).
+    tr = Tracker(TrackSettings(count_hits=1, count_hold_s=1.0, max_gap_s=5.0))
+    tr.update([_det(0)], 0.0)
+    tr.expire(0.9)
+    assert len(tr.counted) == 1
+    tr.expire(1.1)
+    assert tr.counted == []
+    # count_hits 2: a single detection (a false one, say) is not counted.
+    tr = Tracker(TrackSettings(count_hits=2))
+    tr.update([_det(0)], 0.0)
+    assert tr.counted == []
+    tr.update([_det(4)], 0.4)
+    assert len(tr.counted) == 1
+
+
+def test_a_part_of_a_person_is_not_counted_as_another() -> None:
+    tr = Tracker(TrackSettings(count_hits=1))
+    # A person 300 px tall, an "arm" 110 px tall inside their box, a far person 120 px tall who overlaps
+    # the near one by a third of their box, and a second person of the same size beside the first.
+    tr.update([_det(100, y=50, w=120, h=300), _det(150, y=80, w=40, h=110), _det(200, y=60, w=50, h=120),
+               _det(300, y=50, w=120, h=300)], 0.0)
+    assert sorted(t.box[0] for t in tr.counted) == [100, 200, 300]
+    # The part alone (the full body missed this run, but still held) is still not counted twice...
+    tr.update([_det(150, y=80, w=40, h=110)], 0.4)
+    assert len(tr.counted) == 3
+    # ...and once the tall track is no longer counted, the part counts: it may be all the detector sees.
+    tr.update([_det(150, y=80, w=40, h=110), _det(200, y=60, w=50, h=120)], 4.0)
+    assert sorted(t.box[0] for t in tr.counted) == [150, 200]
+
+
+def test_count_hold_must_outlast_the_refresh() -> None:
+    # A person standing still is looked for only every refresh_s; a shorter hold would drop them in between.
+    with pytest.raises(ValidationError, match="count_hold_s"):
+        CameraConfig.model_validate({"id": "cam1", "source": "x", "track": {"count_hold_s": 1.0},
+                                     "detect": {"refresh_s": 2.0}})
+
+
 # ---- zones, lines, crowd --------------------------------------------------------------------------
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from alerts_helpers import RULES, T0, FakeClock, community, env
+from alerts_helpers import T0, RulesDriver, community
 
 from commhub.community import Community
-from hub.rules.engine import Engine, MemoryStates
-from hub.rules.event import Ctx, Event, Signal
-from hub.rules.spec import load_rules
 
 
 def _community() -> Community:
@@ -24,51 +21,16 @@ def _community() -> Community:
     return Community.model_validate(data)
 
 
-class Rig:
-    """The real rule pack on a fake clock; messages may carry their own seq and arrive late."""
-
-    def __init__(self) -> None:
-        self.c = _community()
-        self.ctx = Ctx(self.c)
-        self.engine = Engine(load_rules(RULES), self.ctx)
-        self.store = MemoryStates()
-        self.clock = FakeClock(T0)
-        self.signals: list[Signal] = []
-        self.engine.seed(self.store, self.clock())
-
-    def send(self, device: str, body_type: str, dt: float = 0.0, *, kind: str | None = None,
-             seq: int | None = None, at: float | None = None, **fields: Any) -> None:
-        """Deliver one message dt seconds from now (stamped `at` if given), running due timers first."""
-        self.wait(dt)
-        t = self.clock() if at is None else at
-        e = env(device, body_type, t, seq, **fields)
-        d = self.ctx.devices.get(device)
-        k = kind or (d.kind.value if d else "agent")
-        ev = Event.from_envelope(e, k, self.ctx.place(device), d)
-        self.signals.extend(self.engine.process([ev], self.store))
-
-    def wait(self, s: float) -> None:
-        """Advance time, firing each timer at its due time."""
-        end = self.clock() + s
-        while True:
-            dues = [st.due for st in self.store.states.values() if st.due is not None and st.due <= end]
-            t = max(min(dues), self.clock()) if dues else end
-            self.clock.t = t
-            self.signals.extend(self.engine.tick(self.store, t))
-            if not dues:
-                return
-
-    def fired(self, rule: str, subject: str | None = None) -> list[Signal]:
-        """Fire signals of a rule (and subject)."""
-        return [s for s in self.signals if s.action == "fire" and s.rule == rule
-                and (subject is None or s.subject == subject)]
+def _rig() -> RulesDriver:
+    """The shared rules driver on this module's community."""
+    return RulesDriver(_community())
 
 
 @pytest.mark.parametrize("gap", [30.0, 59.0, 60.0, 61.5, 66.0, 74.0])
 def test_hydrant_drop_between_readings_at_under_and_over_the_interval(gap: float) -> None:
     # The hydrant reports every 60 s; a fall 0.31 -> 0.21 MPa between two consecutive readings is a sudden
     # drop whether the second comes at, just under or just over the interval (jitter up to 25 %).
-    r = Rig()
+    r = _rig()
     r.send("hydrant-b1", "hydrant_pressure", pressure_mpa=0.31)
     r.send("hydrant-b1", "hydrant_pressure", gap, pressure_mpa=0.21)
     (sig,) = r.fired("hydrant_pressure_drop")
@@ -76,7 +38,7 @@ def test_hydrant_drop_between_readings_at_under_and_over_the_interval(gap: float
 
 
 def test_hydrant_slow_easing_and_an_old_reading_are_not_a_drop() -> None:
-    r = Rig()
+    r = _rig()
     p = 0.31
     for _ in range(15):  # 0.01 MPa a minute, with the readings exactly on the interval
         r.send("hydrant-b1", "hydrant_pressure", 60, pressure_mpa=round(p, 3))
@@ -88,18 +50,18 @@ def test_hydrant_slow_easing_and_an_old_reading_are_not_a_drop() -> None:
 
 @pytest.mark.parametrize(("spacing", "fires"), [(4.9, True), (5.0, True), (5.2, False)])
 def test_count_window_includes_its_bound(spacing: float, fires: bool) -> None:
-    r = Rig()
+    r = _rig()
     r.send("elev-b1", "elevator_ebike", floor=0, detected=True, source="camera")
     r.send("elev-b1", "elevator_ebike", spacing, floor=0, detected=True, source="camera")
     assert bool(r.fired("ebike_in_elevator")) is fires
 
 
-def _grant(r: Rig, dev: str, dt: float, who: str, **kw: Any) -> None:
+def _grant(r: RulesDriver, dev: str, dt: float, who: str, **kw: Any) -> None:
     r.send(dev, "access_granted", dt, door="t1", credential_ref=who, method="face", **kw)
 
 
 def test_a_morning_queue_at_the_gate_is_not_tailgating() -> None:
-    r = Rig()
+    r = _rig()
     a, b, c = "a" * 16, "b" * 16, "c" * 16
     for _ in range(3):  # grant, grant, passage, passage; then grant, passage, grant, passage
         _grant(r, "gate-g1", 2, a)
@@ -118,7 +80,7 @@ def test_a_morning_queue_at_the_gate_is_not_tailgating() -> None:
 
 
 def test_a_face_read_twice_is_not_anti_passback_but_a_re_entry_is() -> None:
-    r = Rig()
+    r = _rig()
     who = "d" * 16
     _grant(r, "gate-g1", 0, who)
     _grant(r, "gate-g1", 0.7, who)  # the gate read the same face again while the person stood there
@@ -128,7 +90,7 @@ def test_a_face_read_twice_is_not_anti_passback_but_a_re_entry_is() -> None:
 
 
 def test_forced_entry_correlates_only_cameras_covering_that_door() -> None:
-    r = Rig()
+    r = _rig()
     r.send("door-b1", "door_opened", door="d1")
     # A resident seen at the other entrance of the same building 41 s later: not this door's intruder.
     r.send("cam-b1-u2", "camera_object", 41, event_id="e9", phase="new", label="person", score=0.9)
@@ -139,7 +101,7 @@ def test_forced_entry_correlates_only_cameras_covering_that_door() -> None:
 
 
 def test_agent_will_marks_all_its_devices_offline_with_one_alert() -> None:
-    r = Rig()
+    r = _rig()
     served = ["gas-b1", "smoke-b1-1", "panic-b1", "door-b1"]
     r.send("edge_1", "state", status="online", session=7)
     for dev in served:
@@ -148,6 +110,8 @@ def test_agent_will_marks_all_its_devices_offline_with_one_alert() -> None:
     r.send("gas-b2", "birth", session=3, agent="edge_1", version="1", interval_s=60.0)
     # SIGKILL: the broker publishes the will, stamped when the session connected (before its own online).
     r.send("edge_1", "state", 5, status="offline", session=7, at=T0 - 1)
+    assert not r.fired("device_offline")  # not before the will's grace: the agent may be back by then
+    r.wait(21)
     (alert,) = r.fired("device_offline")
     assert alert.subject == "device:agent/edge_1" and alert.thresholds["devices"] == len(served)
     assert alert.place.building == "b1" and alert.place.unit == "u1"
@@ -165,8 +129,31 @@ def test_agent_will_marks_all_its_devices_offline_with_one_alert() -> None:
     assert r.fired("device_offline", "device:gas-b1")
 
 
+def test_a_broker_restart_raises_nothing_when_the_agents_are_back_within_the_grace() -> None:
+    r = _rig()
+    served = ["gas-b1", "smoke-b1-1", "panic-b1"]
+    r.send("edge_1", "state", status="online", session=4)
+    for dev in served:
+        r.send(dev, "birth", session=4, agent="edge_1", version="1", interval_s=60.0)
+    # mosquitto stopping publishes the will of every connected client; the agent reconnects 12 s later
+    r.send("edge_1", "state", 2, status="offline", session=4)
+    r.wait(12)
+    r.send("edge_1", "state", status="online", session=5)
+    for dev in served:
+        r.send(dev, "birth", session=5, agent="edge_1", version="1", interval_s=60.0)
+    # ... and the broker publishes the old session's will once more when it reconnects: stale, nothing
+    r.send("edge_1", "state", 1, status="offline", session=4)
+    r.wait(120)  # past the grace, short of the devices' own absence timeout (3 intervals of 60 s)
+    assert not [s for s in r.fired("device_offline") if s.subject.removeprefix("device:") in (*served, "agent/edge_1")]
+    # A will of the new session with no return stands, after the grace.
+    r.send("edge_1", "state", 1, status="offline", session=5)
+    r.wait(21)
+    (alert,) = [s for s in r.fired("device_offline") if s.subject == "device:agent/edge_1"]
+    assert alert.thresholds["devices"] == len(served)
+
+
 def test_a_clean_stop_raises_nothing() -> None:
-    r = Rig()
+    r = _rig()
     served = ["gas-b1", "smoke-b1-1", "panic-b1"]
     for dev in served:
         r.send(dev, "birth", session=2, agent="edge_1", version="1", interval_s=60.0)
@@ -178,7 +165,7 @@ def test_a_clean_stop_raises_nothing() -> None:
 
 
 def test_repeated_device_seq_is_not_counted_twice() -> None:
-    r = Rig()
+    r = _rig()
     for seq in (101, 102):
         r.send("fgate-b1", "access_denied", 10, seq=seq, door="t1", credential_ref="e" * 16, method="face",
                reason="unknown_credential")

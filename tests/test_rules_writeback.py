@@ -76,3 +76,22 @@ def test_write_back_stores_the_latest_activity_and_waits_its_period() -> None:
     engine.write_back(store, T0 + 66)
     assert store.states[("device_offline", "gas-b1")].data["last"] == T0 + 70
     assert engine.pending_write_back == 0
+
+
+def test_activity_written_back_in_a_transaction_that_rolls_back_is_written_again() -> None:
+    # On PostgreSQL the timer's transaction can roll back after write_back (another worker changed a state it
+    # writes): the signs of life it took from memory must come back for the retry, not be lost.
+    engine, store, ctx = _engine(5.0)
+    for i in range(6):
+        engine.process([_event(ctx, "gas-b1", T0 + 10 * i)], store)
+    stored = store.states[("device_offline", "gas-b1")].data["last"]
+    rolled_back = MemoryStates()  # the transaction that will not commit
+    rolled_back.states = dict(store.states)
+    engine.write_back(rolled_back, T0 + 60)
+    assert engine.pending_write_back == 0
+    engine.write_back_ended(committed=False)
+    assert engine.pending_write_back == 1 and store.states[("device_offline", "gas-b1")].data["last"] == stored
+    engine.write_back(store, T0 + 66)  # the retry
+    engine.write_back_ended(committed=True)
+    assert store.states[("device_offline", "gas-b1")].data["last"] == T0 + 50
+    assert engine.pending_write_back == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from api.commands.common import add_common, emit, guarded, open_services, operator, table, when
+from api.commands.common import add_common, emit, guarded, operator_session, table, when
 from api.services.alerts import AlertFilter
 
 ACTIONS = {"ack": "acknowledge", "resolve": "resolve", "false-alarm": "false_alarm", "comment": "comment",
@@ -36,9 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one operation; every run leaves one audit row."""
-    s = open_services(args)
-    who = operator()
-    try:
+    with operator_session(args) as (s, who):
         if args.op == "list":
             def do_list() -> int:
                 f = AlertFilter(grid=args.grid, building=args.building, layer=args.layer, code=args.code,
@@ -74,5 +72,3 @@ def run(args: argparse.Namespace) -> int:
                  f"alert {n.alert_id}: {n.transition} -> {n.state} (notice {n.notice_id})")
             return 0
         return guarded(s, who, f"alerts.{action}", f"alert:{args.id}", do_act)
-    finally:
-        s.stop()

@@ -6,7 +6,8 @@ import argparse
 import getpass
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,16 @@ def open_services(args: argparse.Namespace) -> Services:
         print(f"error: the database is unavailable ({type(e.orig).__name__})", file=sys.stderr)
         raise SystemExit(7) from None
     return s
+
+
+@contextmanager
+def operator_session(args: argparse.Namespace) -> Iterator[tuple[Services, Principal]]:
+    """The services for --config and the local operator, stopped when the command ends."""
+    s = open_services(args)
+    try:
+        yield s, operator()
+    finally:
+        s.stop()
 
 
 def operator() -> Principal:

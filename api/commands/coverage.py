@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from api.commands.common import add_common, emit, open_services, operator
+from api.commands.common import add_common, emit, operator_session
 from api.services.errors import ServiceError
 
 
@@ -17,18 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report; 7 when InfluxDB is unreachable."""
-    s = open_services(args)
-    who = operator()
-    try:
-        s.data.reader.start()
-        cells = [c for c in s.data.devices.coverage(who, datetime.now(UTC)) if not args.grid or c.grid in args.grid]
-    except ServiceError as e:
-        s.audit.append(who.username, who.role, "coverage.read", "coverage", f"{e.status}: {e}", "local")
-        print(f"coverage: {e}")
-        return 7
-    finally:
-        s.data.reader.stop()
-    s.audit.append(who.username, who.role, "coverage.read", "coverage", f"ok: {len(cells)} cells", "local")
+    with operator_session(args) as (s, who):
+        try:
+            s.data.reader.start()
+            cells = [c for c in s.data.devices.coverage(who, datetime.now(UTC))
+                     if not args.grid or c.grid in args.grid]
+        except ServiceError as e:
+            s.audit.append(who.username, who.role, "coverage.read", "coverage", f"{e.status}: {e}", "local")
+            print(f"coverage: {e}")
+            return 7
+        finally:
+            s.data.reader.stop()
+        s.audit.append(who.username, who.role, "coverage.read", "coverage", f"ok: {len(cells)} cells", "local")
     lines = []
     for c in cells:
         lines.append(f"{c.grid} {c.name}: {c.online_pct if c.online_pct is not None else '-'}% online, "

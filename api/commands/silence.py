@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from api.commands.common import add_common, emit, guarded, open_services, operator, table, when
+from api.commands.common import add_common, emit, guarded, operator_session, table, when
 from api.services.errors import Invalid
 
 
@@ -50,9 +50,7 @@ COLS = ["id", "kind", "active", "matchers", "starts", "ends", "created_by", "com
 
 def run(args: argparse.Namespace) -> int:
     """Run one operation; every run leaves one audit row."""
-    s = open_services(args)
-    who = operator()
-    try:
+    with operator_session(args) as (s, who):
         if args.op == "add":
             def do_add() -> int:
                 now = time.time()
@@ -74,5 +72,3 @@ def run(args: argparse.Namespace) -> int:
             emit(args, row, f"silence {row['id']} expired")
             return 0
         return guarded(s, who, "silences.expire", f"silence:{args.id}", do_expire)
-    finally:
-        s.stop()

@@ -7,7 +7,7 @@ import getpass
 import secrets
 import sys
 
-from api.commands.common import add_common, emit, guarded, open_services, operator, table, when
+from api.commands.common import add_common, emit, guarded, operator_session, table, when
 from api.schemas import ROLES
 from api.services.errors import Invalid
 
@@ -53,9 +53,7 @@ def _password(args: argparse.Namespace) -> tuple[str, bool]:
 
 def run(args: argparse.Namespace) -> int:
     """Run one operation; every run leaves one audit row."""
-    s = open_services(args)
-    who = operator()
-    try:
+    with operator_session(args) as (s, who):
         if args.op == "add":
             def do_add() -> int:
                 pw, shown = _password(args)
@@ -98,5 +96,3 @@ def run(args: argparse.Namespace) -> int:
                  f"API key {row['id']} for {args.username}: {row['key']}  (shown once; send as X-API-Key)")
             return 0
         return guarded(s, who, "apikeys.add", f"user:{args.username}", do_key)
-    finally:
-        s.stop()

@@ -2,9 +2,9 @@
 
 A check-in is a `patrol_scan` from the checkpoint itself, so the hub stores it and the `patrol_missed`
 absence rule sees it as from a scanner. A report opens a ticket (`AlertStore.open_report`, routed like any
-other alert) and is published as a `resident_report` event of the `report_desk` device `api-reports`; its
-text stays in the ticket (SQL), never on the wire, in InfluxDB or in a log. A guard is named on the wire only
-by an opaque hash.
+other alert) and is published as a `resident_report` event of the `report_desk` device `api-reports`, which
+the community model registers under `site.devices` like any device the hub accepts; its text stays in the
+ticket (SQL), never on the wire, in InfluxDB or in a log. A guard is named on the wire only by an opaque hash.
 """
 
 from __future__ import annotations
@@ -91,6 +91,11 @@ class PeopleService:
         self.store = store
         self.photos = photos
         self.devices = community.device_index()
+        desk = self.devices.get(REPORT_DEVICE)
+        if desk is None or desk.kind is not DeviceKind.REPORT_DESK:
+            # Tickets still open, but the hub dead-letters their events (unknown_device): say so once, at start.
+            log.error("the community model registers no report desk %r (kind report_desk under site.devices): "
+                      "residents' reports will open tickets, but the hub will refuse their events", REPORT_DEVICE)
 
     def guard_ref(self, guard: str) -> str:
         """An opaque ref for a guard (site-salted SHA-256), so no staff id reaches the wire or InfluxDB."""

@@ -19,7 +19,6 @@ from api.schemas import (
     errors,
 )
 from api.services.alerts import AlertFilter
-from api.services.errors import ServiceError
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 ERR = errors(400, 401, 403, 404, 409, 422, 503)
@@ -43,24 +42,17 @@ def list_alerts(who: CurrentUser, alerts: AlertsDep, audit: AuditDep,
     """Alerts in the caller's jurisdiction (a grid worker's cells, property's facility layer, ...)."""
     f = AlertFilter(grid=grid, building=building, layer=layer, code=code, severity=severity, state=state,
                     since=since, until=until)
-    try:
+    with audit.around(who, "alerts.list", "alerts") as out:
         rows, nxt = alerts.search(who, f, sort.lstrip("-"), sort.startswith("-"), limit, cursor)
-    except ServiceError as e:
-        audit.record(who, "alerts.list", "alerts", f"{e.status}: {e}")
-        raise
-    audit.record(who, "alerts.list", "alerts", f"ok: {len(rows)} rows")
+        out.result = f"ok: {len(rows)} rows"
     return AlertsPage.model_validate({"items": rows, "next_cursor": nxt})
 
 
 @router.get("/{alert_id}", response_model=AlertDetailPublic, responses=ERR, summary="One alert")
 def get_alert(alert_id: AlertId, who: CurrentUser, alerts: AlertsDep, audit: AuditDep) -> AlertDetailPublic:
     """Timeline of transitions, triggering events, thresholds, route and its reason; 404 outside jurisdiction."""
-    try:
+    with audit.around(who, "alerts.show", f"alert:{alert_id}"):
         row = alerts.get(who, alert_id)
-    except ServiceError as e:
-        audit.record(who, "alerts.show", f"alert:{alert_id}", f"{e.status}: {e}")
-        raise
-    audit.record(who, "alerts.show", f"alert:{alert_id}", "ok")
     return AlertDetailPublic.model_validate(row)
 
 
@@ -68,10 +60,7 @@ def get_alert(alert_id: AlertId, who: CurrentUser, alerts: AlertsDep, audit: Aud
 def act(alert_id: AlertId, action: AlertAction, body: AlertActionCreate, who: CurrentUser, alerts: AlertsDep,
         audit: AuditDep) -> ActionResultPublic:
     """acknowledge, assign, comment, resolve, false_alarm or escalate; 409 with the reason when refused."""
-    try:
+    with audit.around(who, f"alerts.{action}", f"alert:{alert_id}") as out:
         n = alerts.act(who, alert_id, action, body.note, body.assignee)
-    except ServiceError as e:
-        audit.record(who, f"alerts.{action}", f"alert:{alert_id}", f"{e.status}: {e}")
-        raise
-    audit.record(who, f"alerts.{action}", f"alert:{alert_id}", f"ok: notice {n.notice_id}")
+        out.result = f"ok: notice {n.notice_id}"
     return ActionResultPublic(alert_id=n.alert_id, notice_id=n.notice_id, transition=n.transition, state=n.state)

@@ -9,7 +9,6 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from api.deps import AccountsDep, AuditDep, CurrentUser, client_address
 from api.schemas import PrincipalPublic, RefreshRequest, TokenPublic, errors
-from api.services.errors import ServiceError
 from api.services.scope import principal_for
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -20,29 +19,20 @@ ERR = errors(400, 401, 422, 429, 503)
 def login(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], accounts: AccountsDep,
           audit: AuditDep) -> TokenPublic:
     """Password login; failed logins are counted per username and address, audited, and limited (429)."""
-    address = client_address(request)
-    try:
-        user, tokens = accounts.login(form.username, form.password, address)
-    except ServiceError as e:
-        audit.log.append(form.username[:64] or "-", "-", "login", "session", f"{e.status}: {e}", address)
-        request.state.audited = True
-        raise
-    who = principal_for(user, accounts.community)
-    audit.record(who, "login", "session", "ok")
+    # A failed login is recorded under the name tried: the caller has not proven it.
+    with audit.around(form.username, "login", "session") as out:
+        user, tokens = accounts.login(form.username, form.password, client_address(request))
+        out.who = principal_for(user, accounts.community)
     return TokenPublic(**tokens)
 
 
 @router.post("/refresh", response_model=TokenPublic, responses=ERR, summary="Renew the access token")
 def refresh(body: RefreshRequest, accounts: AccountsDep, audit: AuditDep) -> TokenPublic:
     """A new access token and refresh token; the old refresh token stops working."""
-    try:
+    with audit.around(None, "refresh", "session") as out:
         username, tokens = accounts.refresh(body.refresh_token)
-    except ServiceError as e:
-        audit.record(None, "refresh", "session", f"{e.status}: {e}")
-        raise
-    user = accounts.get(username)
-    audit.record(principal_for(user or {"username": username, "role": "-"}, accounts.community), "refresh",
-                 "session", "ok")
+        user = accounts.get(username)
+        out.who = principal_for(user or {"username": username, "role": "-"}, accounts.community)
     return TokenPublic(**tokens)
 
 

@@ -10,7 +10,6 @@ from api.data.devices import CellCoverage
 from api.deps import AuditDep, CurrentUser, ServicesDep
 from api.routes._data import DataDep
 from api.schemas import errors
-from api.services.errors import ServiceError
 
 router = APIRouter(prefix="/api/v1/coverage", tags=["devices"])
 
@@ -18,10 +17,7 @@ router = APIRouter(prefix="/api/v1/coverage", tags=["devices"])
 @router.get("", response_model=list[CellCoverage], responses=errors(401, 503), summary="Coverage by grid cell")
 def coverage(who: CurrentUser, data: DataDep, s: ServicesDep, audit: AuditDep) -> list[CellCoverage]:
     """The weekly report of a grid worker and the police liaison, for the cells in the caller's jurisdiction."""
-    try:
+    with audit.around(who, "coverage.read", "coverage") as out:
         cells = data.devices.coverage(who, datetime.fromtimestamp(s.clock(), UTC))
-    except ServiceError as e:
-        audit.record(who, "coverage.read", "coverage", f"{e.status}: {e}")
-        raise
-    audit.record(who, "coverage.read", "coverage", f"ok: {len(cells)} cells")
+        out.result = f"ok: {len(cells)} cells"
     return cells

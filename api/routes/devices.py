@@ -11,7 +11,7 @@ from api.data.devices import DevicePublic
 from api.deps import AuditDep, CurrentUser, ServicesDep
 from api.routes._data import DataDep
 from api.schemas import errors
-from api.services.errors import NotFound, ServiceError
+from api.services.errors import NotFound
 from commhub.wire import Ident
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -27,15 +27,12 @@ def list_devices(who: CurrentUser, data: DataDep, s: ServicesDep, audit: AuditDe
                  status: Annotated[Literal["online", "offline", "unknown"] | None, Query()] = None,
                  ) -> list[DevicePublic]:
     """Devices in the caller's jurisdiction, with filters."""
-    try:
+    with audit.around(who, "devices.list", "devices") as out:
         rows = [d for d in data.devices.devices(who, datetime.fromtimestamp(s.clock(), UTC))
                 if (grid is None or d.grid == grid) and (building is None or d.building == building)
                 and (kind is None or d.kind == kind) and (layer is None or d.layer == layer)
                 and (status is None or d.status == status)]
-    except ServiceError as e:
-        audit.record(who, "devices.list", "devices", f"{e.status}: {e}")
-        raise
-    audit.record(who, "devices.list", "devices", f"ok: {len(rows)} devices")
+        out.result = f"ok: {len(rows)} devices"
     return rows
 
 
@@ -43,13 +40,9 @@ def list_devices(who: CurrentUser, data: DataDep, s: ServicesDep, audit: AuditDe
 def get_device(device_id: Annotated[str, Path(min_length=1, max_length=64, pattern=_ID)], who: CurrentUser,
                data: DataDep, s: ServicesDep, audit: AuditDep) -> DevicePublic:
     """404 when absent or outside the caller's jurisdiction."""
-    try:
+    with audit.around(who, "devices.show", f"device:{device_id}"):
         d = next((d for d in data.devices.devices(who, datetime.fromtimestamp(s.clock(), UTC))
                   if d.id == device_id), None)
         if d is None:
             raise NotFound(f"no device {device_id!r}")
-    except ServiceError as e:
-        audit.record(who, "devices.show", f"device:{device_id}", f"{e.status}: {e}")
-        raise
-    audit.record(who, "devices.show", f"device:{device_id}", "ok")
     return d

@@ -11,7 +11,6 @@ from api.data.events import EventPage, EventQuery
 from api.deps import AuditDep, CurrentUser, ServicesDep
 from api.routes._data import DataDep
 from api.schemas import errors
-from api.services.errors import ServiceError
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 ERR = errors(400, 401, 404, 422, 503)
@@ -22,10 +21,7 @@ def list_events(q: Annotated[EventQuery, Query()], who: CurrentUser, data: DataD
                 audit: AuditDep) -> EventPage:
     """Events newest first in the caller's jurisdiction; another cell, building or device is a 404."""
     target = "events:" + ",".join(f"{k}={v}" for k, v in q.model_dump(exclude_none=True, exclude={"cursor"}).items())
-    try:
+    with audit.around(who, "events.read", target[:300]) as out:
         page = data.events.history(q, who, datetime.fromtimestamp(s.clock(), UTC))
-    except ServiceError as e:
-        audit.record(who, "events.read", target[:300], f"{e.status}: {e}")
-        raise
-    audit.record(who, "events.read", target[:300], f"ok: {len(page.events)} events")
+        out.result = f"ok: {len(page.events)} events"
     return page

@@ -15,7 +15,7 @@ from api.data.export import ExportRequest
 from api.deps import AuditDep, CurrentUser, ServicesDep, client_address
 from api.routes._data import DataDep
 from api.schemas import errors
-from api.services.errors import Forbidden, ServiceError
+from api.services.errors import Forbidden
 
 router = APIRouter(prefix="/api/v1/evidence", tags=["evidence"])
 ERR = errors(401, 403, 404, 422, 503)
@@ -34,19 +34,15 @@ class EvidenceKeyPublic(BaseModel):
 async def export(alert_id: AlertId, body: ExportRequest, request: Request, who: CurrentUser, data: DataDep,
                  s: ServicesDep, audit: AuditDep) -> Response:
     """404 outside the caller's jurisdiction (before any role check), 403 for every role but police_liaison."""
-    target = f"alert:{alert_id}"
     now = datetime.fromtimestamp(s.clock(), UTC)
     custody = {"exported_by": who.username, "role": who.role, "auth": who.auth, "from_address":
                client_address(request), "user_agent": request.headers.get("user-agent", "")[:200]}
-    try:
+    with audit.around(who, "evidence.export", f"alert:{alert_id}") as out:
         data.evidence.alert(alert_id, who)  # 404 first: a 403 would confirm another cell's alert exists
         if not who.sees_unblurred:
             raise Forbidden("only police_liaison exports evidence")
         blob = await anyio.to_thread.run_sync(lambda: data.evidence.export(alert_id, who, body, custody, now))
-    except ServiceError as e:
-        audit.record(who, "evidence.export", target, f"{e.status}: {e}")
-        raise
-    audit.record(who, "evidence.export", target, f"ok: {len(blob)} bytes, key {data.evidence.key_id}")
+        out.result = f"ok: {len(blob)} bytes, key {data.evidence.key_id}"
     name = f"evidence-alert-{alert_id}-{now:%Y%m%dT%H%M%SZ}.zip"
     return Response(blob, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})

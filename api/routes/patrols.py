@@ -11,7 +11,6 @@ from api.data.people import CheckinCreate, CheckinPublic
 from api.deps import AuditDep, ServicesDep, require_roles
 from api.routes._data import DataDep
 from api.schemas import errors
-from api.services.errors import ServiceError
 from api.services.scope import Principal
 
 router = APIRouter(prefix="/api/v1/patrols", tags=["people"])
@@ -22,11 +21,7 @@ Guard = Annotated[Principal, Depends(require_roles("security_staff", "grid_worke
              responses=errors(400, 401, 403, 404, 422, 503))
 def checkin(body: CheckinCreate, who: Guard, data: DataDep, s: ServicesDep, audit: AuditDep) -> CheckinPublic:
     """404 for a checkpoint outside the caller's cells; 503 when the broker did not take it (scan again)."""
-    target = f"checkpoint:{body.checkpoint}"
-    try:
+    with audit.around(who, "patrols.checkin", f"checkpoint:{body.checkpoint}") as done:
         out = data.people.checkin(who, body, datetime.fromtimestamp(s.clock(), UTC))
-    except ServiceError as e:
-        audit.record(who, "patrols.checkin", target, f"{e.status}: {e}")
-        raise
-    audit.record(who, "patrols.checkin", target, f"ok: seq {out.seq}")
+        done.result = f"ok: seq {out.seq}"
     return out

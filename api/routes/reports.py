@@ -10,7 +10,7 @@ from api.data.people import ReportCreate, ReportPublic
 from api.deps import AuditDep, CurrentUser, ServicesDep
 from api.routes._data import DataDep
 from api.schemas import errors
-from api.services.errors import Forbidden, ServiceError
+from api.services.errors import Forbidden
 
 router = APIRouter(prefix="/api/v1/reports", tags=["people"])
 
@@ -19,13 +19,9 @@ router = APIRouter(prefix="/api/v1/reports", tags=["people"])
              responses=errors(400, 401, 403, 404, 422, 503))
 def report(body: ReportCreate, who: CurrentUser, data: DataDep, s: ServicesDep, audit: AuditDep) -> ReportPublic:
     """From a resident terminal (an API key) or staff; a place outside the caller's cells is a 404."""
-    target = f"report:{body.category}@{body.grid}"
-    try:
+    with audit.around(who, "reports.create", f"report:{body.category}@{body.grid}") as done:
         if who.role in ("police_liaison", "admin"):
             raise Forbidden("reports are taken in by terminals, security staff, grid workers and property")
         out = data.people.report(who, body, datetime.fromtimestamp(s.clock(), UTC))
-    except ServiceError as e:
-        audit.record(who, "reports.create", target, f"{e.status}: {e}")
-        raise
-    audit.record(who, "reports.create", f"alert:{out.alert_id}", f"ok: {out.report_id}")
+        done.target, done.result = f"alert:{out.alert_id}", f"ok: {out.report_id}"
     return out

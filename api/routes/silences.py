@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from api.deps import AlertsDep, AuditDep, require_roles
 from api.schemas import SilenceCreate, SilencePublic, errors
-from api.services.errors import ServiceError
 from api.services.scope import Principal
 
 router = APIRouter(prefix="/api/v1/silences", tags=["silences"])
@@ -20,12 +19,9 @@ ERR = errors(400, 401, 403, 404, 409, 422, 503)
              summary="Create a silence")
 def add(body: SilenceCreate, who: Manager, alerts: AlertsDep, audit: AuditDep) -> SilencePublic:
     """Matchers (label -> value) and a time range; matching alerts are routed to nobody new meanwhile."""
-    try:
+    with audit.around(who, "silences.add", "silence") as out:
         row = alerts.add_silence(who, body.matchers, body.starts_at, body.ends_at, body.comment, body.kind)
-    except ServiceError as e:
-        audit.record(who, "silences.add", "silence", f"{e.status}: {e}")
-        raise
-    audit.record(who, "silences.add", f"silence:{row['id']}", "ok")
+        out.target = f"silence:{row['id']}"
     return SilencePublic.model_validate(row)
 
 
@@ -43,10 +39,6 @@ def list_silences(who: Manager, alerts: AlertsDep, audit: AuditDep,
 def expire(silence_id: Annotated[int, Path(ge=1, le=2**62)], who: Manager, alerts: AlertsDep,
            audit: AuditDep) -> SilencePublic:
     """End a silence now."""
-    try:
+    with audit.around(who, "silences.expire", f"silence:{silence_id}"):
         row = alerts.expire_silence(silence_id)
-    except ServiceError as e:
-        audit.record(who, "silences.expire", f"silence:{silence_id}", f"{e.status}: {e}")
-        raise
-    audit.record(who, "silences.expire", f"silence:{silence_id}", "ok")
     return SilencePublic.model_validate(row)

@@ -12,7 +12,7 @@ from api.data.events import CHARTS, Chart, TelemetryQuery
 from api.deps import AuditDep, CurrentUser, ServicesDep
 from api.routes._data import DataDep
 from api.schemas import errors
-from api.services.errors import Invalid, ServiceError
+from api.services.errors import Invalid
 from commhub.wire import Ident
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
@@ -36,12 +36,9 @@ class ChartQuery(BaseModel):
 def _run(q: TelemetryQuery, who: CurrentUser, data: DataDep, s: ServicesDep, audit: AuditDep, name: str) -> Chart:
     target = f"telemetry:{name}:" + ",".join(f"{k}={v}" for k, v in q.model_dump(
         exclude_none=True, include={"grid", "building", "device_id"}).items())
-    try:
+    with audit.around(who, "telemetry.read", target[:300]) as out:
         chart = data.events.aggregate(q, who, datetime.fromtimestamp(s.clock(), UTC))
-    except ServiceError as e:
-        audit.record(who, "telemetry.read", target[:300], f"{e.status}: {e}")
-        raise
-    audit.record(who, "telemetry.read", target[:300], f"ok: {len(chart.series)} series")
+        out.result = f"ok: {len(chart.series)} series"
     return chart
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path
 
 from api.deps import AccountsDep, AuditDep, require_roles
 from api.schemas import ApiKeyCreate, ApiKeyPublic, UserCreate, UserPublic, UserUpdate, errors
-from api.services.errors import NotFound, ServiceError
+from api.services.errors import NotFound
 from api.services.scope import Principal
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -28,12 +28,9 @@ def list_users(who: Admin, accounts: AccountsDep, audit: AuditDep) -> list[UserP
 @router.post("", response_model=UserPublic, status_code=201, responses=ERR, summary="Create an account")
 def add_user(body: UserCreate, who: Admin, accounts: AccountsDep, audit: AuditDep) -> UserPublic:
     """A new account; a grid worker's staff_id names their roster entry (their cells)."""
-    try:
+    with audit.around(who, "users.add", f"user:{body.username}") as out:
         row = accounts.add(body.username, body.role, body.password, body.staff_id, body.buildings)
-    except ServiceError as e:
-        audit.record(who, "users.add", f"user:{body.username}", f"{e.status}: {e}")
-        raise
-    audit.record(who, "users.add", f"user:{body.username}", f"ok: role {body.role}")
+        out.result = f"ok: role {body.role}"
     return UserPublic.model_validate(row)
 
 
@@ -42,7 +39,7 @@ def update_user(username: UserName, body: UserUpdate, who: Admin, accounts: Acco
                 audit: AuditDep) -> UserPublic:
     """Disable (ends every login) or enable an account, or set a new password."""
     done = []
-    try:
+    with audit.around(who, "users.update", f"user:{username}") as out:
         if body.disabled is not None:
             accounts.set_disabled(username, body.disabled)
             done.append("disabled" if body.disabled else "enabled")
@@ -52,10 +49,7 @@ def update_user(username: UserName, body: UserUpdate, who: Admin, accounts: Acco
         row = accounts.get(username)
         if row is None:
             raise NotFound(f"no user {username!r}")
-    except ServiceError as e:
-        audit.record(who, "users.update", f"user:{username}", f"{e.status}: {e}")
-        raise
-    audit.record(who, "users.update", f"user:{username}", "ok: " + (", ".join(done) or "nothing"))
+        out.result = "ok: " + (", ".join(done) or "nothing")
     return UserPublic.model_validate(row)
 
 
@@ -64,12 +58,9 @@ def update_user(username: UserName, body: UserUpdate, who: Admin, accounts: Acco
 def add_key(username: UserName, body: ApiKeyCreate, who: Admin, accounts: AccountsDep,
             audit: AuditDep) -> ApiKeyPublic:
     """A machine key acting as this account; the key is shown once."""
-    try:
+    with audit.around(who, "apikeys.add", f"user:{username}") as out:
         row = accounts.add_key(username, body.name)
-    except ServiceError as e:
-        audit.record(who, "apikeys.add", f"user:{username}", f"{e.status}: {e}")
-        raise
-    audit.record(who, "apikeys.add", f"apikey:{row['id']}", "ok")
+        out.target = f"apikey:{row['id']}"
     return ApiKeyPublic.model_validate(row)
 
 
@@ -85,11 +76,7 @@ def list_keys(username: UserName, who: Admin, accounts: AccountsDep, audit: Audi
 def revoke_key(username: UserName, key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], who: Admin,
                accounts: AccountsDep, audit: AuditDep) -> None:
     """Revoke a key at once."""
-    try:
+    with audit.around(who, "apikeys.revoke", f"apikey:{key_id}"):
         if not any(k["id"] == key_id for k in accounts.keys(username)):
             raise NotFound(f"no API key {key_id} for {username!r}")
         accounts.revoke_key(key_id)
-    except ServiceError as e:
-        audit.record(who, "apikeys.revoke", f"apikey:{key_id}", f"{e.status}: {e}")
-        raise
-    audit.record(who, "apikeys.revoke", f"apikey:{key_id}", "ok")

@@ -107,6 +107,10 @@ class DetectSettings(_Model):
     hit_threshold: float = Field(default=0.0, description="SVM margin a window needs.")
     group_threshold: int = Field(default=1, ge=0, le=10, description="Overlapping windows needed for a detection.")
     min_score: float = Field(default=0.0, description="Drop detections weaker than this.")
+    full_every: int = Field(default=2, ge=1, le=100,
+                            description="Every n-th detector run searches all motion for new people; the runs "
+                                        "between only re-find the people already tracked (cheap).")
+    refresh_hit_threshold: float = Field(default=0.0, description="SVM margin a tracked person needs in a refresh.")
     max_fps: float = Field(default=2.5, gt=0, description="At most this many detections per second.")
     on_motion_only: bool = Field(default=True, description="Skip detection on frames without motion.")
     refresh_s: float = Field(default=2.0, gt=0,
@@ -126,10 +130,12 @@ class TrackSettings(_Model):
     max_jump: float = Field(default=0.75, gt=0, description="Largest centre move, in box heights, without overlap.")
     min_hits: int = Field(default=2, ge=1, description="Detections before a track is reported (new).")
     max_gap_s: float = Field(default=3.0, gt=0, description="A track ends after this long unseen.")
-    count_misses: int = Field(default=20, ge=1, le=1000,
-                              description="A tracked person is counted (persons, crowd) until this many detector "
-                                          "runs in a row have missed them (20: as long as the track lives, at "
-                                          "the shipped rates; lower drops stale tracks from counts sooner).")
+    count_hits: int = Field(default=1, ge=1, le=100,
+                            description="Detections before a person is counted (persons, crowd); 1: from the first, "
+                                        "while events (new) still wait for min_hits.")
+    count_hold_s: float = Field(default=3.0, gt=0,
+                                description="A tracked person is counted (persons, crowd) until unseen this long "
+                                            "(keep it above detect.refresh_s, or people standing still flicker).")
     update_s: float = Field(default=10.0, gt=0, description="Periodic update of a tracked object.")
     zone_exit_s: float = Field(default=1.0, ge=0, description="Time outside a zone before a person has left it.")
     crowd_hold_s: float = Field(default=2.0, ge=0, description="A zone count must hold this long to be reported.")
@@ -229,6 +235,9 @@ class CameraConfig(_Model):
             raise ValueError("line names must be unique")
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.detect.enabled and self.track.count_hold_s <= self.detect.refresh_s:
+            raise ValueError(f"track.count_hold_s ({self.track.count_hold_s:g}) must exceed detect.refresh_s "
+                             f"({self.detect.refresh_s:g}): people standing still would drop out of the count")
         return self
 
 

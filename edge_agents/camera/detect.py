@@ -13,6 +13,8 @@ from edge_agents.camera.geometry import BoxT
 
 _WIN_W, _WIN_H = 64, 128  # the default detector's window
 _PAD = 8
+_NEAR_LOW = 0.9  # a refresh looks for a tracked person from 0.9x their last height
+_NEAR_LEVELS = 3  # ... up to 0.9 * 1.1 ** 2 = 1.09x (a person's size changes little between runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class PersonDetector:
     def __init__(self, settings: DetectSettings) -> None:
         self.settings = settings
         self._hog: cv2.HOGDescriptor | None = None
+        self._near: cv2.HOGDescriptor | None = None
         self.pixels = 0  # pixels scanned at the top of the pyramid (a cost measure for benches)
 
     def detect(self, grey: np.ndarray, regions: Sequence[BoxT] | None, person_px: float) -> list[Detection]:
@@ -71,6 +74,43 @@ class PersonDetector:
                 if score < s.min_score:
                     continue
                 found.append(Detection(_clip(body_box((rx, ry, rw, rh), k, x0, y0), w, h), float(score)))
+        return _suppress(found)
+
+    def refresh(self, grey: np.ndarray, boxes: Sequence[BoxT]) -> list[Detection]:
+        """Re-find people already tracked: around each box only, at sizes near its own (a few pyramid levels)."""
+        if self._near is None:
+            # The default people detector with a short pyramid: sizes from _NEAR_LOW of a track's to
+            # _NEAR_LOW * scale ** (levels - 1) of it.
+            self._near = cv2.HOGDescriptor((_WIN_W, _WIN_H), (16, 16), (8, 8), (8, 8), 9, 1, -1.0,
+                                           cv2.HOGDescriptor_L2Hys, 0.2, False, _NEAR_LEVELS)
+            self._near.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
+        s = self.settings
+        h, w = grey.shape[:2]
+        found: list[Detection] = []
+        for bx, by, bw, bh in boxes:
+            # Scale the crop so this person at their smallest expected size fills 81 % of the window's height
+            # (as WINDOW_PERSON_PX, unrounded).
+            k = _WIN_H * 0.81 / max(8.0, _NEAR_LOW * bh)
+            win_w, win_h = _WIN_W / k, _WIN_H / k
+            cx, cy = bx + bw / 2, by + bh / 2
+            # The crop holds the top level's window (scale ** (levels - 1) times the smallest) wherever the
+            # person has walked since the last run: up to a fifth of a height sideways, a tenth up or down.
+            top = s.scale ** (_NEAR_LEVELS - 1)
+            half_w, half_h = 0.5 * top * win_w + 0.2 * bh, 0.5 * top * win_h + 0.1 * bh
+            x0, y0 = max(0, int(cx - half_w)), max(0, int(cy - half_h))
+            x1, y1 = min(w, int(cx + half_w)), min(h, int(cy + half_h))
+            size = (round((x1 - x0) * k), round((y1 - y0) * k))
+            if size[0] < _WIN_W or size[1] < _WIN_H:
+                continue
+            interp = cv2.INTER_AREA if k < 1.0 else cv2.INTER_LINEAR
+            scaled = cv2.resize(grey[y0:y1, x0:x1], size, interpolation=interp)
+            self.pixels += size[0] * size[1]
+            rects, weights = self._near.detectMultiScale(scaled, hitThreshold=s.refresh_hit_threshold,
+                                                         winStride=(s.win_stride, s.win_stride), padding=(_PAD, _PAD),
+                                                         scale=s.scale, groupThreshold=s.group_threshold)
+            for (rx, ry, rw, rh), score in zip(rects, np.ravel(weights), strict=True):
+                if score >= s.min_score:
+                    found.append(Detection(_clip(body_box((rx, ry, rw, rh), k, x0, y0), w, h), float(score)))
         return _suppress(found)
 
 

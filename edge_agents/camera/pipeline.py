@@ -93,6 +93,7 @@ class CameraPipeline:
         self._falling: FallingDetector | None = None
         self._frames = 0
         self._last_detect = float("-inf")
+        self._runs = 0  # detector runs since the last full search
         self._motion_on = False
         self._motion_last = 0.0
         self._motion_zones: list[str] = []
@@ -128,10 +129,14 @@ class CameraPipeline:
         ran = self._detect_due(motion, ts)
         if ran:
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            detections = self._detector.detect(grey, self._regions(motion, geo), geo.person_px)
+            full = self._full_due()
+            if full:
+                detections = self._detector.detect(grey, self._regions(motion, geo), geo.person_px)
+            else:
+                detections = self._detector.refresh(grey, [t.box for t in self._tracker.tracks])
             if geo.masks:
                 detections = [d for d in detections if not any(inside(m, foot(d.box)) for m in geo.masks)]
-            update = self._tracker.update(detections, ts)
+            update = self._tracker.update(detections, ts, births=full)
             confirmed, ended = update.confirmed, update.ended
         else:
             confirmed, ended = [], self._tracker.expire(ts)
@@ -205,6 +210,14 @@ class CameraPipeline:
         if wanted:
             self._last_detect = ts
         return wanted
+
+    def _full_due(self) -> bool:
+        """A full search (new people too) on every full_every-th detector run, and whenever nobody is tracked."""
+        self._runs += 1
+        if not self._tracker.tracks or self._runs >= self.cfg.detect.full_every:
+            self._runs = 0
+            return True
+        return False
 
     def _motion_frames(self) -> int:
         return self._motion.frames if self._motion is not None else 0

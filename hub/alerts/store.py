@@ -7,6 +7,7 @@ column with INSERT ... ON CONFLICT makes a re-trigger update the open alert even
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, delete, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, String, Table, delete, literal_column, or_, select, text, tuple_, update
 
 from commhub.config import WebhookConfig
 from commhub.wire import AlertNotice
@@ -24,6 +25,7 @@ from hub.alerts.models import Alert, Outbox, RuleState, Silence, Transition
 from hub.alerts.sql import insert, locked
 from hub.routing.router import Decision, Router, matches
 from hub.routing.spec import Window
+from hub.rules.clock import RULE as CLOCK_RULE
 from hub.rules.event import MAX_REFS, Signal, State
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ T = cast(Table, Transition.__table__)
 RS = cast(Table, RuleState.__table__)
 OB = cast(Table, Outbox.__table__)
 SI = cast(Table, Silence.__table__)
+# The advisory lock space of alert identities (hub.alerts.db.migrate uses the single-key lock 732100).
+_ALERT_LOCKS = 732101
+# PostgreSQL's row version: it changes with every update of the row, whoever makes it.
+_XMIN = literal_column("rule_state.xmin::text", String)
 
 # How often an alert kept quiet by a silence or maintenance window is looked at again: its delivery when the
 # window ends is at most this late.
@@ -57,6 +63,14 @@ class AlertError(Exception):
 
 class AckRefused(AlertError):
     """The alert's condition must clear first (e.g. a forced door that is still open)."""
+
+
+class StateConflict(Exception):
+    """Another worker changed rule states this transaction read and changed (`stale`, locked by us now)."""
+
+    def __init__(self, stale: set[tuple[str, str]]) -> None:
+        super().__init__(f"{len(stale)} rule state(s) changed by another worker, e.g. {min(stale)}")
+        self.stale = stale
 
 
 class AlertStore:
@@ -86,10 +100,14 @@ class AlertStore:
                          .values(lease_owner=None, lease_until=None))
 
     @contextmanager
-    def tx(self) -> Iterator[Tx]:
-        """One transaction; its notices are handed to on_notices after the commit."""
+    def tx(self, optimistic: bool = False) -> Iterator[Tx]:
+        """One transaction; its notices are handed to on_notices after the commit.
+
+        optimistic (PostgreSQL): rule state is read without row locks and only the rows that changed are
+        locked, at the end, checked against what was read (StateConflict if another worker changed them).
+        """
         with self.engine.begin() as conn:
-            tx = Tx(self, conn, self.clock())
+            tx = Tx(self, conn, self.clock(), optimistic)
             yield tx
             tx.flush()
         if tx.notices:
@@ -216,12 +234,25 @@ class AlertStore:
 
 
 class Tx:
-    """One transaction: the rules' StateStore plus alert changes; collects the notices it produced."""
+    """One transaction: the rules' StateStore plus alert changes; collects the notices it produced.
 
-    def __init__(self, store: AlertStore, conn: Connection, now: float) -> None:
+    Locked (the default): every key a transaction reads is locked as it is read (FOR UPDATE on PostgreSQL, in
+    sorted order), so a racing worker waits. Optimistic (PostgreSQL only): keys are read without locks with
+    their row version (xmin); at flush only the changed rows are locked, in sorted order, and a row another
+    transaction changed since it was read raises StateConflict before anything of it is written. Two workers
+    fed the same devices then hold row locks only for the few milliseconds between flush and commit.
+    """
+
+    def __init__(self, store: AlertStore, conn: Connection, now: float, optimistic: bool = False) -> None:
         self.s = store
         self.conn = conn
         self.now = now
+        self.optimistic = optimistic and conn.dialect.name == "postgresql"
+        # Optimistic: the row version (xmin) each key had when read (None: no row); keys this transaction has
+        # written (their rows are locked by us from then on, so later writes need no check).
+        self._versions: dict[tuple[str, str], str | None] = {}
+        self._mine: set[tuple[str, str]] = set()
+        self._alert_locks: set[int] = set()  # advisory lock ids of alert identities held by this transaction
         self.notices: list[AlertNotice] = []
         # As read from SQL (or last written): the JSON text (None = no row) and the due time.
         self._states: dict[tuple[str, str], tuple[str | None, float | None]] = {}
@@ -242,12 +273,22 @@ class Tx:
         pg = conn.dialect.name == "postgresql"
         for i in range(0, len(todo), 400):
             chunk = todo[i:i + 400]
+            if self.optimistic:
+                stmt = (select(RS.c.rule, RS.c.key, RS.c.data, RS.c.due, _XMIN)
+                        .where(tuple_(RS.c.rule, RS.c.key).in_(chunk)))
+                for r, k in chunk:
+                    self._states[(r, k)] = (None, None)
+                    self._versions[(r, k)] = None
+                for row in conn.execute(stmt):
+                    self._states[(row[0], row[1])] = (row[2], row[3])
+                    self._versions[(row[0], row[1])] = row[4]
+                continue
             if pg:
                 # Placeholders make a racing worker wait on our row locks instead of losing an update.
                 conn.execute(insert(conn, RS).on_conflict_do_nothing(index_elements=["rule", "key"]),
                              [{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
             stmt = locked(conn, select(RS.c.rule, RS.c.key, RS.c.data, RS.c.due)
-                          .where(tuple_(RS.c.rule, RS.c.key).in_(chunk)).order_by(RS.c.rule, RS.c.key))
+                          .where(tuple_(RS.c.rule, RS.c.key).in_(chunk)).order_by(*_key_order(pg)))
             for r, k in chunk:
                 self._states[(r, k)] = (None, None)
             for row in conn.execute(stmt):
@@ -281,26 +322,35 @@ class Tx:
         self._dirty.discard(k)
 
     def flush(self) -> None:
-        """Write changed states: one upsert and one delete for the whole transaction."""
+        """Write changed states: one upsert and one delete for the whole transaction, in key order.
+
+        Optimistic: StateConflict (naming the stale keys, now locked by us) before anything is written; the
+        changes stay pending, so the caller may redo the stale keys' steps and flush again.
+        """
         if not self._dirty:
             return
         gone: list[tuple[str, str]] = []
         rows: list[dict[str, Any]] = []
-        for k in self._dirty:
+        # Sorted: two transactions writing overlapping keys take their row locks in the same order.
+        for k in sorted(self._dirty):
             state = self._objs[k]
             before = self._states.get(k, (None, None))
             if not state.data and state.due is None:
                 if before[0] is not None:
                     gone.append(k)
-                    self._states[k] = (None, None)
                 continue
             text = json.dumps(state.data, separators=(",", ":"), sort_keys=True) if state.data else "{}"
             if before == (text, state.due):
                 continue
-            self._states[k] = (text, state.due)
             rows.append({"rule": k[0], "key": k[1], "data": text, "due": state.due})
-        self._dirty.clear()
         conn = self.conn
+        if self.optimistic and (gone or rows):
+            self._claim(gone, rows)
+        self._dirty.clear()
+        for k in gone:
+            self._states[k] = (None, None)
+        for r in rows:
+            self._states[(r["rule"], r["key"])] = (r["data"], r["due"])
         if gone:
             conn.execute(delete(RS).where(tuple_(RS.c.rule, RS.c.key).in_(gone)))
         if rows:
@@ -308,6 +358,47 @@ class Tx:
             conn.execute(stmt.on_conflict_do_update(index_elements=["rule", "key"],
                                                     set_={"data": stmt.excluded.data, "due": stmt.excluded.due}),
                          rows)
+
+    def forget(self, keys: set[tuple[str, str]]) -> None:
+        """Drop what this transaction read or changed of these keys: the next load reads them again."""
+        for k in keys:
+            self._states.pop(k, None)
+            self._objs.pop(k, None)
+            self._versions.pop(k, None)
+            self._dirty.discard(k)
+
+    def _claim(self, gone: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
+        """Lock the rows about to be written; StateConflict if one changed since it was read.
+
+        The same two steps as prefetch's locked read, so every transaction takes rule state locks in one
+        order: placeholders for missing keys (sorted), then FOR UPDATE on all of them (sorted). Device clock
+        offsets are not checked: each worker keeps its own estimate in memory and stores it only for a restart,
+        so the last writer's is as good as any (in a backlog drain they change every batch).
+        """
+        keys = sorted({*gone, *((r["rule"], r["key"]) for r in rows)} - self._mine)
+        if not keys:
+            return
+        conn = self.conn
+        added: set[tuple[str, str]] = set()
+        current: dict[tuple[str, str], str] = {}
+        for i in range(0, len(keys), 400):
+            chunk = keys[i:i + 400]
+            # A racing insert of the same key makes ours wait for it, then do nothing.
+            stmt = (insert(conn, RS).values([{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
+                    .on_conflict_do_nothing(index_elements=["rule", "key"]).returning(RS.c.rule, RS.c.key))
+            added.update((r[0], r[1]) for r in conn.execute(stmt))
+        for i in range(0, len(keys), 400):
+            chunk = keys[i:i + 400]
+            # ORDER BY under FOR UPDATE: PostgreSQL locks the rows in this order.
+            stmt = (select(RS.c.rule, RS.c.key, _XMIN).where(tuple_(RS.c.rule, RS.c.key).in_(chunk))
+                    .order_by(*_key_order(True)).with_for_update())
+            current.update({(r[0], r[1]): r[2] for r in conn.execute(stmt)})
+        stale = [k for k in keys if k in self._versions and k[0] != CLOCK_RULE
+                 and ((k in added) != (self._versions[k] is None)
+                      or (k not in added and current.get(k) != self._versions[k]))]
+        self._mine.update(keys)  # locked by us now, stale or not: a redo under these locks needs no check
+        if stale:
+            raise StateConflict(set(stale))
 
     def postpone(self, rule: str, until: float) -> int:
         """Move a rule's timers due before `until` to `until`."""
@@ -330,6 +421,7 @@ class Tx:
 
     def apply(self, signals: Sequence[Signal]) -> None:
         """Turn rule signals into alert changes."""
+        self._lock_alerts(signals)
         for sig in signals:
             spec = self.s.rules.get(sig.rule)
             if spec is None:
@@ -339,6 +431,24 @@ class Tx:
                 self._fire(sig, spec)
             else:
                 self._clear(sig, spec)
+
+    def _lock_alerts(self, signals: Sequence[Signal]) -> None:
+        """On PostgreSQL, take every alert identity the signals touch, in one global order, before any row.
+
+        Alert rows are locked as signals are applied, in event order; two workers applying the same alerts in
+        two orders would deadlock. A transaction-scoped advisory lock per identity, all taken at once in
+        sorted order, also covers identities whose row does not exist yet (two workers opening it at once).
+        """
+        if self.conn.dialect.name != "postgresql" or not signals:
+            return
+        keys = {f"{sig.rule}|{sig.subject}" for sig in signals}
+        keys.update(f"{rule}|{subject}" for sig in signals for rule, subject in sig.members)
+        todo = sorted({_lock_id(k) for k in keys} - self._alert_locks)
+        if todo:
+            # unnest emits the array in order, and each row's lock is taken before the next row is read.
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:space, k) FROM unnest(CAST(:ks AS integer[])) AS k"),
+                              {"space": _ALERT_LOCKS, "ks": todo})
+            self._alert_locks.update(todo)
 
     def _get(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute(locked(self.conn, select(A).where(A.c.active_key == key))).mappings().first()
@@ -552,6 +662,22 @@ class Tx:
         self.conn.execute(insert(self.conn, OB), outbox)
         self.notices.append(n)
         return n
+
+
+def _key_order(pg: bool) -> tuple[Any, ...]:
+    """ORDER BY for row locks: on PostgreSQL in byte order (COLLATE "C"), the order Python's sorted() gives.
+
+    A database collation that ignores punctuation would sort "_clock" among the rule names, so two locking
+    steps of one transaction (placeholders in Python's order, FOR UPDATE in the database's) would disagree.
+    """
+    if pg:
+        return (RS.c.rule.collate("C"), RS.c.key.collate("C"))
+    return (RS.c.rule, RS.c.key)
+
+
+def _lock_id(key: str) -> int:
+    """A stable signed 32-bit id of an alert identity (a collision only makes two identities share a lock)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
 
 
 def _merge_refs(old: list[dict[str, Any]] | None, new: list[dict[str, Any]]) -> list[dict[str, Any]]:

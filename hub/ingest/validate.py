@@ -1,8 +1,7 @@
 """Turn (topic, payload) into an Accepted message or a DeadLetter saying why not.
 
 A topic must name this community's site, a device of the community model and that device's kind (unknown
-devices are accepted only with hub.discovery on; an edge agent's own pseudo-device, kind `agent`, and a report
-desk, kind `report_desk` (the API takes residents' reports as one), always: the broker ACL says who may use them).
+devices are accepted only with hub.discovery on; an edge agent's own pseudo-device, kind `agent`, always).
 Nothing from a payload, and no topic level that is not an identifier, is ever quoted in a dead letter's detail
 or a log line: a detail names the field and the rule it broke. The topic cache is bounded by bytes, and only
 topics that passed are cached.
@@ -11,6 +10,7 @@ topics that passed are cached.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +20,11 @@ from pydantic import ValidationError
 from commhub import topics
 from commhub.community import Device
 from commhub.topics import Channel, TopicError, TopicParts
-from commhub.wire import KIND_BODIES, DeadLetter, DeviceKind, Envelope, body_channel
+from commhub.wire import KIND_BODIES, DeadLetter, DeviceKind, body_channel, parse_envelope
 from hub.ingest.message import Accepted
 
 _KINDS = {k.value: k for k in DeviceKind}
 _AGENT = DeviceKind.AGENT.value
-_UNLISTED_KINDS = frozenset((_AGENT, DeviceKind.REPORT_DESK.value))  # not in the community model by nature
 _CHANNELS = {c.value for c in Channel}
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _LEVEL_NAMES = ("root", "version", "site", "device_kind", "device_id", "channel", "extra")
@@ -83,6 +82,24 @@ def _describe(err: Any) -> str:
     return f"{path}: {kind}" + (f" ({limits})" if limits else "")
 
 
+class _Route:
+    """What a cached topic admits: its parts, its registry entry, and the body types it may carry."""
+
+    __slots__ = ("accepts", "device", "parts")
+
+    def __init__(self, parts: TopicParts, device: Device | None) -> None:
+        self.parts = parts
+        self.device = device
+        # The kind's body types that travel on this channel: a valid message is one set lookup.
+        self.accepts = _accepts(parts.device_kind, parts.channel.value)
+
+
+@functools.cache
+def _accepts(kind: str, channel: str) -> frozenset[str]:
+    """Body types a device kind may send on a channel (one shared set per pair, not one per cached topic)."""
+    return frozenset(t for t in KIND_BODIES[_KINDS[kind]] if body_channel(t) == channel)
+
+
 class Validator:
     """Checks topic grammar, the community model, payload schema and the agreement between them."""
 
@@ -94,23 +111,29 @@ class Validator:
         self.site = site
         self.discovery = discovery
         self.cache_bytes = cache_bytes
-        self._topics: dict[str, TopicParts] = {}
+        self._topics: dict[str, _Route] = {}
         self._cached_bytes = 0
 
     def parse_topic(self, topic: str) -> TopicParts | Refusal:
         """Parsed parts of a topic the community model admits, or the refusal (cached when admitted)."""
+        route = self._route(topic)
+        return route if isinstance(route, Refusal) else route.parts
+
+    def _route(self, topic: str) -> _Route | Refusal:
         cached = self._topics.get(topic)
         if cached is not None:
             return cached
         verdict = self._parse(topic)
-        if isinstance(verdict, TopicParts):
-            size = len(topic) + _ENTRY_BYTES
-            if self._cached_bytes + size > self.cache_bytes:
-                self._topics.clear()
-                self._cached_bytes = 0
-            self._topics[topic] = verdict
-            self._cached_bytes += size
-        return verdict
+        if isinstance(verdict, Refusal):
+            return verdict
+        route = _Route(verdict, self.registry.get(verdict.device_id))
+        size = len(topic) + _ENTRY_BYTES
+        if self._cached_bytes + size > self.cache_bytes:
+            self._topics.clear()
+            self._cached_bytes = 0
+        self._topics[topic] = route
+        self._cached_bytes += size
+        return route
 
     def _parse(self, topic: str) -> TopicParts | Refusal:
         levels = topic.split("/")
@@ -133,9 +156,9 @@ class Validator:
             return Refusal(("site_mismatch", f"the topic's site is not this community's ({self.site})"))
         device = self.registry.get(parts.device_id)
         if device is None:
-            # An edge agent's own pseudo-device (its birth, will and heartbeats) and the API's report desk are not
-            # in the community model; who may publish there is the broker ACL's business (provisioned per account).
-            if not self.discovery and parts.device_kind not in _UNLISTED_KINDS:
+            # An edge agent's own pseudo-device (its birth, will and heartbeats) is not in the community model;
+            # which agents may publish there is the broker ACL's business (provisioned per agent).
+            if not self.discovery and parts.device_kind != _AGENT:
                 return Refusal(("unknown_device", f"device {parts.device_id} is not in the community model "
                                                   "(hub.discovery is off)"))
         elif device.kind.value != parts.device_kind:
@@ -145,26 +168,29 @@ class Validator:
 
     def check(self, topic: str, payload: bytes, received_at: float) -> Accepted | DeadLetter:
         """Validate one envelope message (evt, tele, state, birth)."""
-        parts = self.parse_topic(topic)
-        if isinstance(parts, Refusal):
-            return self.reject(parts.reason, parts.detail, topic, payload, received_at)
+        route = self._topics.get(topic) or self._route(topic)
+        if isinstance(route, Refusal):
+            return self.reject(route.reason, route.detail, topic, payload, received_at)
         try:
-            env = Envelope.model_validate_json(payload)
+            env = parse_envelope(payload)
         except ValidationError as e:
             reason, detail = schema_detail(e)
             return self.reject(reason, detail, topic, payload, received_at)
+        parts = route.parts
         if env.device_id != parts.device_id:
             # Both ids passed the identifier pattern: safe to name.
             return self.reject("device_mismatch", f"payload device_id {env.device_id} is not the topic's "
                                f"{parts.device_id}", topic, payload, received_at)
         body_type = env.body.type
+        if body_type in route.accepts:
+            return Accepted(parts, env, route.device, received_at)
         if body_type not in KIND_BODIES[_KINDS[parts.device_kind]]:
             return self.reject("kind_body", f"a {parts.device_kind} may not send {body_type}",
                                topic, payload, received_at)
         if body_channel(body_type) != parts.channel.value:
             return self.reject("channel_body", f"{body_type} belongs on channel {body_channel(body_type)!r}, "
                                f"not {parts.channel.value!r}", topic, payload, received_at)
-        return Accepted(parts, env, self.registry.get(parts.device_id), received_at)
+        return Accepted(parts, env, route.device, received_at)  # not reached: accepts is kind and channel
 
     def reject(self, reason: str, detail: str, topic: str, payload: bytes, received_at: float) -> DeadLetter:
         """Build the dead letter for a refused message."""

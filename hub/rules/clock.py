@@ -10,7 +10,6 @@ while a backlog's advance much faster; after `relearn_s` of that, `est` follows 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hub.rules.event import Event, State
@@ -20,6 +19,10 @@ if TYPE_CHECKING:
 
 RULE = "_clock"  # the pseudo-rule under which device offsets are kept with the rule state (survives restarts)
 _WRITE_STEP_S = 1.0  # an offset change smaller than this is not worth a write
+# A message lagging its device's usual offset by more than this is a late delivery (a spool replay, a broker
+# backlog): far beyond network jitter, well under any hold time a replayed backlog could cut in two.
+LATE_S = 20.0
+_OWN = ("birth", "state")  # the agent's session messages: ordered by session, never late
 
 
 class DeviceClocks:
@@ -42,31 +45,40 @@ class DeviceClocks:
             st = store.load(RULE, ev.device_id) or State()
             self._cache[ev.device_id] = st
         d = st.data
-        before = (d.get("est"), d.get("low"))
+        est0 = est = d.get("est")
+        low0 = low = d.get("low")
         o = ev.t - received
-        est = d.get("est")
         if ev.historical:
             pass  # produced offline and replayed: its lag is not the clock's
         elif est is None:
             # First sight: a clock far off is wrong (a backlog of a device never seen is told apart later).
-            d["est"] = o if abs(o) > self.tolerance_s else 0.0
+            d["est"] = est = o if abs(o) > self.tolerance_s else 0.0
         elif o >= est - self.tolerance_s:
-            d["est"] = max(est, o)
-            d.pop("low", None)
-        else:
-            low = d.get("low")
-            if low is None:
-                d["low"] = [received, ev.t]
-            elif received - low[0] >= self.relearn_s and ev.t - low[1] <= 1.5 * (received - low[0]):
-                d["est"] = o  # stamps kept the pace of real time while lagging: the clock was stepped back
-                d.pop("low", None)
-        after = (d.get("est"), d.get("low"))
-        if after != before and (before[0] is None or after[1] != before[1]
-                                or abs(float(after[0] or 0.0) - float(before[0] or 0.0)) >= _WRITE_STEP_S):
+            if o > est:
+                d["est"] = est = o
+            if low is not None:
+                del d["low"]
+                low = None
+        elif low is None:
+            d["low"] = low = [received, ev.t]
+        elif received - low[0] >= self.relearn_s and ev.t - low[1] <= 1.5 * (received - low[0]):
+            d["est"] = est = o  # stamps kept the pace of real time while lagging: the clock was stepped back
+            del d["low"]
+            low = None
+        # Plain locals, not before/after tuples read back from the dict: this runs once per message.
+        if (est != est0 or low != low0) and (est0 is None or low != low0
+                                             or abs(float(est or 0.0) - float(est0 or 0.0)) >= _WRITE_STEP_S):
             store.save(RULE, ev.device_id, State(dict(d)))
-        est = float(d.get("est") or 0.0)
-        if abs(est) <= self.tolerance_s:
+        if ev.kind == "agent" and ev.type == "state" and ev.get("status") == "offline" and not ev.get("clean"):
+            # A will is stamped when its session connected; the broker sends it when the agent dies: it is
+            # news of now, and an alert on it counts from when it came.
+            return ev.at(max(ev.t, received))
+        offset = float(est or 0.0)
+        if ev.type not in _OWN and (ev.historical or o < offset - LATE_S):
+            ev = ev.at(ev.t)  # a new Event: nothing changes one once built
+            ev.late = True
+        if -self.tolerance_s <= offset <= self.tolerance_s:
             return ev
-        if abs(est) > self.bound_s:
-            return replace(ev, t=received)
-        return replace(ev, t=ev.t - est)
+        if abs(offset) > self.bound_s:
+            return ev.at(received)
+        return ev.at(ev.t - offset)

@@ -22,6 +22,11 @@ from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
 
+REPLAY = "replay"  # state flag: the key's timer was set by a late delivery, and more of its backlog may follow
+# How long (on the engine's clock) a timer set by a late delivery waits for the rest of the backlog: a replay
+# arrives as a burst, so a door's opening and closing come within this of each other however late both are.
+REPLAY_GRACE_S = 10.0
+
 # The one list of rule kinds.
 KINDS: dict[str, type[Rule]] = {
     "instant": Instant, "threshold": Threshold, "sequence": Sequence, "absence": Absence, "rate": Rate,
@@ -87,6 +92,16 @@ class MemoryStates:
                 out.append((rule, key))
         return out
 
+    def next_due(self) -> float | None:
+        """The earliest live timer, or None (stale heap entries are dropped on the way)."""
+        while self._timers:
+            due, rule, key = self._timers[0]
+            st = self.states.get((rule, key))
+            if st is not None and st.due == due:
+                return due
+            heapq.heappop(self._timers)
+        return None
+
     def known(self, rule: str) -> set[str]:
         """Keys of a rule."""
         return {k for r, k in self.states if r == rule}
@@ -123,6 +138,7 @@ class Engine:
         # (rule, key) -> the deadline last read or written for a quiet absence subject (None: not deferrable).
         self._quiet: dict[tuple[str, str], float | None] = {}
         self._touches: dict[tuple[str, str], Event] = {}
+        self._unconfirmed: dict[tuple[str, str], Event] = {}  # written back, transaction not yet committed
         self._touch_lock = threading.Lock()
         self._last_write_back = 0.0
         self.rules: dict[str, Rule] = {}
@@ -142,6 +158,8 @@ class Engine:
             if isinstance(rule, Correlation):
                 for member in rule.spec.members:
                     self.correlations[member].append(rule)
+        # Per body type, the rules to ask: (rule, whether it filters with cares(), whether it may defer).
+        self._routes: dict[str, tuple[tuple[Rule, bool, bool], ...]] = {}
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
         """Create absence timers for subjects that have never reported; returns how many.
@@ -173,23 +191,56 @@ class Engine:
     def plan(self, events: Iterable[Event]) -> list[tuple[Event, Rule, str]]:
         """The (event, rule, key) steps a batch needs, in order; signs of life kept in memory need none."""
         work: list[tuple[Event, Rule, str]] = []
+        add = work.append
+        routes = self._routes
         for ev in events:
-            for rule in self._rules_for(ev):
-                if isinstance(rule, Instant) and not _instant_cares(rule, ev):
-                    continue  # neither fires nor clears: no state to read or write
+            route = routes.get(ev.type)
+            if route is None:
+                route = self._route(ev.type)
+            for rule, filters, defers in route:
+                if filters and not rule.cares(ev):
+                    continue  # the rule would ignore it: no state to read or write
                 for key in rule.keys(ev):
-                    if self.write_back_s and isinstance(rule, Absence) and self._defer(rule, key, ev):
+                    if defers and self._defer(rule, key, ev):  # type: ignore[arg-type]
                         continue
-                    work.append((ev, rule, key))
+                    add((ev, rule, key))
         return work
+
+    def _route(self, body_type: str) -> tuple[tuple[Rule, bool, bool], ...]:
+        """The rules one body type goes to, worked out once per type (a few dozen types)."""
+        route = tuple((rule, type(rule).cares is not Rule.cares, bool(self.write_back_s) and isinstance(rule, Absence))
+                      for rule in (*self.by_type.get(body_type, ()), *self.any_type))
+        self._routes[body_type] = route
+        return route
 
     def run(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[Signal]:
         """Feed planned steps to the rules; returns the signals they caused."""
-        out: list[Signal] = []
+        return [sig for step in self.run_steps(work, store) for sig in step]
+
+    def run_steps(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[list[Signal]]:
+        """Feed planned steps to the rules; the signals of each step."""
         store.prefetch({(rule.id, key) for _, rule, key in work})
-        for ev, rule, key in work:
-            out.extend(self._feed(rule, key, ev, store))
-        return out
+        return [self._feed(rule, key, ev, store) for ev, rule, key in work]
+
+    def redo(self, work: list[tuple[Event, Rule, str]], steps: list[list[Signal]], stale: set[tuple[str, str]],
+             store: StateStore) -> bool:
+        """Feed again, in order, the steps of keys another worker changed meanwhile (store has their new state).
+
+        Only for keys whose steps have no effect beyond their own state and signals: False when a stale key is
+        an absence subject (memory of quiet subjects, fan-out) or a correlation, or when a stale step's signals
+        fed a correlation before the redo (nothing done) or do after it (the caller must then roll back).
+        """
+        for rule_id, _ in stale:
+            rule = self.rules.get(rule_id)
+            if rule is None or isinstance(rule, Absence | Correlation):
+                return False
+        redo = [i for i, (_, rule, key) in enumerate(work) if (rule.id, key) in stale]
+        if any(self.correlations.get(sig.rule) for i in redo for sig in steps[i]):
+            return False
+        for i in redo:
+            ev, rule, key = work[i]
+            steps[i] = self._feed(rule, key, ev, store)
+        return not any(self.correlations.get(sig.rule) for i in redo for sig in steps[i])
 
     def _feed(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
         st = store.load(rule.id, key) or State()
@@ -201,6 +252,10 @@ class Engine:
             store.discard(rule.id, key)
             return []
         fanout = st.data.pop("fanout", None) if isinstance(rule, Absence) else None
+        if ev.late and st.due is not None:
+            st.data[REPLAY] = True  # judged once the backlog is in, not between two of its messages
+        elif st.due is None:
+            st.data.pop(REPLAY, None)
         store.save(rule.id, key, st)
         if fanout is not None:
             self._fan_out(rule, st, fanout, store)  # type: ignore[arg-type]
@@ -265,7 +320,19 @@ class Engine:
                         self._touches[k] = ev
             raise
         self._last_write_back = now
+        self._unconfirmed = touches
         return out
+
+    def write_back_ended(self, committed: bool) -> None:
+        """The transaction of the last write_back ended: on a rollback its signs of life go back to memory."""
+        touches, self._unconfirmed = self._unconfirmed, {}
+        if committed or not touches:
+            return
+        with self._touch_lock:
+            for k, ev in touches.items():
+                newer = self._touches.get(k)
+                if newer is None or newer.t < ev.t:
+                    self._touches[k] = ev
 
     @property
     def pending_write_back(self) -> int:
@@ -292,6 +359,12 @@ class Engine:
                 st.due = None
                 store.save(rule_id, key, st)
                 continue
+            if st.data.pop(REPLAY, None):
+                # Set by a late message: live, the messages after it (a door closing, a count falling) would
+                # have come before this deadline; wait for the rest of the replay before judging.
+                st.due = now + REPLAY_GRACE_S
+                store.save(rule_id, key, st)
+                continue
             try:
                 sigs = rule.on_timer(st, key, now)
             except Exception:
@@ -309,6 +382,8 @@ class Engine:
         return out
 
     def _correlate(self, sigs: list[Signal], store: StateStore) -> list[Signal]:
+        if not sigs:
+            return sigs  # most steps signal nothing
         out = list(sigs)
         for sig in sigs:
             if sig.action != "fire":
@@ -322,8 +397,3 @@ class Engine:
                 store.save(corr.id, key, st)
         return out
 
-
-def _instant_cares(rule: Instant, ev: Event) -> bool:
-    """Whether an instant rule would fire or clear on this event (its on_event does nothing otherwise)."""
-    spec = rule.spec
-    return matches(spec.when, ev) or bool(spec.clear_when and matches(spec.clear_when, ev))

@@ -106,7 +106,10 @@ class AbsenceRule(_Rule):
     kinds: tuple[Label, ...] = Field(default=(), description="Devices watched (empty = all registered).")
     timeout_s: float | None = Field(default=None, gt=0, description="Fixed timeout.")
     intervals: float | None = Field(default=None, gt=0, description="Timeout as reporting intervals.")
-    offline_state: bool = Field(default=False, description="A will/state 'offline' fires at once.")
+    offline_state: bool = Field(default=False, description="A will/state 'offline' fires (after will_grace_s).")
+    will_grace_s: float = Field(default=0.0, ge=0, description=(
+        "A will fires this long after it arrives unless a newer session of the same agent or device comes "
+        "online first (a broker restart publishes every connected client's will)."))
 
     @model_validator(mode="after")
     def _timeout(self) -> AbsenceRule:

@@ -3,7 +3,10 @@
 Measurement: the body type (e.g. `gas_reading`, `access_denied`), so field types never clash across types.
 Tags: site, grid, building, layer, device_kind, device_id (bounded, never a person or free text).
 Fields: the body's values (nested boxes flattened, zone lists joined), plus `seq` and `historical`.
-Timestamp: the device's `ts` in microseconds, so points from one device never overwrite each other.
+Timestamp: the device's `ts` in microseconds, so points from one device never overwrite each other. A will
+(an agent's `offline` state that is no planned stop) is stamped when the hub received it, and never before the
+last state stored for that agent: its own `ts` is its session's connect time, older than that session's
+`online`, so the last stored state would still read online after the agent died.
 """
 
 from __future__ import annotations
@@ -27,52 +30,83 @@ def to_us(ts: datetime) -> int:
 
 
 class PointBuilder:
-    """Turns accepted messages into lines; caches each device's escaped tag set."""
+    """Turns accepted messages into lines; caches each device's and body type's line head."""
 
     def __init__(self) -> None:
-        self._tags: dict[tuple[str, str, str], str] = {}
+        # (site, device_kind, device_id, body type) -> "measurement,tags seq=": the series key is built once
+        # per device and body type, and a message only formats its fields and timestamp.
+        self._heads: dict[tuple[str, str, str, str], str] = {}
+        self._states: dict[str, int] = {}  # device id -> the newest state point's time (us)
 
-    def _tag_part(self, msg: Accepted) -> str:
+    def _state_us(self, msg: Accepted) -> int:
+        """A state's time: its own, but a will's no earlier than its receipt or the device's last state."""
+        env = msg.envelope
+        us = to_us(env.ts)
+        body = env.body
+        last = self._states.get(env.device_id)
+        if body.status == "offline" and not body.clean:  # type: ignore[union-attr]
+            us = max(us, int(msg.received_at * 1_000_000), last + 1 if last is not None else us)
+        if last is None or us > last:
+            if len(self._states) > 200_000:
+                self._states.clear()
+            self._states[env.device_id] = us
+        return us
+
+    def _head(self, msg: Accepted, key: tuple[str, str, str, str]) -> str:
         t = msg.topic
-        key = (t.site, t.device_kind, t.device_id)
-        cached = self._tags.get(key)
-        if cached is None:
-            d = msg.device
-            if d is not None:
-                grid, building, layer = d.grid, d.building or UNASSIGNED, d.effective_layer.value
-            else:
-                grid, building = UNASSIGNED, UNASSIGNED
-                layer = KIND_LAYER[DeviceKind(t.device_kind)].value
-            cached = tag_set([("site", t.site), ("grid", grid), ("building", building), ("layer", layer),
-                              ("device_kind", t.device_kind), ("device_id", t.device_id)])
-            if len(self._tags) > 200_000:
-                self._tags.clear()
-            self._tags[key] = cached
-        return cached
+        d = msg.device
+        if d is not None:
+            grid, building, layer = d.grid, d.building or UNASSIGNED, d.effective_layer.value
+        else:
+            grid, building = UNASSIGNED, UNASSIGNED
+            layer = KIND_LAYER[DeviceKind(t.device_kind)].value
+        tags = tag_set([("site", t.site), ("grid", grid), ("building", building), ("layer", layer),
+                        ("device_kind", t.device_kind), ("device_id", t.device_id)])
+        head = f"{escape_measurement(key[3])}{tags} seq="
+        if len(self._heads) > 200_000:
+            self._heads.clear()
+        self._heads[key] = head
+        return head
 
     def build(self, msg: Accepted) -> str:
         """The point for one message."""
         env = msg.envelope
         body = env.body
+        t = msg.topic
+        key = (t.site, t.device_kind, t.device_id, body.type)
+        head = self._heads.get(key) or self._head(msg, key)
         # seq is bounded to int64 by the wire model; fields go straight to text (no dict, no generator).
-        parts = [f"seq={env.seq}i", "historical=true" if env.historical else "historical=false"]
+        parts = [f"{head}{env.seq}i", "historical=true" if env.historical else "historical=false"]
         add = parts.append
         fmt = FORMAT.get
+        keq = _KEY_EQ.get
         for name, value in body.__dict__.items():
-            if name == "type" or value is None:
+            if value is None or name == "type":
                 continue
             f = fmt(type(value))
             if f is not None:
-                add(f"{field_key(name)}={f(value)}")
+                add((keq(name) or _key_eq(name)) + f(value))
             elif isinstance(value, tuple):
-                add(f"{field_key(name)}={format_value(','.join(value))}")
+                add((keq(name) or _key_eq(name)) + format_value(",".join(value)))
             elif hasattr(value, "__dict__") and not isinstance(value, str | int | float | bool):
                 for sub, v in value.__dict__.items():
                     if v is not None:
                         add(f"{field_key(f'{name}_{sub}')}={format_value(v)}")
             else:
-                add(f"{field_key(name)}={format_value(value)}")
-        return f"{escape_measurement(body.type)}{self._tag_part(msg)} {','.join(parts)} {to_us(env.ts)}"
+                add((keq(name) or _key_eq(name)) + format_value(value))
+        # A state is stamped by _state_us (a will after its agent's online); every other body by its own ts.
+        us = self._state_us(msg) if body.type == "state" else to_us(env.ts)
+        return f"{','.join(parts)} {us}"
+
+
+_KEY_EQ: dict[str, str] = {}  # field name -> "escaped_name=": the wire models' few dozen names
+
+
+def _key_eq(name: str) -> str:
+    out = field_key(name) + "="
+    if len(_KEY_EQ) < 4096:
+        _KEY_EQ[name] = out
+    return out
 
 
 def dead_letter_point(dl: DeadLetter, site: str = "") -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from commhub.community import Community
 from simulators.scenario.runner import background
-from simulators.scenario.spec import Background, Expect, Scenario
+from simulators.scenario.spec import Background, Delivery, Expect, Late, Scenario
 
 DAY = 86400.0
 _STEP_S = 3600.0  # how far a part moves when its own time of day is taken
@@ -36,6 +36,7 @@ def compose(name: str, base: Scenario, parts: Sequence[Scenario], community: Com
     start = base.start_ts
     used: dict[str, list[tuple[float, float]]] = {}
     incidents = list(base.incidents)
+    late: list[Late] = list(base.delivery.late)
     expect: list[Expect] = []
     bg_ids = {d.id for d in background(community.devices, base.background)}
     layout: list[Part] = []
@@ -51,6 +52,7 @@ def compose(name: str, base: Scenario, parts: Sequence[Scenario], community: Com
             raise ComposeError(f"{name}: no slot for {sc.name} in {base.duration:g}s")
         _claim(used, sc, offset)
         incidents += [inc.model_copy(update={"at": inc.at + offset}) for inc in sc.incidents]
+        late += [w.model_copy(update={"at": w.at + offset}) for w in sc.delivery.late]
         first = len(expect)
         expect += [e.model_copy(update={"after": sc.reference(e) + offset}) for e in sc.expect]
         layout.append(Part(sc.name, offset, range(first, len(expect))))
@@ -63,6 +65,7 @@ def compose(name: str, base: Scenario, parts: Sequence[Scenario], community: Com
     composite = base.model_copy(update={"duration": duration,
         "name": name, "incidents": tuple(sorted(incidents, key=lambda i: i.at)), "expect": tuple(expect),
         "allow": allow, "background": Background(devices=tuple(sorted(bg_ids))),
+        "delivery": Delivery(duplicate_share=base.delivery.duplicate_share, late=tuple(late)),
         "description": f"{base.name} with {', '.join(sc.name for sc in parts)}"})
     return Scenario.model_validate(composite.model_dump()), layout
 

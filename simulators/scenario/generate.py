@@ -30,7 +30,10 @@ FIRST_TIER = {
     "duress": "police_liaison", "device_offline": "maintenance", "device_tamper": "maintenance",
     "smoke_alarm": "household", "gas_leak": "household", "hydrant_pressure_low": "property",
     "fire_lane_blocked": "property", "ebike_in_elevator": "property", "crowd_gathering": "property",
+    "elderly_inactivity": "emergency_contact", "frequent_stranger": "property", "loitering": "property",
 }
+HOUR = 3600.0
+DAY = 86400.0
 # Report timing relative to a device's interval: under, at, just over (the drop rule reads one interval back).
 _TIMING = (0.5, 0.9, 1.0, 1.0, 1.05, 1.15)
 
@@ -50,6 +53,8 @@ class Gen:
         self.hours: tuple[int, int] = (0, 24)
         self.device: Device | None = None
         self.delivery: dict[str, Any] = {}
+        self.start_s: float | None = None  # the start, seconds after midnight, when the incident needs it
+        self.bg_kinds: tuple[str, ...] | None = None  # background kinds, for incidents that last days
 
     def pick(self, *kinds: str, where: Callable[[Device], bool] = lambda _d: True) -> Device:
         """A random device of these kinds (anywhere in the community)."""
@@ -85,6 +90,9 @@ class Gen:
         role = FIRST_TIER[code]
         if role == "household" and not self.device.unit:
             role = "control_room"  # no unit, no household: the tier is skipped
+        if role == "emergency_contact" and not any(r.emergency_contact for r in self.c.residents
+                                                   if self.device.id in r.devices):
+            role = "grid_worker"  # no contact on file: the tier is skipped
         self.expect.append({"code": code, "within": round(within, 1), "after": round(self.at + after, 2),
                             "recipients": [role], "paged": True, **where})
 
@@ -93,12 +101,13 @@ class Gen:
         assert self.device is not None
         day = MONDAY + timedelta(days=self.rng.randrange(7))
         lo, hi = self.hours
-        start_s = self.rng.uniform(lo * 3600.0, max(lo * 3600.0, hi * 3600.0 - length - self.at))
+        start_s = self.start_s if self.start_s is not None else \
+            self.rng.uniform(lo * 3600.0, max(lo * 3600.0, hi * 3600.0 - length - self.at))
         tz = ZoneInfo(self.c.site.timezone)
         start = (datetime(day.year, day.month, day.day, tzinfo=tz) + timedelta(seconds=int(start_s)))
         d = self.device
-        bg = (Background(buildings=(d.building,), limit=self.limit) if d.building
-              else Background(grids=(d.grid,), limit=self.limit))
+        bg = (Background(buildings=(d.building,), kinds=self.bg_kinds, limit=self.limit) if d.building
+              else Background(grids=(d.grid,), kinds=self.bg_kinds, limit=self.limit))
         doc = {"name": self.name, "seed": seed, "start": start.isoformat(),
                "duration": round(self.at + length + 60.0, 1), "speed": 120.0, "background": bg.model_dump(),
                "incidents": self.incidents, "expect": self.expect,
@@ -300,18 +309,166 @@ def _sos(g: Gen, near: bool) -> float:
     return 20.0
 
 
+def _resident(g: Gen) -> tuple[Device, Device]:
+    """An opted-in resident's door contact and water meter."""
+    r = g.rng.choice([r for r in g.c.residents if len(r.devices) >= 2])
+    index = g.c.device_index()
+    devs = [index[d] for d in r.devices]
+    door = next(d for d in devs if d.kind.value == "door_contact")
+    meter = next(d for d in devs if d.kind.value == "water_meter")
+    return door, meter
+
+
+def _door_visit(g: Gen, at: float) -> None:
+    """The resident goes out and the door closes behind them: activity."""
+    saved = g.at
+    g.at = at
+    g.raw([(0.0, {"type": "door_contact", "open": True}), (g.u(5.0, 40.0), {"type": "door_contact",
+                                                                            "open": False})])
+    g.at = saved
+
+
+def _elderly(g: Gen, near: bool) -> float:
+    # Catalogue: no door opening for 24 h, or < 10 L of water in 12 h (checked 06-22 h), at an opted-in
+    # resident's home. A near miss has some activity: the door opens again within the day, or the water
+    # runs again before 12 h.
+    door, meter = _resident(g)
+    # A day and more of normal life: the household's building, without its 10-second cameras.
+    g.limit = min(g.limit, 8)
+    g.bg_kinds = ("door_contact", "water_meter", "door_controller", "smoke", "gas", "panic_button", "elevator")
+    if g.rng.random() < 0.5:  # the door
+        g.device = door
+        _door_visit(g, g.at)
+        still = g.u(12 * HOUR, 22.5 * HOUR) if near else g.u(24.5 * HOUR, 30 * HOUR)
+        g.at += 60.0
+        g.incident("no_activity", lasts=still)
+        if near:
+            _door_visit(g, g.at + still)
+            return still + 2 * HOUR
+        g.expects("elderly_inactivity", 24 * HOUR + 600.0, after=-60.0, building=door.building, unit=door.unit)
+        return 24 * HOUR + 1200.0
+    g.device = meter  # the water: the meter stands still from a morning hour on, while the door may open
+    still = g.u(4 * HOUR, 10 * HOUR) if near else g.u(12.5 * HOUR, 16 * HOUR)
+    g.start_s = g.u(6 * HOUR, 9 * HOUR) - g.at  # 12 h later is inside the checked hours (18-21 h)
+    g.incident("no_activity", lasts=still)
+    if near:
+        return 14 * HOUR
+    # The meter reports every 15 min: the first reading past 12 h shows it.
+    g.expects("elderly_inactivity", 12 * HOUR + 2 * meter.interval_s, building=meter.building, unit=meter.unit)
+    return 12 * HOUR + 3 * meter.interval_s
+
+
+def _stranger(g: Gen, near: bool) -> float:
+    # Catalogue: the same unregistered person ref enters >= 5 times in 7 days, or on >= 3 nights (00-05 h).
+    gate = g.pick("face_gate")
+    g.limit = min(g.limit, 4)  # a week and more: the building's gates and doors
+    g.bg_kinds = ("face_gate", "door_controller", "turnstile")
+    g.start_s = g.u(0.0, 600.0)  # the scenario starts just after a midnight: day k is k * 86400 s on
+    who = ref(g.c.site.id, "stranger", g.name)
+    nights = g.rng.random() < 0.5
+    if nights:  # hit: 3-4 distinct nights; near: 2 nights and 2 days (4 entries)
+        days = sorted(g.rng.sample(range(7), 2 if near else g.rng.randint(3, 4)))
+        times = [d * DAY + g.u(0.2 * HOUR, 4.5 * HOUR) for d in days]
+        if near:
+            times += [d * DAY + g.u(8 * HOUR, 21 * HOUR) for d in g.rng.sample(range(7), 2)]
+    else:  # hit: 5-8 daytime entries inside 6.5 days; near: 4 in a week, or 5-6 spread over more than 7 days
+        if near and g.rng.random() < 0.5:
+            times = [d * DAY + g.u(7 * HOUR, 21.5 * HOUR) for d in sorted(g.rng.sample(range(7), 4))]
+        elif near:
+            times, t = [], g.u(7 * HOUR, 10 * HOUR)
+            for _ in range(g.rng.randint(5, 6)):
+                times.append(t)
+                t += g.u(1.8 * DAY, 2.4 * DAY)
+                t = (t // DAY) * DAY + min(max(t % DAY, 7 * HOUR), 21.5 * HOUR)
+        else:
+            # 5-8 visits on 5-8 distinct days of the week (07-21:30 h), each over before the next begins.
+            times = [d * DAY + g.u(7 * HOUR, 21.5 * HOUR) for d in sorted(g.rng.sample(range(7),
+                                                                                  g.rng.randint(5, 7)))]
+    times = sorted(t - g.start_s for t in times)
+    times = [max(t, 60.0) for t in times]
+    for i, t in enumerate(times):  # in through the face gate as a visitor, out again later
+        g.at = t
+        g.raw([(0.0, {"type": "access_granted", "door": "main", "credential_ref": who, "method": "face",
+                      "registered": False}),
+               (g.u(600.0, 3600.0), {"type": "access_granted", "door": "main", "credential_ref": who,
+                                     "method": "face", "registered": False, "direction": "out"})])
+        if not near and ((nights and i == 2) or (not nights and i == 4)):
+            g.expects("frequent_stranger", 60.0, building=gate.building)
+    g.at = times[0]
+    return times[-1] - times[0] + 2 * HOUR
+
+
+def _loitering(g: Gen, near: bool) -> float:
+    # Catalogue: the same tracked person in a zone for >= 120 s at night. Near misses: a shorter stay at night,
+    # or a long one by day.
+    g.pick("camera")
+    by_day = near and g.rng.random() < 0.5
+    dwell = g.u(125.0, 900.0) if not near or by_day else g.u(20.0, 110.0)
+    g.hours = (7, 21) if by_day else (22, 30)  # 22-06 h local (past midnight into the next morning)
+    every = g.u(1.0, 5.0)
+    g.incident("intrusion", zone=g.rng.choice(("lobby", "entrance", "parking", "plaza")), lasts=dwell,
+               every=every)
+    if not near:
+        g.expects("loitering", 120.0 + every + 15.0)
+    return dwell + 10.0
+
+
+def _agent_crash(g: Gen, near: bool) -> float:
+    # Catalogue: device_offline on a will message; one alert for the agent, grouping its devices. A near miss
+    # is a planned stop the agent announces: its devices go quiet and nobody is told, then or later.
+    first = g.pick("camera", "gas", "hydrant", "electrical", "env", "door_controller",
+                   where=lambda d: d.building is not None)
+    mates = [d for d in g.c.devices if d.building == first.building and d.id != first.id
+             and d.kind.value in ("camera", "gas", "hydrant", "electrical", "env", "door_controller")]
+    served = [first, *g.rng.sample(mates, min(len(mates), g.rng.randint(1, 7)))]
+    g.incident("agent_crash", agent=f"agent_{first.building}_{g.rng.randrange(100)}",
+               devices=[d.id for d in served[1:]], clean=near)
+    if not near:
+        g.expects("device_offline", 30.0, building=first.building)
+    # Long enough for every device it served to have missed three reports.
+    return 3.5 * max(d.interval_s for d in served) + 60.0
+
+
 KINDS: dict[str, Callable[[Gen, bool], float]] = {
     "forced_open": _forced, "held_open": _held, "tailgate": _tailgate, "credential_burst": _burst,
     "duress": _duress, "smoke": _smoke, "hydrant_drop": _hydrant, "gas": _gas, "ebike_in_lift": _ebike,
     "fire_lane": _fire_lane, "offline": _offline, "camera_covered": _covered, "crowd": _crowd,
-    "intrusion": _intrusion, "beam": _beam, "sos": _sos,
+    "intrusion": _intrusion, "beam": _beam, "sos": _sos, "elderly": _elderly, "stranger": _stranger,
+    "loitering": _loitering, "agent_crash": _agent_crash,
 }
 
 
+# Kinds whose incident is the device's silence (late delivery would be the incident itself).
+_NOT_LATE = ("offline", "agent_crash")
+# Slack after a replay ends for a timer it set to run (the engine's replay grace, and a tick).
+_REPLAY_SLACK_S = 15.0
+
+
+def _late(g: Gen) -> None:
+    """The incident device's link drops around the incident; its spool replays minutes later (in order or
+    shuffled). The hub may judge only once the messages are in: deadlines count from the replay's end."""
+    dev = g.device
+    assert dev is not None
+    # Everything held only while the silence stays under the device's offline timeout (3 intervals); a device
+    # reporting more often keeps its heartbeats live while its events queue up.
+    # A camera's events come after its newer heartbeats: out of order.
+    cap = min(600.0, 1.5 * dev.interval_s)
+    heartbeats = cap < 60.0
+    lasts = g.u(60.0, 300.0) if heartbeats else g.u(min(60.0, cap), cap)
+    at = max(1.0, g.at - g.u(0.0, min(60.0, lasts / 2)))
+    g.delivery = {**g.delivery, "late": [{"device": dev.id, "at": round(at, 2), "lasts": lasts,
+                                          "heartbeats": heartbeats}]}
+    end = at + lasts
+    for e in g.expect:
+        if e["after"] <= end:
+            e["within"] = round(max(e["within"], end - e["after"] + _REPLAY_SLACK_S + e["within"]), 1)
+
+
 def variants(community: Community, seed: int, n: int, kinds: tuple[str, ...] | None = None,
-             background_limit: int = 40) -> list[Scenario]:
+             background_limit: int = 40, late_share: float = 0.3) -> list[Scenario]:
     """n variants of every incident type and n of its near miss, reproducible from the seed; each has up to
-    background_limit devices of normal life around it (its building, or its grid)."""
+    background_limit devices of normal life around it (its building, or its grid), and a late_share of
+    them a replay of the incident device's messages."""
     out: list[Scenario] = []
     for kind in kinds or tuple(KINDS):
         for i in range(n):
@@ -322,8 +479,13 @@ def variants(community: Community, seed: int, n: int, kinds: tuple[str, ...] | N
                 length = KINDS[kind](g, near)
                 if rng.random() < 0.3:
                     g.delivery = {"duplicate_share": round(rng.uniform(0.05, 0.3), 3)}
+                if kind not in _NOT_LATE and rng.random() < late_share:
+                    _late(g)
                 deadline = max((e["after"] - g.at + e["within"] for e in g.expect), default=0.0)
-                out.append(g.scenario(rng.randrange(1 << 30), max(length, deadline + 10.0)))
+                # A replay ends inside the scenario, with time after it for what it may wrongly raise.
+                replayed = max((w["at"] + w["lasts"] - g.at + 60.0 for w in g.delivery.get("late", ())),
+                               default=0.0)
+                out.append(g.scenario(rng.randrange(1 << 30), max(length, deadline + 10.0, replayed)))
     return out
 
 

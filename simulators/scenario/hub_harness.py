@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from commhub.config import Config
+from hub.rules.clock import DeviceClocks
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class EventClock:
 
     def __init__(self, start: float, end: float) -> None:
         self.end = end
+        self.latest = start - 1.0  # the newest stamp of any batch the rules have started on
         self.newest = start - 1.0
         self.safe = self.newest
         self.released = False
@@ -89,6 +91,13 @@ class EventClock:
         with self._lock:
             return self.newest >= t - 1e-3
 
+    def advance(self, t: float) -> None:
+        """Move time to t: the caller knows every message stamped before t has been handled."""
+        with self._lock:
+            if t > self.safe:
+                self.safe = t
+                self.newest = max(self.newest, t)
+
     def before(self, batch: Sequence[Any]) -> bool:
         """Move time to just before the batch's first stamp (everything older is handled); True if it moved."""
         stamps = [a.envelope.ts.timestamp() for a in batch if a.envelope.body.type not in ("birth", "state")]
@@ -96,6 +105,7 @@ class EventClock:
             return False
         t = min(min(stamps), self.end) - 1e-3
         with self._lock:
+            self.latest = max(self.latest, max(stamps))
             if t <= self.safe:
                 return False
             self.safe = t
@@ -128,6 +138,23 @@ class TimersFirst:
         """Nothing to flush."""
 
 
+class ReceivedClocks(DeviceClocks):
+    """The hub's device clocks, told when a message was received on the simulated clock.
+
+    Live, a message is received after its own stamp. The event clock lags the batch in hand (its timers may
+    not overtake it), so as a receive time it would make every message look early and the next ones late;
+    the newest stamp the rules have started on is when, in simulated time, the batch arrived.
+    """
+
+    def __init__(self, clock: EventClock, tolerance_s: float) -> None:
+        super().__init__(tolerance_s)
+        self.clock = clock
+
+    def correct(self, ev: Any, received: float, store: Any) -> Any:
+        """Correct against the batch's arrival, not the timers' clock."""
+        return super().correct(ev, max(received, self.clock.latest), store)
+
+
 class ScenarioHub:
     """The real hub worker and alerting sink, with the sink's clock on the simulation's event time."""
 
@@ -148,6 +175,7 @@ class ScenarioHub:
         # The clock sink goes after the rules: time reaches a batch's stamps only once the rules have seen it.
         self.clock = EventClock(self.start_ts, self.end)
         alerting = AlertingSink(self.cfg, clock=self.clock.now)
+        alerting.clocks = ReceivedClocks(self.clock, self.cfg.alerts.max_clock_skew_s)
         self.worker = Worker(self.cfg, sinks=[TimersFirst(self.clock, alerting), alerting, self.clock])
         self.worker.start()
         if not self.worker.wait_connected(timeout):
@@ -166,6 +194,18 @@ class ScenarioHub:
         ok = clock.reached(last_ts)
         clock.release()
         return ok
+
+    def settle(self, last_ts: float, t: float, timeout: float) -> bool:
+        """Wait until the message stamped last_ts is handled, then move time to t (nothing older will come):
+        what happens next (an agent's will, stamped by the hub when it arrives) is stamped at t."""
+        clock = self.clock
+        if clock is None:
+            return False
+        deadline = time.monotonic() + timeout
+        while not clock.reached(last_ts) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        clock.advance(t)
+        return clock.reached(last_ts)
 
     def stop(self) -> None:
         """Stop the worker (it flushes to InfluxDB)."""

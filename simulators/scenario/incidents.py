@@ -51,6 +51,16 @@ class PlanError(ValueError):
     """An incident cannot happen as written (unknown device, wrong kind); the message names the incident."""
 
 
+@dataclass(frozen=True)
+class Crash:
+    """An agent that dies (or stops cleanly) at t, and the devices it serves."""
+
+    t: float
+    agent: str
+    devices: tuple[str, ...]
+    clean: bool
+
+
 @dataclass
 class Plan:
     """What a scenario adds to and changes in normal life."""
@@ -58,6 +68,7 @@ class Plan:
     injections: list[Injection] = field(default_factory=list)
     overrides: list[Override] = field(default_factory=list)
     devices: set[str] = field(default_factory=set)
+    crashes: list[Crash] = field(default_factory=list)
 
 
 def _mute(_t: float, b: _Body) -> _Body | None:
@@ -278,6 +289,16 @@ def plan(scenario: s.Scenario, devices: dict[str, Device], local: LocalTime, sit
             out.devices.update(d.id for d in household)
         elif isinstance(inc, s.Raw):
             ex.raw(inc, dev, t, i)
+        elif isinstance(inc, s.AgentCrash):
+            served = [dev]
+            for extra in inc.devices:
+                if extra not in devices:
+                    raise PlanError(f"{where}: unknown device {extra!r}")
+                served.append(devices[extra])
+            for d in served:  # nothing the agent's devices say gets out after it dies (or stops)
+                ex.override(d, t, math.inf, _drop)
+            out.crashes.append(Crash(t, inc.agent, tuple(d.id for d in served), inc.clean))
+            out.devices.update(d.id for d in served)
         else:
             handlers[inc.action](inc, dev, t)
         out.devices.add(dev.id)

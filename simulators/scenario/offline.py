@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from commhub.community import Community
-from commhub.wire import _Body
+from commhub.wire import Birth, DeviceState, _Body
 from hub.routing.router import Router
 from hub.routing.spec import RoutingSpec, load_routing
+from hub.rules.clock import DeviceClocks
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event
 from hub.rules.spec import RulePack, load_rules
@@ -27,7 +28,8 @@ from simulators.models import ModelContext
 from simulators.recordings import Recordings
 from simulators.rhythm import LocalTime
 from simulators.scenario.alerts import ObservedAlert
-from simulators.scenario.incidents import plan
+from simulators.scenario.delivery import LateDelivery
+from simulators.scenario.incidents import Crash, plan
 from simulators.scenario.matching import Score, score
 from simulators.scenario.runner import background
 from simulators.scenario.spec import Scenario
@@ -64,22 +66,63 @@ class RulesLoop:
         self.duplicate_share = duplicate_share
         self.duplicated = 0
         self._rng = random.Random(seed)
+        # The hub's device clocks, on the delivery time: they tell a late (replayed) message from a live one.
+        self.clocks = DeviceClocks(30.0)
+        self._now = float("-inf")  # the last time the timers ran
         self.engine.seed(self.store, start)
 
-    def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None) -> int:
-        """Run due timers up to ts, then the event itself (twice, for a share of them: a redelivery)."""
+    def publish(self, device_id: str, body: _Body, *, ts: datetime | None = None,
+                received: float | None = None) -> int:
+        """Run due timers up to the delivery time, then the event itself (twice, for a share: a redelivery)."""
         assert ts is not None
         t = ts.timestamp()
+        now = t if received is None else max(t, received)
         seq = self.seqs.get(device_id, 0) + 1
         self.seqs[device_id] = seq
-        self._record(self.engine.tick(self.store, t))
+        self.catch_up(now)
         ev = Event(device_id, self.kinds[device_id], body.type, t, seq, body,  # type: ignore[attr-defined]
                    self.ctx.place(device_id), self.ctx.devices.get(device_id))
-        self._record(self.engine.process([ev], self.store))
+        self._record(self.engine.process([ev], self.store, now, self.clocks))
         if self.duplicate_share and self._rng.random() < self.duplicate_share:
             self.duplicated += 1
-            self._record(self.engine.process([ev], self.store))
+            self._record(self.engine.process([ev], self.store, now, self.clocks))
         return seq
+
+    def agent_up(self, crash: Crash, t: float, session: int = 1) -> None:
+        """The agent of a crash connects: its online state, and each device's birth naming it."""
+        self._deliver(crash.agent, DeviceState(status="online", session=session), t, t)
+        for d in crash.devices:
+            self._deliver(d, Birth(session=session, agent=crash.agent, version="sim",
+                                   interval_s=min(self.ctx.devices[d].interval_s, 86400.0)), t, t)
+
+    def agent_down(self, crash: Crash, connected: float, session: int = 1) -> None:
+        """It dies (its will, stamped at connect as the broker keeps it) or stops, announcing it per device."""
+        if crash.clean:
+            for d in (*crash.devices, crash.agent):
+                self._deliver(d, DeviceState(status="offline", session=session, clean=True), crash.t, crash.t)
+        else:
+            self._deliver(crash.agent, DeviceState(status="offline", session=session), connected, crash.t)
+
+    def catch_up(self, now: float) -> None:
+        """Run each timer when the hub's timer thread would: at its due time, or, if it was set in the past
+        (by a late message), at the next tick after it was set; then tick at now."""
+        last = None
+        while (due := self.store.next_due()) is not None and due <= now:
+            at = max(due, self._now)
+            if at == last:
+                break  # re-armed for the same instant: it waits for now (no endless loop)
+            self._record(self.engine.tick(self.store, at))
+            self._now = last = at
+        self._record(self.engine.tick(self.store, now))
+        self._now = max(self._now, now)
+
+    def _deliver(self, device_id: str, body: _Body, t: float, received: float) -> None:
+        self.catch_up(received)
+        seq = self.seqs.get(device_id, 0) + 1
+        self.seqs[device_id] = seq
+        ev = Event(device_id, self.kinds.get(device_id, "agent"), body.type, t, seq, body,  # type: ignore[attr-defined]
+                   self.ctx.place(device_id), self.ctx.devices.get(device_id))
+        self._record(self.engine.process([ev], self.store, received, self.clocks))
 
     def _record(self, signals: list[Any]) -> None:
         for sig in signals:
@@ -118,10 +161,22 @@ def run_offline(sc: Scenario, community: Community, recordings: Recordings | Non
     loop = RulesLoop(community, overrides=overrides, start=sc.start_ts,
                      duplicate_share=sc.delivery.duplicate_share, seed=sc.seed)
     ctx = ModelContext(site=community.site.id, local=local, recordings=recordings)
-    sim = Simulation(fleet, loop, SimClock(sc.start_ts, 0), ctx, sc.seed, end=sc.start_ts + sc.duration,
+    crashes = sorted(the_plan.crashes, key=lambda c: c.t)
+    for crash in crashes:
+        loop.agent_up(crash, sc.start_ts)
+
+    def deliver(d: str, b: _Body, ts: datetime, at: float) -> None:
+        while crashes and crashes[0].t <= at:  # an agent dies between two messages
+            loop.agent_down(crashes.pop(0), sc.start_ts)
+        loop.publish(d, b, ts=ts, received=at)
+    late = LateDelivery(deliver, sc.delivery.late, sc.start_ts, sc.seed)
+    sim = Simulation(fleet, late, SimClock(sc.start_ts, 0), ctx, sc.seed, end=sc.start_ts + sc.duration,
                      injections=the_plan.injections, overrides=the_plan.overrides)
     sim.run()
-    loop._record(loop.engine.tick(loop.store, sc.start_ts + sc.duration))
+    late.release(float("inf"))
+    for crash in crashes:
+        loop.agent_down(crash, sc.start_ts)
+    loop.catch_up(sc.start_ts + sc.duration)
     fleet_ids = {d.id for d in sim.devices}
     places = {(d.grid, d.building) for d in sim.devices}
 

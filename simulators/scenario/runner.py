@@ -23,8 +23,9 @@ from simulators.publish import AGENT_NAME, make_agent
 from simulators.recordings import Recordings
 from simulators.rhythm import LocalTime
 from simulators.scenario.alerts import AlertListener, ObservedAlert
+from simulators.scenario.delivery import LateDelivery
 from simulators.scenario.hub_harness import ScenarioHub, isolated
-from simulators.scenario.incidents import plan
+from simulators.scenario.incidents import Crash, plan
 from simulators.scenario.matching import Score, score
 from simulators.scenario.report import Progress
 from simulators.scenario.spec import Background, Scenario
@@ -133,7 +134,28 @@ class ScenarioRunner:
         hub = ScenarioHub(cfg, start, end) if self.with_hub is not None else None
         listener = AlertListener(cfg.mqtt, site)
         state_dir = self.state_dir or (self.with_hub / "agent" if self.with_hub is not None else None)
-        agent = make_agent(cfg, fleet, name=self.agent_name, state_dir=state_dir)
+        # Each crashing agent serves its own devices, in its own state directory; the main agent the rest.
+        crashed = {d for c in the_plan.crashes for d in c.devices}
+        agent = make_agent(cfg, [d for d in fleet if d.id not in crashed], name=self.agent_name,
+                           state_dir=state_dir)
+        others = [(c, make_agent(cfg, [index[d] for d in c.devices], name=c.agent,
+                                 state_dir=state_dir / f"crash-{c.agent}" if state_dir else None))
+                  for c in the_plan.crashes]
+
+        def told(crash: Crash) -> None:
+            # The hub stamps a will when it handles it: hold the simulation until the agent's alert is out
+            # (bounded), so messages sent after the death cannot move its clock past the crash first.
+            places = {(index[d].grid, index[d].building) for d in crash.devices}
+            deadline = time.monotonic() + self.catch_up_s
+            while time.monotonic() < deadline and not any(
+                    a.code == "device_offline" and a.device_id is None and (a.grid, a.building) in places
+                    for a in listener.snapshot()):
+                time.sleep(0.05)
+        def settle(crash: Crash, last_ts: float) -> None:
+            # The hub handles everything sent before the death first: its clock is then at the crash.
+            if hub is not None and not hub.settle(last_ts, crash.t, self.catch_up_s):
+                log.warning("the scenario hub did not catch up before %s died", crash.agent)
+        agents = _Agents(agent, others, told, settle)
         progress = Progress(sc.name, sc.duration, self.out) if self.out is not None else None
 
         def on_progress(s: Stats) -> None:
@@ -141,8 +163,10 @@ class ScenarioRunner:
                 progress.update((s.sim_ts if s.sim_ts == s.sim_ts else start) - start, s.published,
                                 len({a.alert_id for a in listener.snapshot()}))
         ctx = ModelContext(site=site, local=local, recordings=self.recordings)
-        sim = Simulation(fleet, agent, clock, ctx, sc.seed, end=end, injections=the_plan.injections,
-                         overrides=the_plan.overrides, progress=on_progress, progress_every_s=0.25, announce=True)
+        late = LateDelivery(lambda d, b, ts, _at: agents.publish(d, b, ts=ts), sc.delivery.late, start, sc.seed)
+        sim = Simulation(fleet, late if sc.delivery.late else agents, clock, ctx, sc.seed, end=end,
+                         injections=the_plan.injections, overrides=the_plan.overrides, progress=on_progress,
+                         progress_every_s=0.25, announce=True)
         fleet_ids = {d.id for d in sim.devices}
         places = {(d.grid, d.building, d.unit) for d in sim.devices}
 
@@ -167,7 +191,10 @@ class ScenarioRunner:
             try:
                 agent.start()
                 try:
+                    agents.start()
                     stats = sim.run()
+                    late.release(float("inf"))
+                    agents.due(math.inf)
                     acked = bool(agent.flush(max(30.0, self.catch_up_s)))
                     if hub is not None and not hub.caught_up(stats.last_ts, self.catch_up_s):
                         log.warning("the scenario hub did not catch up with the last message in %.0f s",
@@ -177,6 +204,7 @@ class ScenarioRunner:
                     observed = listener.snapshot()
                 finally:
                     agent.stop()
+                    agents.stop()
             finally:
                 if progress is not None:
                     progress.done()
@@ -201,6 +229,77 @@ class ScenarioRunner:
                 time.sleep(min(self.settle_s, max(0.0, deadline - time.monotonic())))
                 return
             time.sleep(0.1)
+
+
+class _Agents:
+    """The main agent, and agents that die (or stop cleanly) at a crash step; routes each device's messages."""
+
+    def __init__(self, main: Any, others: Sequence[tuple[Crash, Any]], told: Any = None, settle: Any = None) -> None:
+        self.main = main
+        self.told = told  # called after a kill: waits until the hub has handled the will
+        self.settle = settle  # called before a crash step with the newest stamp sent
+        self.last_ts = -math.inf
+        self.pending = sorted(others, key=lambda x: x[0].t)
+        self.live = [a for _, a in others]
+        self.by_device = {d: a for c, a in others for d in c.devices}
+
+    def start(self) -> None:
+        """Start the crash agents and wait for their births (the hub learns which devices each serves)."""
+        for a in self.live:
+            a.start()
+            if not a.wait_connected(60.0) or not a.sync(60.0):
+                log.warning("crash agent %s did not connect in 60 s", a.agent_name)
+
+    def publish(self, device_id: str, body: Any, *, ts: datetime | None = None) -> int:
+        """Run crash steps due by ts, then publish through the device's agent (nothing after it died)."""
+        assert ts is not None
+        self.due(ts.timestamp())
+        a = self.by_device.get(device_id, self.main)
+        if a is not self.main and a not in self.live:
+            return 0  # the plan drops them; a rewrite may still let one through
+        self.last_ts = max(self.last_ts, ts.timestamp())
+        return int(a.publish(device_id, body, ts=ts))
+
+    def due(self, t: float) -> None:
+        """Kill (or cleanly stop) every agent whose crash is due."""
+        while self.pending and self.pending[0][0].t <= t:
+            crash, a = self.pending.pop(0)
+            self.live.remove(a)
+            if self.settle is not None and self.last_ts > -math.inf:
+                self.main.flush(60.0)
+                self.settle(crash, self.last_ts)
+            if crash.clean:
+                a.stop()  # announces offline, clean, for each device and itself
+            else:
+                _kill(a)
+                if self.told is not None:
+                    self.told(crash)
+
+    def stop(self) -> None:
+        """Stop the agents still alive."""
+        for a in self.live:
+            a.stop()
+        self.live = []
+
+
+def _kill(agent: Any) -> None:
+    """What SIGKILL leaves of an in-process agent: no announcement, and the broker publishes its will.
+
+    The agent's connection ends with MQTT 5's "disconnect with will message", so the broker sends the will as
+    it does when a process dies; nothing else is flushed (its spool keeps what was unsent, as on disk).
+    """
+    with agent._lock:
+        agent._running = False
+    agent._pump_stop.set()
+    agent._work.set()
+    if agent._pump is not None:
+        agent._pump.join()
+    if agent._link is not None:
+        agent._link.stop(send_will=True)
+    if agent._spool is not None:
+        agent._spool.close()
+    if agent._statedir is not None:
+        agent._statedir.release()
 
 
 def _alert_clock(alerts: Sequence[ObservedAlert], start: float, end: float) -> str:

@@ -153,6 +153,15 @@ class Intrusion(_Incident):
     every: Seconds = 2.0
 
 
+class AgentCrash(_Incident):
+    """An edge agent dies (SIGKILL: its will tells) or, as a near miss, stops cleanly (announced)."""
+
+    action: Literal["agent_crash"]
+    agent: Label = Field(description="The agent's name; it serves `device` and `devices` (their births say so).")
+    devices: tuple[Ident, ...] = Field(default=(), description="More devices the agent serves.")
+    clean: bool = Field(default=False, description="Near miss: a planned stop the agent announces.")
+
+
 class RawMessage(_Spec):
     """One message of a raw incident."""
 
@@ -170,7 +179,8 @@ class Raw(_Incident):
 
 Incident = Annotated[
     ForcedOpen | HeldOpen | Tailgate | CredentialBurst | DuressCode | SmokeAlarm | HydrantDrop | GasLeak
-    | NoActivity | EbikeInLift | VehicleInZone | Offline | CameraCovered | Crowd | SkipPatrol | Intrusion | Raw,
+    | NoActivity | EbikeInLift | VehicleInZone | Offline | CameraCovered | Crowd | SkipPatrol | Intrusion | Raw
+    | AgentCrash,
     Field(discriminator="action"),
 ]
 
@@ -203,10 +213,23 @@ class Background(_Spec):
     limit: int | None = Field(default=None, ge=0, description="At most this many (round-robin over kinds).")
 
 
-class Delivery(_Spec):
-    """Faults of the delivery path the offline rules loop applies (an at-least-once broker repeats messages)."""
+class Late(_Spec):
+    """One device's messages in [at, at + lasts) held back and delivered together at the end (a spool replay)."""
 
-    duplicate_share: float = Field(default=0.0, ge=0, le=1, description="Share of messages delivered twice.")
+    device: Ident
+    at: Seconds = Field(description="When its link drops, after the scenario start (simulated).")
+    lasts: Seconds = Field(gt=0, description="How long; its messages of that time arrive when it ends.")
+    order: Literal["in_order", "shuffled"] = "in_order"
+    heartbeats: bool = Field(default=False, description=(
+        "Heartbeats still arrive on time (an event queue backed up while the link stayed up)."))
+
+
+class Delivery(_Spec):
+    """Faults of the delivery path (an at-least-once broker repeats messages; a spool replays them late)."""
+
+    duplicate_share: float = Field(default=0.0, ge=0, le=1, description=(
+        "Share of messages delivered twice (offline rules loop only)."))
+    late: tuple[Late, ...] = Field(default=(), description="Windows of late (historical) delivery.")
 
 
 class Scenario(_Spec):

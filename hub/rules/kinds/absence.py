@@ -74,7 +74,7 @@ class Absence(Rule):
                 return []
             self.remember(st, ev)
             d["offline"] = "will"
-            return self.fire(st, key, ev.t, reason="will", session=session)
+            return self._will(st, key, ev.t)
         if self.spec.when and not matches(self.spec.when, ev):
             return []
         if "down" in d and ev.type != "birth" and not (ev.type == "state" and ev.get("status") == "online"):
@@ -82,6 +82,7 @@ class Absence(Rule):
         out = self.clear(st, key, ev.t) if d.get("active") else []
         revived = d.pop("offline", None) is not None
         d.pop("down", None)
+        d.pop("will_at", None)  # back within the grace: the will it left says nothing now
         d["place"] = ev.place.to_dict()
         last = d.get("last")
         if last is not None and ev.t < last and not revived:
@@ -108,6 +109,8 @@ class Absence(Rule):
             d["session"] = max(session, d.get("session", 0))
             d.pop("down", None)
             d.pop("fanout", None)
+            if d.pop("will_at", None) is not None:
+                st.due = None  # back within the grace (a broker restart): no alert
             return self.clear(st, key, ev.t) if d.get("active") else []
         if session < d.get("session", 0) or session <= d.get("down", -1):
             return []  # a stale will, or a repeat of this one
@@ -115,10 +118,25 @@ class Absence(Rule):
         d["fanout"] = {"session": session, "clean": bool(ev.get("clean"))}
         if ev.get("clean"):
             return []  # a planned stop (commhub up stopping, an upgrade): the devices go quietly offline
-        devices = self.served(st, session)
-        d["place"] = self._common_place(devices).to_dict()
+        d["place"] = self._common_place(self.served(st, session)).to_dict()
         d["refs"] = [ev.ref()]
-        return self.fire(st, key, ev.t, reason="will", session=session, devices=len(devices),
+        return self._will(st, key, ev.t)
+
+    def _will(self, st: State, key: str, t: float) -> list[Signal]:
+        """Fire on a will now, or once its grace has passed with no newer session (see on_timer)."""
+        grace = self.spec.will_grace_s
+        if grace > 0:
+            st.data["will_at"] = t
+            st.due = t + grace
+            return []
+        return self._fire_will(st, key, t)
+
+    def _fire_will(self, st: State, key: str, t: float) -> list[Signal]:
+        session = int(st.data["down"])
+        if not key.startswith(AGENT):
+            return self.fire(st, key, t, reason="will", session=session)
+        devices = self.served(st, session)
+        return self.fire(st, key, t, reason="will", session=session, devices=len(devices),
                          listed=",".join(devices[:_MAX_LISTED]))
 
     @staticmethod
@@ -146,6 +164,9 @@ class Absence(Rule):
         """The deadline passed with no activity."""
         st.due = None
         d = st.data
+        if "will_at" in d:  # a will's grace ran out with no newer session: it stands
+            d.pop("will_at")
+            return [] if d.get("active") else self._fire_will(st, key, now)
         if d.get("active") or "down" in d:
             return []
         last = d.get("last", now)

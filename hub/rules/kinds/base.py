@@ -26,6 +26,11 @@ class Rule:
         """Device-level filters shared by every kind."""
         return not self.spec.residents_only or ev.device_id in self.ctx.resident_of
 
+    def cares(self, ev: Event) -> bool:
+        """False only when on_key_event would change no state and signal nothing, whatever the state is."""
+        # The engine asks before it loads any state: an event the rule ignores costs no load and no save.
+        return True
+
     def keys(self, ev: Event) -> list[str]:
         """Subject keys an event touches under this rule (empty = not interested)."""
         if not self.watches(ev):

@@ -9,6 +9,11 @@ from hub.rules.kinds.base import Rule
 class Instant(Rule):
     """Fire on `when`; clear on `clear_when`."""
 
+    def cares(self, ev: Event) -> bool:
+        """An event it fires or clears on (on_event does nothing with any other)."""
+        spec = self.spec
+        return matches(spec.when, ev) or bool(spec.clear_when and matches(spec.clear_when, ev))
+
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """Fire or clear."""
         key = self.key_of(ev)

@@ -14,6 +14,10 @@ _EPS = 1e-3  # envelope stamps keep microseconds; float sums of them are not exa
 class Rate(Rule):
     """Keep [t, value] samples for one window and compare the aggregate with a value."""
 
+    def cares(self, ev: Event) -> bool:
+        """A matching event with the field (on_event ignores anything else before touching the state)."""
+        return wants(self.spec, ev) and (self.spec.field is None or ev.get(self.spec.field) is not None)
+
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """Add a sample and evaluate."""
         if not wants(self.spec, ev):

@@ -69,7 +69,17 @@ class Sequence(Rule):
             d["auth"] = ev.t
             return []
         if ev.type == "door_closed":
-            out = self.clear(st, key, ev.t)
+            since = d.get("open_since")
+            out = []
+            if since is not None and not d.get("active") and ev.t - since >= self.spec.hold_s:
+                # Its opening and closing came late together (a replay): it was held open all the same.
+                out = self.fire(st, key, since + self.spec.hold_s, hold_s=self.spec.hold_s,
+                                open_s=round(ev.t - since, 1))
+                for s in self.spec.steps[d.get("step", 0):] if out else ():
+                    if ev.t - since >= s.after_s:
+                        out.append(self.signal("fire", st, key, since + s.after_s, s.severity, after_s=s.after_s,
+                                               open_s=round(ev.t - since, 1)))
+            out = [*out, *self.clear(st, key, ev.t)]
             for k in ("open_since", "step", "place"):
                 d.pop(k, None)
             st.due = None

@@ -25,6 +25,10 @@ class Threshold(Rule):
             out["clear"] = s.clear
         return out
 
+    def cares(self, ev: Event) -> bool:
+        """A matching event with the field (on_event ignores anything else before touching the state)."""
+        return wants(self.spec, ev) and ev.get(self.spec.field) is not None
+
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """Track pending/active/clearing from one reading."""
         if not wants(self.spec, ev):
@@ -36,6 +40,13 @@ class Threshold(Rule):
         key = self.key_of(ev)
         if not d.get("active"):
             if not self._cond(v):
+                since = d.get("since")
+                if since is not None and ev.t - since >= self.spec.hold_s and "place" in d:
+                    # Past the value for the hold time by the readings' own time, though they came late
+                    # together (a replay): live it would have fired; it fires, then starts clearing.
+                    out = self._fire(st, key, since + self.spec.hold_s)
+                    if out:
+                        return [*out, *self.on_event(st, ev)]
                 if d:  # a dip shorter than the hold time: forget it (a near miss)
                     d.clear()
                     st.due = None

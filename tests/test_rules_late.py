@@ -1,0 +1,122 @@
+"""Late (historical) deliveries: a spool replay raises what live delivery would have raised, and nothing more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alerts_helpers import RULES, T0, community, env, kind_of
+
+from hub.rules.clock import DeviceClocks
+from hub.rules.engine import REPLAY_GRACE_S, Engine, MemoryStates
+from hub.rules.event import Ctx, Event, Signal
+from hub.rules.spec import load_rules
+
+GRANT: dict[str, Any] = {"door": "main", "credential_ref": "a11ce000a11ce000", "method": "card"}
+
+
+class Hub:
+    """The engine fed as the hub feeds it: device clocks on the receive time, timers ticked between messages."""
+
+    def __init__(self) -> None:
+        self.c = community()
+        self.ctx = Ctx(self.c)
+        self.engine = Engine(load_rules(RULES), self.ctx)
+        self.store = MemoryStates()
+        self.clocks = DeviceClocks(30.0)
+        self.signals: list[Signal] = []
+        self.engine.seed(self.store, T0)
+
+    def deliver(self, device: str, body_type: str, stamped: float, received: float, historical: bool = False,
+                **fields: Any) -> None:
+        """Tick timers up to the receive time, then deliver one message stamped at its own time."""
+        self.tick(received)
+        e = env(device, body_type, stamped, **fields).model_copy(update={"historical": historical})
+        ev = Event.from_envelope(e, kind_of(self.c, device), self.ctx.place(device), self.ctx.devices.get(device))
+        self.signals.extend(self.engine.process([ev], self.store, received, self.clocks))
+
+    def tick(self, now: float) -> None:
+        """Run the timers due by now."""
+        self.signals.extend(self.engine.tick(self.store, now))
+
+    def fired(self, rule: str) -> list[Signal]:
+        """Fire signals of one rule."""
+        return [s for s in self.signals if s.action == "fire" and s.rule == rule]
+
+
+def _live(h: Hub, device: str, t: float) -> None:
+    h.deliver(device, "heartbeat", t, t, uptime_s=1.0)
+
+
+def test_a_replayed_door_opening_and_closing_inside_the_hold_raise_nothing() -> None:
+    h = Hub()
+    _live(h, "door-b1", T0 + 1)
+    # Granted, opened, closed 12 s later; all three replayed 5 minutes later, a timer tick between each.
+    at = T0 + 400
+    h.deliver("door-b1", "access_granted", T0 + 10, at, **GRANT)
+    h.deliver("door-b1", "door_opened", T0 + 11, at + 0.5, door="main")
+    h.tick(at + 1.0)
+    h.deliver("door-b1", "door_closed", T0 + 23, at + 1.5, door="main")
+    h.tick(at + 2 * REPLAY_GRACE_S)
+    assert not h.fired("door_held_open") and not h.fired("door_forced_open")
+
+
+def test_a_replayed_door_held_open_is_raised_once_at_its_own_time() -> None:
+    h = Hub()
+    _live(h, "door-b1", T0 + 1)
+    at = T0 + 400
+    h.deliver("door-b1", "access_granted", T0 + 10, at, **GRANT)
+    h.deliver("door-b1", "door_opened", T0 + 11, at + 0.5, door="main")
+    h.tick(at + 1.0)
+    h.deliver("door-b1", "door_closed", T0 + 71, at + 1.5, door="main")
+    h.tick(at + 2 * REPLAY_GRACE_S)
+    held = h.fired("door_held_open")
+    assert len(held) == 1 and held[0].t == T0 + 11 + 30  # when live delivery would have raised it
+    # Still open when the replay ends: judged after the replay's grace, not between two of its messages.
+    h2 = Hub()
+    _live(h2, "door-b2", T0 + 1)
+    h2.deliver("door-b2", "access_granted", T0 + 10, at, **GRANT)
+    h2.deliver("door-b2", "door_opened", T0 + 11, at + 0.5, door="main")
+    h2.tick(at + 1.0)
+    assert not h2.fired("door_held_open")
+    h2.tick(at + 1.0 + REPLAY_GRACE_S)
+    # Open 400 s by then: raised, and stepped to medium at once as live delivery would have by 300 s.
+    assert [s.severity for s in h2.fired("door_held_open")] == ["low", "medium"]
+
+
+def test_device_clocks_mark_a_lagging_message_late_but_not_a_live_one_or_the_agents_state() -> None:
+    c = community()
+    ctx = Ctx(c)
+    clocks, store = DeviceClocks(30.0), MemoryStates()
+
+    def ev(body_type: str, t: float, received: float, **fields: Any) -> Event:
+        e = env("gas-b1", body_type, t, **fields)
+        return clocks.correct(Event.from_envelope(e, "gas", ctx.place("gas-b1"), ctx.devices["gas-b1"]),
+                              received, store)
+    assert not ev("gas_reading", T0, T0 + 0.5, lel_pct=1.0).late
+    assert not ev("gas_reading", T0 + 60, T0 + 75, lel_pct=1.0).late  # network jitter, not a replay
+    assert ev("gas_reading", T0 + 120, T0 + 400, lel_pct=1.0).late
+    assert not ev("gas_reading", T0 + 460, T0 + 460.2, lel_pct=1.0).late
+
+
+def test_a_replayed_leak_that_ended_inside_the_replay_is_raised_and_a_short_one_is_not() -> None:
+    h = Hub()
+    _live(h, "gas-b1", T0 + 1)
+    at = T0 + 600
+    # 40 %LEL for 90 s (over the rule's hold), then clean air: every reading replayed together.
+    for i, lel in enumerate((40.0, 40.0, 40.0, 40.0, 2.0, 2.0)):
+        h.deliver("gas-b1", "gas_reading", T0 + 30 + 30 * i, at + 0.1 * i, historical=True, lel_pct=lel)
+    assert len(h.fired("gas_leak")) == 1
+    # Wet for 90 s (the rule holds 60 s), then dry, replayed together: raised at its own time.
+    h2 = Hub()
+    _live(h2, "leak-b1", T0 + 1)
+    for i, wet in enumerate((True, True, False)):
+        h2.deliver("leak-b1", "water_leak", T0 + 30 + 45 * i, at + 0.1 * i, historical=True, wet=wet)
+    h2.tick(at + 3 * REPLAY_GRACE_S)
+    assert [s.t for s in h2.fired("water_leak")] == [T0 + 30 + 60]
+    # Wet for 20 s only, replayed: a near miss stays one.
+    h3 = Hub()
+    _live(h3, "leak-b2", T0 + 1)
+    for i, wet in enumerate((True, False)):
+        h3.deliver("leak-b2", "water_leak", T0 + 30 + 20 * i, at + 0.1 * i, historical=True, wet=wet)
+    h3.tick(at + 3 * REPLAY_GRACE_S)
+    assert not h3.fired("water_leak")
