@@ -29,11 +29,16 @@ class MqttTlsConfig(_Section):
     ca: Path = Field(description="CA certificate the broker's certificate must chain to.")
     cert: Path | None = Field(default=None, description="Client certificate (e.g. certs/clients/{account}.crt).")
     key: Path | None = Field(default=None, description="Client private key (e.g. certs/clients/{account}.key).")
+    identity: bool = Field(default=False,
+                           description="The broker takes the certificate's CN as the username (mosquitto "
+                                       "use_identity_as_username): send no username or password.")
 
     @model_validator(mode="after")
     def _pair(self) -> MqttTlsConfig:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together")
+        if self.identity and self.cert is None:
+            raise ValueError("identity needs a client cert and key: the certificate is the identity")
         return self
 
 
@@ -92,9 +97,10 @@ class MetricsConfig(_Section):
 
 
 class RetentionConfig(_Section):
-    """How long data is kept; the hub sets InfluxDB 1.x up at start (retention policies, downsampling) and purges."""
+    """How long data is kept; the hub sets InfluxDB up at start (1.x policies, 2.x buckets; downsampling) and purges."""
 
-    enabled: bool = Field(default=False, description="Manage retention (InfluxDB 1.x: policies and queries).")
+    enabled: bool = Field(default=False, description="Manage retention (InfluxDB 1.x: policies and queries; "
+                                                     "2.x: buckets and tasks).")
     raw_days: float = Field(default=30.0, ge=1 / 24, description="Raw points (the default policy 'raw').")
     aggregate_days: float = Field(default=730.0, ge=1 / 24, description="Hourly aggregates (policy 'hourly').")
     events_days: float = Field(default=183.0, ge=1 / 24,

@@ -45,6 +45,9 @@ def _for(path: Path, account: str | None) -> Path:
 
 def credentials(cfg: MqttConfig, account: str | None) -> tuple[str | None, str | None]:
     """(username, password) for this component: explicit ones, else its account and the secret in password_file."""
+    if cfg.tls is not None and cfg.tls.identity:
+        # The broker reads the username from the certificate and would ignore ours.
+        return None, None
     username = cfg.username or (account if cfg.password_file else None)
     password = cfg.password
     if password is None and cfg.password_file is not None:

@@ -123,6 +123,9 @@ class BrokerTls:
     port: int = 0  # 0 = a free port
     host: str = "127.0.0.1"
     require_certificate: bool = True
+    # The certificate's CN is the username (mosquitto's use_identity_as_username): the ACL applies to it and no
+    # password is asked on this listener.
+    use_identity_as_username: bool = False
 
 
 class Mosquitto(_Service):
@@ -134,6 +137,8 @@ class Mosquitto(_Service):
                  max_queued_messages: int = 1_000_000, extra_conf: str = "", auth: BrokerAuth | None = None,
                  tls: BrokerTls | None = None, autosave_interval_s: int = AUTOSAVE_INTERVAL_S) -> None:
         super().__init__(workdir, host, port)
+        if tls is not None and tls.use_identity_as_username and not tls.require_certificate:
+            raise ValueError("use_identity_as_username needs require_certificate: without one, there is no identity")
         self.max_queued_messages = max_queued_messages
         self.autosave_interval_s = autosave_interval_s
         self.extra_conf = extra_conf
@@ -150,7 +155,8 @@ class Mosquitto(_Service):
         if t is None:
             return []
         return [f"listener {t.port} {t.host}", f"cafile {t.ca}", f"certfile {t.cert}", f"keyfile {t.key}",
-                "tls_version tlsv1.2", f"require_certificate {'true' if t.require_certificate else 'false'}"]
+                "tls_version tlsv1.2", f"require_certificate {'true' if t.require_certificate else 'false'}",
+                *(["use_identity_as_username true"] if t.use_identity_as_username else [])]
 
     def config_text(self) -> str:
         """The mosquitto.conf we run with."""

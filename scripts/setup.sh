@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Install what commhub needs on a fresh Debian machine: mosquitto and influxdb from Debian, Debian's chromium
-# and CJK fonts for the console's browser tests, a Python venv with the pinned dependencies, and axe-core
-# (pinned, from npm) for the accessibility check. Safe to run again: it skips what is already there.
+# and CJK fonts for the console's browser tests, docker-compose (to check the compose file, no engine needed),
+# a Python venv with the pinned dependencies, and axe-core (pinned, from npm) for the accessibility check.
+# Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-clients influxdb postgresql chromium fonts-noto-cjk)
+# tests/test_deploy.py checks docker-compose.yml with `docker compose config`; without the plugin, Debian's
+# docker-compose 1.29 does the same with no Docker engine.
+docker compose version >/dev/null 2>&1 || APT_PACKAGES+=(docker-compose)
 # npm comes with Debian's nodejs/npm, or with a nodejs from elsewhere (which conflicts with Debian's npm).
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 

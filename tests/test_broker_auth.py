@@ -334,3 +334,61 @@ def test_hub_worker_stores_an_agents_stream_over_tls(env: Env, influxd: Any, tmp
     finally:
         agent.stop()
         worker.stop()
+
+
+def test_certificate_identity_is_the_username_on_the_tls_listener(env: Env, tmp_path: Path) -> None:
+    """use_identity_as_username: the ACL applies to the certificate's CN, with no password, whatever name is sent."""
+    issued = {n: certs.Issued(env.certs_dir / f"{n}.crt", env.certs_dir / f"{n}.key") for n in ("ca", "broker")}
+    broker = Mosquitto(tmp_path / "broker", auth=BrokerAuth(env.mqtt_dir / "passwd", env.mqtt_dir / "acl"),
+                       tls=BrokerTls(issued["ca"].cert, issued["broker"].cert, issued["broker"].key,
+                                     use_identity_as_username=True))
+    broker.start()
+    root, site = env.cfg.mqtt.root, env.site
+    access = agent_account(site, "access")
+    own_id, own_kind = _device(env, access)
+    other_id, other_kind = _device(env, access, other=True)
+    other_agent = env.devices[other_id][1]
+    own, other = topics.event(root, site, own_kind, own_id), topics.event(root, site, other_kind, other_id)
+    assert broker.tls is not None
+    port = broker.tls.port
+
+    def with_cert(account: str, username: str | None = None, password: str | None = None) -> Client:
+        ctx = ssl.create_default_context(cafile=str(env.certs_dir / "ca.crt"))
+        ctx.load_cert_chain(str(env.certs_dir / "clients" / f"{account}.crt"),
+                            str(env.certs_dir / "clients" / f"{account}.key"))
+        return Client(username, password, port, ctx)
+
+    # The agent as the config makes it: its certificate, `identity: true`, no password file at all.
+    cfg = MqttConfig(port=port, tls=MqttTlsConfig(ca=env.certs_dir / "ca.crt", identity=True,
+                                                  cert=env.certs_dir / "clients" / "{account}.crt",
+                                                  key=env.certs_dir / "clients" / "{account}.key"))
+    agent = Client(None, None, port, client=make_client("t-id-" + uuid.uuid4().hex[:6], cfg, account=access))
+    hub = Client(None, None, port, client=make_client("t-idh-" + uuid.uuid4().hex[:6], cfg, account=HUB_ACCOUNT))
+    # Another account's certificate, claiming the agent's name and even its password.
+    impostor = with_cert(other_agent, access, env.secret(access))
+    hub_as_agent = with_cert(HUB_ACCOUNT, access, env.secret(access))
+    clients = [agent, hub, impostor, hub_as_agent]
+    try:
+        assert [c.connect() for c in clients] == [0, 0, 0, 0], "a certificate of our CA is the login"
+        assert hub.subscribe(topics.devices_filter(root)) == [1]
+        assert agent.publish(other) == 0x87, "an agent may not publish for another agent's device"
+        assert agent.publish(own) == 0
+        assert impostor.publish(own) == 0x87, "a certificate of another account cannot act as the agent"
+        assert hub_as_agent.publish(own) == 0x87, "the hub's certificate cannot publish as a device"
+        assert impostor.publish(other) == 0, "the impostor is what its certificate says: the other agent"
+        assert hub._wait(lambda: own in hub.messages and other in hub.messages)
+        assert hub.messages.count(own) == 1 and hub.messages.count(other) == 1
+        # A certificate from another CA, and no certificate, are still refused before any login.
+        foreign = certs.init(tmp_path / "foreign", [access], ["127.0.0.1"])
+        ctx = ssl.create_default_context(cafile=str(env.certs_dir / "ca.crt"))
+        ctx.load_cert_chain(str(foreign[access].cert), str(foreign[access].key))
+        assert Client(None, None, port, ctx).connect() == -1
+        bare = ssl.create_default_context(cafile=str(env.certs_dir / "ca.crt"))
+        assert Client(access, env.secret(access), port, bare).connect() == -1
+    finally:
+        for c in clients:
+            c.close()
+        broker.stop(kill=True)
+    with pytest.raises(ValueError, match="require_certificate"):
+        Mosquitto(tmp_path / "b2", tls=BrokerTls(issued["ca"].cert, issued["broker"].cert, issued["broker"].key,
+                                                 require_certificate=False, use_identity_as_username=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -202,17 +203,36 @@ def test_grafana_provisioning_and_dashboard() -> None:
         assert p["datasource"]["uid"] in uids, p["title"]
 
 
-@pytest.mark.skipif(shutil.which("docker") is None or subprocess.run(
-    ["docker", "compose", "version"], capture_output=True).returncode != 0,
-    reason="the docker compose plugin is not installed here (the structural checks above still run)")
+def _compose_cli() -> list[str]:
+    """The compose command here: the `docker compose` plugin when present, else Debian's `docker-compose` 1.29."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    standalone = shutil.which("docker-compose")
+    assert standalone, "neither `docker compose` nor `docker-compose` is installed: run ./scripts/setup.sh"
+    return [standalone]
+
+
 def test_docker_compose_config(tmp_path: Path) -> None:
-    env = tmp_path / ".env"
-    env.write_text("".join(f"{k}={v or 'x'}\n" for k, v in _env_example().items()))
-    ok = subprocess.run(["docker", "compose", "--env-file", str(env), "-f", str(COMPOSE), "config", "-q"],
-                        capture_output=True, text=True, cwd=REPO)
+    cli = _compose_cli()
+    # Only the env file may supply the secrets: a value left in the caller's environment would hide a refusal.
+    env = {k: v for k, v in os.environ.items() if k not in _env_example() and not k.startswith("COMPOSE_")}
+    full = tmp_path / "full.env"
+    full.write_text("".join(f"{k}={v or 'x'}\n" for k, v in _env_example().items()))
+
+    def config(env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, "--env-file", str(env_file), "-f", str(COMPOSE), *extra, "config"],
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+
+    ok = config(full, "--profile", "simulator")
     assert ok.returncode == 0, ok.stderr
+    resolved = yaml.safe_load(ok.stdout)
+    assert set(resolved["services"]) == set(_compose()["services"]), "compose dropped or added a service"
+    for name, service in resolved["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            assert "${" not in str(value), f"{name}: {key} was not interpolated"
+    # Each ${VAR} carrying :? is checked above; here compose itself refuses when the secrets are unset.
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    refused = subprocess.run(["docker", "compose", "--env-file", str(empty), "-f", str(COMPOSE), "config", "-q"],
-                             capture_output=True, text=True, cwd=REPO)
+    refused = config(empty)
     assert refused.returncode != 0, "compose must refuse to start with a secret unset"
+    assert "set it in .env" in refused.stderr, refused.stderr

@@ -1,4 +1,4 @@
-"""Retention: InfluxDB 1.x retention policies and downsampling, and the purge of old snapshots.
+"""Retention: InfluxDB 1.x retention policies and downsampling, and the purge of old snapshots and alerts.
 
 Three policies: `raw` (the default, where the hub writes) keeps points `raw_days`; `hourly` keeps the hourly
 means of every numeric field `aggregate_days`; `events` keeps access, alarm and camera events `events_days`.
@@ -6,6 +6,7 @@ A continuous query fills `hourly` as time passes. Events cannot be copied by a c
 aggregate), so a periodic run copies them with `SELECT * INTO`; the same run re-aggregates the last
 `lookback_h` hours, so a backlog that arrives late (a hub or agent outage) is aggregated and kept as well.
 The same run deletes snapshots older than `snapshots_days` and closed alerts older than `alerts_days`.
+On InfluxDB 2.x the keeper sets up buckets and tasks instead (hub/store/retention_v2.py) and only purges.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from commhub.config import InfluxConfig, RetentionConfig
 from commhub.wire import BODY_TYPES, body_channel
 from hub.alerts.db import make_engine
 from hub.alerts.models import Alert, Transition
-from hub.store.influx import choose_transport, detect
+from hub.store.influx import detect
+from hub.store.retention_v2 import InfluxV2Retention, RetentionV2Error
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ def purge_alerts(engine: Engine, older_than_s: float, now: float | None = None) 
 
 
 class RetentionKeeper:
-    """Background thread: apply the policies once InfluxDB answers, then copy, re-aggregate and purge periodically.
+    """Background thread: set retention up once InfluxDB answers, then copy, re-aggregate and purge periodically.
 
     InfluxDB being down at start must not hold the hub up: ingest goes to the spool meanwhile.
     """
@@ -168,36 +170,55 @@ class RetentionKeeper:
         if self._thread is not None:
             self._thread.join(10)
 
-    def _managed(self) -> bool:
-        kind: str = self.influx.transport
-        if kind == "auto":
-            kind = choose_transport(detect(self.influx.url, self.influx.timeout_s))
-        if kind != "v1":
-            log.warning("retention: InfluxDB 2.x/3.x keeps data by bucket retention; set it on the bucket "
-                        "(docs/scaling.md); the hub manages InfluxDB 1.x only")
-        return kind == "v1"
+    def _influx_kind(self) -> str:
+        """'v1' (InfluxQL policies and queries), 'v2' (buckets and tasks) or '' (not managed) for this server."""
+        version = detect(self.influx.url, self.influx.timeout_s)
+        major = (version or "").lstrip("v").split(".")[0]
+        if major == "1":
+            # 1.8+ takes /api/v2/write too, but keeps data by retention policy like 1.6.
+            return "v1"
+        if major == "2" or (not version and self.influx.transport == "v2"):
+            return "v2"
+        log.warning("retention: InfluxDB %s is neither 1.x nor 2.x; set its retention by hand (docs/scaling.md); "
+                    "snapshots and alerts are still purged", version or "(version unknown)")
+        return ""
+
+    def _setup(self) -> InfluxRetention | InfluxV2Retention | None:
+        kind = self._influx_kind()
+        if kind == "v1":
+            return InfluxRetention(self.influx, self.cfg)
+        if kind == "v2":
+            return InfluxV2Retention(self.influx, self.cfg, EVENT_MEASUREMENTS)
+        return None
 
     def _run(self) -> None:
         delay = 1.0
-        retention: InfluxRetention | None = None
+        retention: InfluxRetention | InfluxV2Retention | None = None
+        managed: bool | None = None
         while not self._stop.is_set():
             try:
-                if retention is None:
-                    if not self._managed():
-                        return
-                    retention = InfluxRetention(self.influx, self.cfg)
-                if not self.applied.is_set():
+                if managed is None:
+                    retention = self._setup()
+                    managed = retention is not None
+                if retention is not None and not self.applied.is_set():
                     retention.apply()
                     self.applied.set()
-                agg, events = retention.backfill()
+                agg = events = 0
+                if isinstance(retention, InfluxRetention):
+                    agg, events = retention.backfill()
+                # On 2.x the two tasks aggregate and copy inside InfluxDB.
                 purged = purge_snapshots(self.snapshots_dir, self.cfg.snapshots_days * 86400)
                 alerts = self._purge_alerts()
                 log.info("retention: %d hourly aggregates, %d events kept, %d old snapshots and %d old alerts "
                          "deleted", agg, events, purged, alerts)
                 delay = 1.0
                 self._stop.wait(self.cfg.interval_s)
-            except (httpx.HTTPError, RetentionError, OSError, SQLAlchemyError) as e:
+            except (httpx.HTTPError, RetentionError, RetentionV2Error, OSError, SQLAlchemyError) as e:
                 log.warning("retention: %s; retrying in %.0fs", e, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 300.0)
+            except Exception as e:  # influxdb-client's ApiException and urllib3 errors; the thread must live on
+                log.warning("retention: %s: %s; retrying in %.0fs", type(e).__name__, str(e)[:300], delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 300.0)
         if retention is not None:
