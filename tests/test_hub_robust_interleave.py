@@ -346,8 +346,9 @@ def test_any_interleaving_of_faults_loses_nothing(services: Services, schedule: 
         expected = {("sos_button", d) for d in panic if got.get(d)}
         expected |= {("gas_leak", d) for d in gas if any(body[(d, q)]["lel_pct"] >= 20 for q in got.get(d, []))}
         # mosquitto 2.0.11 publishes every connected client's will when it shuts down (SIGTERM), and again when
-        # the session is taken over after the restart, Will Delay Interval or not: the agent's will raises its
-        # device_offline (the agent really was cut off). One per broker SIGTERM at most; never otherwise.
+        # the session is taken over after the restart, Will Delay Interval or not. The rule's will grace (20 s)
+        # drops it when the agent is back in time; a schedule can keep it away longer, and then the agent really
+        # was cut off: one device_offline per broker SIGTERM at most; never otherwise.
         will = ("device_offline", f"device:agent/a{uid}")
 
         def new_alerts() -> list[tuple[str, str]]:
