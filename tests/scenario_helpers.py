@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from commhub.community import Community
-from commhub.config import load_community
+from commhub.config import Config, load, load_community
+from commhub.services import Influxd, Mosquitto
 from simulators.scenario.offline import RulesLoop, run_offline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,4 +29,20 @@ def sample_community() -> Community:
     return Community.model_validate(data)
 
 
-__all__ = ["RESIDENT", "SAMPLE", "SCENARIOS", "RulesLoop", "run_offline", "sample_community"]
+def hub_run_config(tmp: Path, broker: Mosquitto, influx: Influxd, database: str) -> Config:
+    """The config a scenario run on a real hub uses: the sample community, no fsync (speed, not durability)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "community.yaml").write_text(yaml.safe_dump(sample_community().model_dump(mode="json",
+                                                                                      exclude_none=True)))
+    cfg = tmp / "commhub.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "community": "community.yaml",
+        "mqtt": {"port": broker.port},
+        "influx": {"url": influx.url, "transport": "v1", "database": database},
+        "agent": {"state_dir": str(tmp / "agent"), "spool_fsync": False},
+        "hub": {"spool": {"fsync": False}, "metrics": {"port": 0}},
+    }))
+    return load(cfg)
+
+
+__all__ = ["RESIDENT", "SAMPLE", "SCENARIOS", "RulesLoop", "hub_run_config", "run_offline", "sample_community"]

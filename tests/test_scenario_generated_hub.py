@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import influx_query
-from scenario_helpers import sample_community
+from scenario_helpers import hub_run_config, sample_community
 
-from commhub.config import Config, load
+from commhub.config import Config
 from commhub.services import Influxd, Mosquitto
 from simulators.recordings import load as load_recordings
 from simulators.scenario.compose import compose
@@ -30,18 +29,7 @@ KINDS = ("forced_open", "tailgate", "credential_burst", "duress", "sos", "beam",
 
 
 def _config(tmp: Path, broker: Mosquitto, influx: Influxd) -> Config:
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "community.yaml").write_text(yaml.safe_dump(sample_community().model_dump(mode="json",
-                                                                                      exclude_none=True)))
-    cfg = tmp / "commhub.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "community": "community.yaml",
-        "mqtt": {"port": broker.port},
-        "influx": {"url": influx.url, "transport": "v1", "database": "gen"},
-        "agent": {"state_dir": str(tmp / "agent"), "spool_fsync": False},
-        "hub": {"spool": {"fsync": False}, "metrics": {"port": 0}},
-    }))
-    return load(cfg)
+    return hub_run_config(tmp, broker, influx, "gen")
 
 
 @pytest.mark.services

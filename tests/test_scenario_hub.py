@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from scenario_helpers import SCENARIOS, sample_community
+from scenario_helpers import SCENARIOS, hub_run_config, sample_community
 
-from commhub.config import Config, load
+from commhub.config import Config
 from commhub.services import Influxd, Mosquitto
 from simulators.recordings import load as load_recordings
 from simulators.scenario.compose import Part, compose
@@ -26,18 +26,7 @@ LONG = ("normal_day", "elderly_no_activity", "near_misses", "missed_patrol")
 
 
 def _config(tmp: Path, broker: Mosquitto, influx: Influxd) -> Config:
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "community.yaml").write_text(yaml.safe_dump(sample_community().model_dump(mode="json",
-                                                                                      exclude_none=True)))
-    cfg = tmp / "commhub.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "community": "community.yaml",
-        "mqtt": {"port": broker.port},
-        "influx": {"url": influx.url, "transport": "v1", "database": "scn"},
-        "agent": {"state_dir": str(tmp / "agent"), "spool_fsync": False},
-        "hub": {"spool": {"fsync": False}, "metrics": {"port": 0}},
-    }))
-    return load(cfg)
+    return hub_run_config(tmp, broker, influx, "scn")
 
 
 def _run(sc: Scenario, tmp: Path, broker: Mosquitto, influx: Influxd, shared_data: Path, speed: float,

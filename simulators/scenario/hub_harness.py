@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,14 @@ class TimersFirst:
         """Nothing to flush."""
 
 
+def _wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Poll until done() or the timeout; done()'s last answer."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return done()
+
+
 class InStep:
     """The rules and their timers in step with simulated time, whatever the size of the hub's batches.
 
@@ -248,10 +256,7 @@ class ScenarioHub:
         clock = self.clock
         if clock is None:
             return False
-        deadline = time.monotonic() + timeout
-        while not clock.reached(last_ts) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        ok = clock.reached(last_ts)
+        ok = _wait_until(lambda: clock.reached(last_ts), timeout)
         clock.release()
         return ok
 
@@ -261,18 +266,14 @@ class ScenarioHub:
         clock = self.clock
         if clock is None:
             return False
-        deadline = time.monotonic() + timeout
-        while not clock.reached(last_ts) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        ok = _wait_until(lambda: clock.reached(last_ts), timeout)
         clock.advance(t)
-        return clock.reached(last_ts)
+        return ok
 
     def handled_will(self, agent: str, timeout: float) -> bool:
         """Wait until the rules have handled the agent's will (its alert may wait for the will's grace)."""
-        deadline = time.monotonic() + timeout
-        while self.clock is not None and not self.clock.seen_will(agent) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.clock is not None and self.clock.seen_will(agent)
+        clock = self.clock
+        return clock is not None and _wait_until(lambda: clock.seen_will(agent), timeout)
 
     def stop(self) -> None:
         """Stop the worker (it flushes to InfluxDB)."""
