@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -155,6 +156,16 @@ def test_influx_auth_errors_are_retried_and_never_rejected(tmp_path: Path, mosqu
     try:
         qs = urllib.parse.urlencode({"q": "CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES"})
         urllib.request.urlopen(urllib.request.Request(f"{influx.url}/query", data=qs.encode()), timeout=10).close()
+        # influxd answers the CREATE USER before its authoriser knows the user (seen: a 403 right after it)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _influx_admin(influx.url, "SHOW DATABASES")
+                break
+            except urllib.error.HTTPError as e:
+                if e.code != 403 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         _influx_admin(influx.url, f'CREATE DATABASE "{db}"')
         cfg = hub_config(tmp_path, mosquitto, influx, db, root)
         cfg = cfg.model_copy(update={"influx": cfg.influx.model_copy(update={
