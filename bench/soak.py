@@ -36,6 +36,7 @@ import yaml
 
 from bench.hubrun import cpu_seconds, metric, wait_for
 from commhub.config import load
+from commhub.hubproc import rss_mb
 from commhub.services import Influxd, Mosquitto, free_port
 from simulators.fleet import select
 
@@ -53,15 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-min", type=float, default=5.0, help="minutes left out of the CPU-per-message figure")
     parser.add_argument("--trace", action="store_true", help="tracemalloc snapshots in the hub; print what grew")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-
-
-def rss_mib(pid: int) -> float:
-    """Current resident set size of a process (VmRSS), in MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def traced_hub() -> None:
@@ -234,9 +226,9 @@ def _sample(hub: subprocess.Popen[bytes], sim: subprocess.Popen[bytes], mport: i
     while (elapsed := time.monotonic() - t0) < args.minutes * 60 + 1:
         if hub.poll() is not None or sim.poll() is not None:
             raise RuntimeError(f"the {'hub' if hub.poll() is not None else 'simulator'} exited early")
-        row = {"minute": elapsed / 60, "wall": time.time(), "hub_rss_mib": rss_mib(hub.pid),
+        row = {"minute": elapsed / 60, "wall": time.time(), "hub_rss_mib": rss_mb(hub.pid),
                "hub_cpu_s": cpu_seconds(hub.pid),
-               "sim_rss_mib": rss_mib(sim.pid), "messages_in": metric(mport, "commhub_messages_in_total"),
+               "sim_rss_mib": rss_mb(sim.pid), "messages_in": metric(mport, "commhub_messages_in_total"),
                "points_written": metric(mport, "commhub_points_written_total"),
                "spool_points": metric(mport, "commhub_spool_points")}
         rows.append(row)

@@ -365,6 +365,14 @@ class BaseAgent:
                 self._enqueue(device_id, dev, DeviceState(status="offline", session=session, clean=True),
                               session=session, retain=True)
         delivered = self.flush(self.settings.stop_timeout_s)
+        self._shut(send_will=not delivered)
+
+    def kill(self) -> None:
+        """What SIGKILL leaves (scenario crashes): no announcement and no flush; the broker publishes the will
+        (MQTT 5 "disconnect with will message"), and the spool keeps what was unsent, as on disk."""
+        self._shut(send_will=True)
+
+    def _shut(self, send_will: bool) -> None:
         with self._lock:
             self._running = False
         self._pump_stop.set()
@@ -372,7 +380,7 @@ class BaseAgent:
         if self._pump is not None:
             self._pump.join()
         if self._link is not None:
-            self._link.stop(send_will=not delivered)
+            self._link.stop(send_will=send_will)
         if self._spool is not None:
             left = self._spool.count
             self._spool.close()

@@ -268,7 +268,7 @@ class _Agents:
             if crash.clean:
                 a.stop()  # announces offline, clean, for each device and itself
             else:
-                _kill(a)
+                a.kill()
                 if self.told is not None:
                     self.told(crash)
 
@@ -277,26 +277,6 @@ class _Agents:
         for a in self.live:
             a.stop()
         self.live = []
-
-
-def _kill(agent: Any) -> None:
-    """What SIGKILL leaves of an in-process agent: no announcement, and the broker publishes its will.
-
-    The agent's connection ends with MQTT 5's "disconnect with will message", so the broker sends the will as
-    it does when a process dies; nothing else is flushed (its spool keeps what was unsent, as on disk).
-    """
-    with agent._lock:
-        agent._running = False
-    agent._pump_stop.set()
-    agent._work.set()
-    if agent._pump is not None:
-        agent._pump.join()
-    if agent._link is not None:
-        agent._link.stop(send_will=True)
-    if agent._spool is not None:
-        agent._spool.close()
-    if agent._statedir is not None:
-        agent._statedir.release()
 
 
 def _alert_clock(alerts: Sequence[ObservedAlert], start: float, end: float) -> str:
