@@ -67,7 +67,7 @@ def _throw(g: Gen, near: bool) -> float:
     # Catalogue: an upward camera sees a falling trajectory (snapshot and estimated floor kept). The community
     # model has no upward camera of its own: the unit's lobby camera stands in (the camera agent detects on
     # any feed). Near miss: something moves in the view (a bird, a bag carried past) and nothing falls.
-    dev = g.pick("camera", where=lambda d: d.unit is not None)
+    g.pick("camera", where=lambda d: d.unit is not None)
     eid = f"fall-{g.name}"[-60:]
     if near:
         lasts = g.u(2.0, 30.0)
