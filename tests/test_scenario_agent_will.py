@@ -97,9 +97,9 @@ def test_a_killed_agent_is_stored_offline_last_and_alerted_once_a_clean_stop_nev
         quiet.publish(STOPPED[1][1], HydrantPressure(pressure_mpa=0.31))
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         # Generous bounds: a loaded machine; the verdicts do not depend on its speed.
-        for name in (agent, STOPPED[0]):
-            assert wait_for(lambda n=name: any(s["status"] == "online" for s in _states(influxd, db, n)), 120), \
-                hub.log.read_text()[-2000:]
+        def online(name: str) -> bool:
+            return any(s["status"] == "online" for s in _states(influxd, db, name))
+        assert wait_for(lambda: online(agent) and online(STOPPED[0]), 120), hub.log.read_text()[-2000:]
 
         quiet.stop()  # a planned stop: announced, raises nothing
         assert wait_for(lambda: any(s["status"] == "offline" for s in _states(influxd, db, STOPPED[0])), 120)
@@ -113,8 +113,8 @@ def test_a_killed_agent_is_stored_offline_last_and_alerted_once_a_clean_stop_nev
 
         # The will carries its session's connect time; stored, it comes after that session's online state.
         got = _states(influxd, db, agent)
-        online = [s for s in got if s["status"] == "online"]
-        assert got[-1]["status"] == "offline" and got[-1]["session"] == online[-1]["session"], got
+        sessions = [s["session"] for s in got if s["status"] == "online"]
+        assert got[-1]["status"] == "offline" and got[-1]["session"] == sessions[-1], got
         last = influx_query(influxd.url, db, f"SELECT last(status) FROM state WHERE device_id = '{agent}'")
         assert last[0]["values"][0][1] == "offline"
         stopped = _states(influxd, db, STOPPED[0])
