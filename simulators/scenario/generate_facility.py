@@ -90,17 +90,26 @@ def _throw(g: Gen, near: bool) -> float:
 
 
 def _water_leak(g: Gen, near: bool) -> float:
-    # Catalogue: wet for >= 60 s. Near miss: a splash that dries within the minute. The sensor reports its
+    # Catalogue: wet for >= 60 s. Near misses: a splash that dries within the minute, or a dripping tap that
+    # wets the probe again and again (each time under a minute, together well over). The sensor reports its
     # state on change and repeats it every interval while wet.
     dev = g.pick("water_leak")
     _heard(g)
-    wet = g.u(2.0, LEAK_WET_S - 8.0) if near else g.u(LEAK_WET_S + 5.0, 2400.0)
-    msgs = _hold(g, dev, wet, lambda: {"type": "water_leak", "wet": True})
-    msgs.append((round(wet, 2), {"type": "water_leak", "wet": False}))
-    g.raw(msgs, silence=wet + 1.0)
+    if near:
+        spells = [g.u(2.0, LEAK_WET_S - 8.0) for _ in range(1 if g.rng.random() < 0.5 else g.rng.randint(2, 5))]
+    else:
+        spells = [g.u(LEAK_WET_S + 5.0, 2400.0)]
+    msgs: Messages = []
+    t = 0.0
+    for wet in spells:
+        msgs += _hold(g, dev, wet, lambda: {"type": "water_leak", "wet": True}, first=t)
+        t += wet
+        msgs.append((round(t, 2), {"type": "water_leak", "wet": False}))
+        t += g.u(2.0, 20.0)
+    g.raw(msgs, silence=t + 1.0)
     if not near:
         _expect(g, "water_leak", LEAK_WET_S + 30.0)
-    return wet + 10.0
+    return t + 10.0
 
 
 def _fire_door(g: Gen, near: bool) -> float:
