@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # generate.py registers these generators; only its Gen is used here, at run time by duck type
+if TYPE_CHECKING:  # annotations only: generate.py imports this module to register its generators (a cycle)
     from commhub.community import Device
     from simulators.scenario.generate import Gen
 
