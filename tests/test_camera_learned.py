@@ -162,3 +162,23 @@ def test_merge_keeps_the_first_detectors_box_for_one_person() -> None:
     # HOG's box of the same person is dropped whatever its score (the scores do not compare); a person
     # elsewhere, and one beside the first who overlaps them by a sixth, are kept.
     assert [d.box[0] for d in merge(first, extra)] == [100, 300, 150]
+
+
+@pytest.mark.video
+def test_first_search_takes_weaker_detections_and_small_people_bring_hog_back(shared_data: Path) -> None:
+    cv2.setNumThreads(1)
+    (frame,) = read_clip(shared_data / "video" / "TUD-Stadtmitte.mp4", 0.5)[:1]  # 320x240
+    learned = LearnedDetector(0.5)
+    weak, strong = learned.detect(frame, 0.3), learned.detect(frame)
+    # Measured on this first frame (7 people, at half size): 2 boxes at probability 0.5, 6 at 0.3.
+    assert len(weak) > len(strong) >= 2
+    # The camera's first search (start-up: nobody tracked, no background) uses learned_start_score (0.3)...
+    r = CameraPipeline(CameraConfig(id="cam", source="x")).process(frame, 0.0)
+    assert r.detected and sorted(r.found) == sorted(d.box for d in weak)
+    # ...and when the smallest person to find is under a fifth of the frame height, HOG searches too and adds
+    # the people the learned detector did not give (none of its boxes is dropped).
+    small = CameraConfig.model_validate({"id": "cam", "source": "x", "detect": {"min_person_px": 45}})
+    both = CameraPipeline(small).process(frame, 0.0)
+    assert set(d.box for d in weak) <= set(both.found)
+    hog = PersonDetector(small.detect).detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), None, 45.0)
+    assert len(both.found) == len(merge(weak, hog)) and len(hog) > 0
