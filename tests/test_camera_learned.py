@@ -218,4 +218,5 @@ def test_cameras_share_a_few_networks_and_get_the_same_boxes(shared_data: Path) 
     a, b = LearnedDetector(0.5), LearnedDetector(0.5)
     a.load()
     b.load()
-    assert a._pool is b._pool and a._pool.made <= a._pool.size
+    shared = a._pool
+    assert shared is not None and shared is b._pool and shared.made <= shared.size
