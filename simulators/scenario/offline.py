@@ -18,9 +18,10 @@ from commhub.community import Community
 from commhub.wire import Birth, DeviceState, _Body
 from hub.routing.router import Router
 from hub.routing.spec import RoutingSpec, load_routing
+from hub.rules.clock import RULE as CLOCK_RULE
 from hub.rules.clock import DeviceClocks
 from hub.rules.engine import Engine, MemoryStates
-from hub.rules.event import Ctx, Event
+from hub.rules.event import Ctx, Event, State
 from hub.rules.spec import RulePack, load_rules
 from simulators.clock import SimClock
 from simulators.engine import Simulation
@@ -161,6 +162,10 @@ def run_offline(sc: Scenario, community: Community, recordings: Recordings | Non
     loop = RulesLoop(community, overrides=overrides, start=sc.start_ts,
                      duplicate_share=sc.delivery.duplicate_share, seed=sc.seed)
     ctx = ModelContext(site=community.site.id, local=local, recordings=recordings)
+    # A hub knows each device's clock before any incident: it met the device when its agent connected (its
+    # birth). Without that, a device first heard in a shuffled replay looks like a wrong clock (hub.rules.clock).
+    for d in fleet:
+        loop.store.save(CLOCK_RULE, d.id, State({"est": 0.0}))
     crashes = sorted(the_plan.crashes, key=lambda c: c.t)
     for crash in crashes:
         loop.agent_up(crash, sc.start_ts)
