@@ -18,7 +18,7 @@ from hub.rules.kinds.instant import Instant
 from hub.rules.kinds.rate import Rate
 from hub.rules.kinds.sequence import Sequence
 from hub.rules.kinds.threshold import Threshold
-from hub.rules.reorder import HOLD, Reorder
+from hub.rules.reorder import HOLD, HOLD_SPAN_S, Reorder
 from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,9 @@ class Engine:
         # Per body type, the rules to ask: (rule, whether it filters with cares(), whether it may defer).
         self._routes: dict[str, tuple[tuple[Rule, bool, bool], ...]] = {}
         self.hold = Reorder(ctx)  # late messages for the order-sensitive rules, until their replay settles
-        # Devices with late messages held (this process's view; a restart starts empty, the timers still run).
-        self._holding: set[str] = set()
+        # Devices with late messages held, and the time of the first recent message that joined them (this
+        # process's view: a restart starts empty, while the timers still release what the store holds).
+        self._holding: dict[str, float | None] = {}
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
         """Create absence timers for subjects that have never reported; returns how many.
@@ -199,7 +200,7 @@ class Engine:
         routes = self._routes
         holding = self._holding
         for ev in events:
-            if ev.late or (holding and ev.device_id in holding):
+            if ev.late or (holding and ev.device_id in holding and self._joins(ev)):
                 # A recent message of a device whose replay is held is the end of that burst (a replay's last
                 # 20 s are not late): it joins the hold, so it cannot overtake the older ones.
                 self._plan_late(ev, add)
@@ -230,15 +231,26 @@ class Engine:
                 if not (defers and self._defer(rule, key, ev)):
                     add((ev, rule, key))
         if held:
-            self._holding.add(ev.device_id)
+            self._holding.setdefault(ev.device_id, None)
             add((ev, self.hold, ev.device_id))
+
+    def _joins(self, ev: Event) -> bool:
+        """Whether a recent message of a device with a hold joins it (bounded: another worker may release it)."""
+        first = self._holding[ev.device_id]
+        if first is None:
+            self._holding[ev.device_id] = ev.t
+            return True
+        if ev.t - first <= HOLD_SPAN_S:
+            return True
+        del self._holding[ev.device_id]
+        return False
 
     def _release(self, key: str, st: State, now: float, store: StateStore) -> list[Signal]:
         """A device's held late messages, once due, to the order-sensitive rules in device-time order."""
         events = self.hold.release(st, key, now, bool(st.data.pop(REPLAY, None)))
         store.save(HOLD, key, st)
         if st.due is None:
-            self._holding.discard(key)
+            self._holding.pop(key, None)
         work: list[tuple[Event, Rule, str]] = []
         for ev in events:
             for rule, filters, _defers in self._routes.get(ev.type) or self._route(ev.type):

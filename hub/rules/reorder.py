@@ -29,6 +29,8 @@ SETTLE_S = 5.0
 # Held at most this long from the first timer tick after the first one came: a device whose clock jumped
 # back looks late until the clock relearns it (120 s), and its live messages must not wait that long.
 HOLD_MAX_S = 30.0
+# The longest a hold lasts; a recent message joins a device's hold only this long after the first one did.
+HOLD_SPAN_S = HOLD_MAX_S + 2 * SETTLE_S
 HOLD_MAX_N = 256  # nor more than this many (the state row is rewritten with each held message)
 
 _BODY: TypeAdapter[Any] = TypeAdapter(Body)
