@@ -41,9 +41,9 @@ def measure(devices: int, per_device: int) -> dict[str, float]:
     alerts = base.alerts.model_copy(update={"enabled": True, "db_url": f"sqlite:///{tmp}/alerts.db"})
     cfg = base.model_copy(update={"community": community, "hub": hub, "alerts": alerts})
     sink = AlertingSink(cfg, mqtt=False)
-    # Migrate and seed now, as start() does, without its timer thread (the bench ticks itself);
+    # Migrate and seed now (open()), without start()'s timer thread (the bench ticks itself);
     # handle() would otherwise do it inside the first measured batch.
-    sink._open()
+    sink.open()
     worker = Worker(cfg, [sink])
     worker.spool.open()
     now = time.time()
