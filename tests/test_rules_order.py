@@ -223,3 +223,22 @@ def test_the_end_of_a_replay_that_arrives_first_looks_live_and_the_rest_still_co
     h.deliver("fgate-b1", "access_granted", T0 + 300.0, AT + 0.3, **{**GRANT, "direction": "in"})
     h.settle(AT + 4 * SETTLE_S)
     assert [s.t for s in h.fired("tailgating")] == [T0 + 301.0]
+
+
+def test_a_hold_written_by_two_workers_at_once_is_redone_on_the_other_ones_state() -> None:
+    # Two workers share a device's replay (a shared subscription): the second's write of the hold row is stale,
+    # and its step is fed again on the first one's state, keeping both workers' messages (hub.alerts.store).
+    h = Hub()
+    _live(h, "door-b1", T0)
+    mine = h.clocks.correct(_event(h, "door-b1", "door_opened", T0 + 41, door="main"), AT, h.store)
+    theirs = h.clocks.correct(_event(h, "door-b1", "exit_request", T0 + 40, door="main"), AT, h.store)
+    assert mine.late and theirs.late
+    work = h.engine.plan([mine])
+    assert [(rule.id, key) for _, rule, key in work] == [("device_offline", "door-b1"), (HOLD, "door-b1")]
+    steps = h.engine.run_steps(work, h.store)
+    h.store.states.pop((HOLD, "door-b1"))
+    h.signals.extend(h.engine.process([theirs], h.store, AT, h.clocks))  # the other worker's, committed first
+    assert h.engine.redo(work, steps, {(HOLD, "door-b1")}, h.store)
+    assert _held(h, "door-b1") == 2
+    h.settle(AT + 4 * SETTLE_S)
+    assert not h.fired("door_forced_open")
