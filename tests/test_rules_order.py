@@ -242,3 +242,25 @@ def test_a_hold_written_by_two_workers_at_once_is_redone_on_the_other_ones_state
     assert _held(h, "door-b1") == 2
     h.settle(AT + 4 * SETTLE_S)
     assert not h.fired("door_forced_open")
+
+
+def test_the_end_of_a_replay_first_in_its_batch_joins_the_hold() -> None:
+    # One batch (a burst read at once): the replay's last opening, lagging 4 s (not late), comes before its
+    # grant and the older messages: it waits with them, so the grant is seen first.
+    h = Hub()
+    _live(h, "door-b1", T0)
+    h.tick(AT)
+    batch = [_event(h, "door-b1", "door_opened", AT - 4.0, door="main"),
+             _event(h, "door-b1", "door_closed", T0 + 48, door="main"),
+             _event(h, "door-b1", "access_granted", AT - 4.6, **GRANT),
+             _event(h, "door-b1", "exit_request", T0 + 40, door="main"),
+             _event(h, "door-b1", "door_opened", T0 + 41, door="main")]
+    h.signals.extend(h.engine.process(batch, h.store, AT, h.clocks))
+    assert not h.fired("door_forced_open") and _held(h, "door-b1") == 5
+    h.settle(AT + 4 * SETTLE_S)
+    assert not h.fired("door_forced_open")
+    # A live opening of another device in a batch with a replay is not held: raised at once.
+    h.signals.extend(h.engine.process([_event(h, "door-b2", "door_opened", AT + 30.0, door="main"),
+                                       _event(h, "door-b1", "door_opened", T0 + 90, door="main")],
+                                      h.store, AT + 30.0, h.clocks))
+    assert [s.t for s in h.fired("door_forced_open")] == [AT + 30.0]

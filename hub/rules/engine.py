@@ -199,6 +199,14 @@ class Engine:
         add = work.append
         routes = self._routes
         holding = self._holding
+        events = events if isinstance(events, list) else list(events)
+        for ev in events:
+            if ev.late:
+                # A replay's recent messages may come before its late ones in the same batch: they join the hold.
+                for e in events:
+                    if e.late:
+                        holding.setdefault(e.device_id, None)
+                break
         for ev in events:
             if ev.late or (holding and ev.device_id in holding and self._joins(ev)):
                 # A recent message of a device whose replay is held is the end of that burst (a replay's last
