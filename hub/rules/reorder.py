@@ -5,7 +5,9 @@ before its exit request (a forced door that was not), a passage before its grant
 order-sensitive rules therefore get a device's late messages only once its replay has been quiet for a
 moment, sorted by their own time. The held messages are rule state (the `_hold` pseudo-rule, one key per
 device): written in the batch's transaction, before the broker is acknowledged, so a hub that dies while
-holding them finds them again on restart, and its timer releases them. Live messages are never held.
+holding them finds them again on restart, and its timer releases them. A replay's last seconds lag too little
+to be late: a device's recent messages join its hold while one is held (up to HOLD_SPAN_S) or when they come
+in the same batch as its late ones (hub.rules.engine). Messages of other devices are never held.
 """
 
 from __future__ import annotations
