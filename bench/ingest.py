@@ -171,7 +171,8 @@ def _print_raw(raw: rawsub.RawResult) -> None:
 def _print_hub(prefix: str, r: dict[str, float], raw: rawsub.RawResult) -> None:
     for k in ("msgs_per_s", "cpu_us_per_msg", "peak_rss_mb"):
         print(f"{prefix}_{k}: {r[k]:.1f}" if k != "msgs_per_s" else f"{prefix}_{k}: {r[k]:.0f}")
-    print(f"{prefix}_cpu_us_per_msg_beyond_raw_paho: {r['cpu_us_per_msg'] - raw.cpu_us_per_msg:.1f}")
+    # Below 1: the hub spends less CPU on a message than a bare paho subscriber does on receiving it.
+    print(f"{prefix}_cpu_ratio_to_raw_paho: {r['cpu_us_per_msg'] / raw.cpu_us_per_msg:.2f}")
     print(f"{prefix}_ratio_to_raw: {r['msgs_per_s'] / raw.msgs_per_s:.2f}")
     lost = int(r["messages"] - r["points_in_influxdb"])
     print(f"{prefix}_lost: {lost}")
