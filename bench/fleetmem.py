@@ -65,9 +65,9 @@ def _fill(base: Config, community: Community, fleet: list[Device], tmp: Path, pe
     alerts = base.alerts.model_copy(update={"enabled": True, "db_url": f"sqlite:///{tmp}/alerts.db"})
     cfg = base.model_copy(update={"community": community, "hub": hub, "alerts": alerts})
     sink = AlertingSink(cfg, mqtt=False)
-    # Migrate and seed now, as start() does, without its timer thread (the bench ticks itself);
+    # Migrate and seed now (open()), without start()'s timer thread (the bench ticks itself);
     # handle() would otherwise do it inside the first measured batch.
-    sink._open()
+    sink.open()
     try:
         worker = Worker(cfg, [sink])
         worker.spool.open()

@@ -38,9 +38,9 @@ def measure(cfg: Config, messages: Sequence[tuple[str, bytes]], rules: bool, pro
         if rules:
             from hub.alerting import AlertingSink
             sink = AlertingSink(cfg, mqtt=False)
-            # Migrate and seed now, as start() does, without its timer thread (the bench ticks itself);
+            # Migrate and seed now (open()), without start()'s timer thread (the bench ticks itself);
             # handle() would otherwise do it inside the first measured batch.
-            sink._open()
+            sink.open()
             sinks.append(sink)
         worker = Worker(cfg, sinks)
         worker.spool.open()

@@ -82,7 +82,7 @@ class AlertingSink:
         self.store.lease_own_mqtt = self.mqtt_enabled
         self.store.on_notices = self._notify
         try:
-            self._open()
+            self.open()
         except _UNREACHABLE as e:
             # Not a reason to exit: the worker holds what arrives unacknowledged until handle() can open it.
             log.error("the alert database is unreachable (%s): alerts wait for it, the hub holds its messages",
@@ -96,7 +96,7 @@ class AlertingSink:
         self._thread = threading.Thread(target=self._timer, name="alerts-timer", daemon=True)
         self._thread.start()
 
-    def _open(self) -> None:
+    def open(self) -> None:
         """Migrate the schema and seed absence timers, once; raises while the database is unreachable."""
         with self._open_lock:
             if self._opened:
@@ -123,7 +123,7 @@ class AlertingSink:
 
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
-        self._open()  # a no-op once open; while the database is unreachable it raises and the batch is held
+        self.open()  # a no-op once open; while the database is unreachable it raises and the batch is held
         events = []
         for a in batch:
             try:
@@ -195,7 +195,7 @@ class AlertingSink:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""
         if not self._opened:
             try:
-                self._open()
+                self.open()
             except _UNREACHABLE:
                 return  # unreachable since start (said once then); handle() holds batches meanwhile
 

@@ -135,7 +135,7 @@ def test_offsets_are_written_back_and_a_hub_restarted_on_a_stale_one_keeps_time_
             return sink.clocks.correct(ev, received, tx)
 
     sink = AlertingSink(cfg, clock=clock, mqtt=False)
-    sink._open()
+    sink.open()
     send(sink, T0 + 600, 1)
     assert _stored_offset(sink, dev) is None, "an offset is kept in memory, not written per batch"
     clock.t = T0 + 6
@@ -148,7 +148,7 @@ def test_offsets_are_written_back_and_a_hub_restarted_on_a_stale_one_keeps_time_
     sink.db.dispose()  # a crash: no stop(), the grown offset is lost
 
     again = AlertingSink(cfg, clock=clock, mqtt=False)
-    again._open()
+    again.open()
     clock.t = T0 + 8
     # On the stale (lower) offset the device's time runs ahead a little, never back, and is learned again.
     first = correct(again, T0 + 8 + 603, T0 + 8)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from commhub.community import Community, Device
 from simulators.models.common import ref
 from simulators.models.facility import HYDRANT_MPA
+from simulators.scenario import generate_facility as facility
 from simulators.scenario.spec import Background, Scenario
 
 MONDAY = datetime(2026, 3, 2)  # a week of start days begins here
@@ -31,6 +32,7 @@ FIRST_TIER = {
     "smoke_alarm": "household", "gas_leak": "household", "hydrant_pressure_low": "property",
     "fire_lane_blocked": "property", "ebike_in_elevator": "property", "crowd_gathering": "property",
     "elderly_inactivity": "emergency_contact", "frequent_stranger": "property", "loitering": "property",
+    **facility.FIRST_TIER,
 }
 HOUR = 3600.0
 DAY = 86400.0
@@ -434,7 +436,7 @@ KINDS: dict[str, Callable[[Gen, bool], float]] = {
     "duress": _duress, "smoke": _smoke, "hydrant_drop": _hydrant, "gas": _gas, "ebike_in_lift": _ebike,
     "fire_lane": _fire_lane, "offline": _offline, "camera_covered": _covered, "crowd": _crowd,
     "intrusion": _intrusion, "beam": _beam, "sos": _sos, "elderly": _elderly, "stranger": _stranger,
-    "loitering": _loitering, "agent_crash": _agent_crash,
+    "loitering": _loitering, "agent_crash": _agent_crash, **facility.KINDS,
 }
 
 

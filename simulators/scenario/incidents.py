@@ -260,6 +260,15 @@ def _frozen_meter(t0: float, t1: float) -> Rewrite:
     return rewrite
 
 
+def _with_extras(dev: Device, extras: tuple[str, ...] | list[str], devices: dict[str, Device],
+                 where: str) -> list[Device]:
+    """The incident's device followed by the extra devices it names; raises PlanError on an unknown one."""
+    unknown = [d for d in extras if d not in devices]
+    if unknown:
+        raise PlanError(f"{where}: unknown device {unknown[0]!r}")
+    return [dev, *(devices[d] for d in extras)]
+
+
 def plan(scenario: s.Scenario, devices: dict[str, Device], local: LocalTime, site: str) -> Plan:
     """Expand every incident of a scenario; raises PlanError naming the incident that cannot happen."""
     out = Plan()
@@ -280,21 +289,13 @@ def plan(scenario: s.Scenario, devices: dict[str, Device], local: LocalTime, sit
         t = start + inc.at
         n_inj = len(out.injections)
         if isinstance(inc, s.NoActivity):
-            household = [dev]
-            for extra in inc.devices:
-                if extra not in devices:
-                    raise PlanError(f"{where}: unknown device {extra!r}")
-                household.append(devices[extra])
+            household = _with_extras(dev, inc.devices, devices, where)
             ex.no_activity(inc, dev, t, household)
             out.devices.update(d.id for d in household)
         elif isinstance(inc, s.Raw):
             ex.raw(inc, dev, t, i)
         elif isinstance(inc, s.AgentCrash):
-            served = [dev]
-            for extra in inc.devices:
-                if extra not in devices:
-                    raise PlanError(f"{where}: unknown device {extra!r}")
-                served.append(devices[extra])
+            served = _with_extras(dev, inc.devices, devices, where)
             for d in served:  # nothing the agent's devices say gets out after it dies (or stops)
                 ex.override(d, t, math.inf, _drop)
             out.crashes.append(Crash(t, inc.agent, tuple(d.id for d in served), inc.clean))
