@@ -376,12 +376,12 @@ class Worker:
             self._refusal = line
 
     def _reader_for(self, client: paho.Client, sock: Any) -> PacketReader | None:
-        """This connection's buffered reader; None for TLS, or if paho already began reading this socket."""
+        """This connection's buffered reader; None when off, for TLS, or if paho already began reading this socket."""
         r = self._reader
         if r is not None and r.sock is sock:
             return r
         self._reader = None
-        if type(sock) is not socket.socket or client._in_packet["command"]:
+        if not self.cfg.hub.buffered_reader or type(sock) is not socket.socket or client._in_packet["command"]:
             return None  # an SSLSocket decrypts inside itself; a half-read packet is paho's to finish
         self._reader = PacketReader(client, sock, self._on_publish)
         return self._reader
