@@ -58,7 +58,7 @@ class AlertingSink:
         self.routing = load_routing(a.routing_file or CONFIGS / "routing.yaml")
         self.ctx = Ctx(cfg.community)
         self.engine = Engine(self.pack, self.ctx, a.state_write_back_s)
-        self.clocks = DeviceClocks(a.max_clock_skew_s)
+        self.clocks = DeviceClocks(a.max_clock_skew_s, write_back_s=a.state_write_back_s)
         self.live = LiveFeed(a.live_feed_size)
         self.db = make_engine(db_url(cfg))
         self.store = AlertStore(self.db, Router(self.routing, cfg.community), {r.id: r for r in self.pack.rules},
@@ -204,14 +204,17 @@ class AlertingSink:
             try:
                 with self.store.tx(optimistic=not careful) as tx:
                     now = self.clock()
+                    self.clocks.write_back(tx, now)
                     signals = self.engine.write_back(tx, now)
                     signals += self.engine.tick(tx, now)
                     tx.flush()  # rule state rows before alert rows, as in the batch transactions
                     tx.apply(signals)
             except BaseException:
                 self.engine.write_back_ended(committed=False)  # a retry writes them back again
+                self.clocks.write_back_ended(committed=False)
                 raise
             self.engine.write_back_ended(committed=True)
+            self.clocks.write_back_ended(committed=True)
         self._retry(timers)
         self._retry(lambda _careful: self.store.escalate_due())
         now = self.clock()
@@ -229,13 +232,16 @@ class AlertingSink:
                 def last() -> None:
                     try:
                         with self.store.tx() as tx:
+                            self.clocks.write_back(tx, self.clock(), force=True)
                             signals = self.engine.write_back(tx, self.clock(), force=True)
                             tx.flush()
                             tx.apply(signals)
                     except BaseException:
                         self.engine.write_back_ended(committed=False)
+                        self.clocks.write_back_ended(committed=False)
                         raise
                     self.engine.write_back_ended(committed=True)
+                    self.clocks.write_back_ended(committed=True)
                 self._retry(lambda _careful: last())
             except Exception:
                 # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.
