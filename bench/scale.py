@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import feed as feeds
+from bench import hubrun
 from bench.hubrun import HubProc, cpu_seconds, measure_raw
 from bench.ingest import FILTER, Queue, measure_hub
 from commhub.config import load
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 _SAMPLE_S = 0.1
 _STATS = ("xact_commit", "xact_rollback", "deadlocks")
 _RETRIES = ("conflict", "deadlock", "serialization", "other")
+_STALE = ("absence", "correlation", "other")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules-off", action="store_true", help="measure without the alerting chain")
     parser.add_argument("--workers", default="1,2,3", help="worker counts to measure, comma-separated")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (hub and PostgreSQL logs)")
+    parser.add_argument("--idle-s", type=float, default=20.0,
+                        help="seconds to measure idle workers (no traffic, no /metrics polls) a worker count; 0: skip")
 
 
 class _PgWatch:
@@ -112,7 +116,7 @@ class _PgWatch:
         return out
 
 
-def _idle_cpu(hubs: list[HubProc], settle_s: float = 2.0, span_s: float = 5.0) -> float:
+def _idle_cpu(hubs: list[HubProc], settle_s: float = 2.0, span_s: float = 10.0) -> float:
     """CPU seconds per second the idle workers use together (timers, and our /metrics polls as during a drain).
 
     On a loaded machine a drain takes long, and this cost, which grows with time rather than with messages,
@@ -131,6 +135,33 @@ def _idle_cpu(hubs: list[HubProc], settle_s: float = 2.0, span_s: float = 5.0) -
     return (sum(cpu_seconds(h.pid) for h in hubs) - cpu0) / (time.monotonic() - t0)
 
 
+def _fresh_idle(broker: Mosquitto, influx: Influxd, workdir: Path, workers: int, alerts: dict[str, Any],
+                span_s: float, settle_s: float = 10.0) -> tuple[float, float]:
+    """CPU ms a second and timer passes to the database a second of `workers` idle hubs (rules on, no traffic).
+
+    Nothing polls them while measured (the drain's idle figure includes the bench's /metrics polls and the
+    timers the drain left due, such as escalations of the alerts it opened).
+    """
+    cfg = hubrun.hub_config(broker, influx, workdir, f"idle{workers}", True, alerts)
+    hubs = [HubProc(cfg, f"bench-idle{workers}-{i}", workdir / f"hub-idle{workers}-{i}.log") for i in range(workers)]
+    for h in hubs:
+        h.start()
+    try:
+        for h in hubs:
+            h.wait_connected()
+        time.sleep(settle_s)  # start-up: migrations, absence seeds, the first timer passes
+        runs0 = sum(h.metric("commhub_alert_timer_runs_total") for h in hubs)
+        cpu0, t0 = sum(cpu_seconds(h.pid) for h in hubs), time.monotonic()
+        time.sleep(span_s)
+        cpu, elapsed = sum(cpu_seconds(h.pid) for h in hubs) - cpu0, time.monotonic() - t0
+        runs = sum(h.metric("commhub_alert_timer_runs_total") for h in hubs) - runs0
+    finally:
+        for h in hubs:
+            h.stop()
+            hubrun.forget_session(broker, h.worker_id)
+    return cpu / elapsed * 1000 / workers, runs / elapsed / workers
+
+
 def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int, rules: bool,
              alerts: dict[str, Any], watch: _PgWatch | None, waits: dict[int, str]) -> dict[str, float]:
     def queued() -> int:
@@ -144,13 +175,19 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
         if watch is not None:
             out.update(watch.stop())
             waits[workers] = watch.summary
+        runs0 = sum(h.metric("commhub_alert_timer_runs_total") for h in hubs)
+        t0 = time.monotonic()
         out["idle_cpu_s_per_s"] = _idle_cpu(hubs)
+        out["idle_timer_runs_per_s"] = (sum(h.metric("commhub_alert_timer_runs_total") for h in hubs) - runs0) / (
+            time.monotonic() - t0)
         per = [h.metric("commhub_messages_in_total") for h in hubs]
         out["min_worker_share"] = min(per) / max(1.0, sum(per))
         out["hub_batch_tx"] = sum(h.metric("commhub_alert_tx_batches_total") for h in hubs)
         out["hub_batches_redone"] = sum(h.metric("commhub_alert_tx_redone_total") for h in hubs)
         for cause in _RETRIES:
             out[f"hub_retries_{cause}"] = sum(h.metric(f"commhub_alert_tx_retries_{cause}_total") for h in hubs)
+        for kind in _STALE:
+            out[f"hub_stale_{kind}"] = sum(h.metric(f"commhub_alert_tx_stale_{kind}_total") for h in hubs)
         return out
 
     return measure_hub(broker, influx, workdir, queued, workers=workers, db=f"w{workers}", rules=rules,
@@ -200,6 +237,15 @@ def run(args: argparse.Namespace) -> int:
             alerts = {"db_url": url} if url else {}
             results[w] = _measure(broker, influx, workdir, queue(f"w{w}"), w, rules, alerts,
                                   watch if rules else None, waits)
+            if pg is not None and rules and args.idle_s > 0:
+                import psycopg
+                with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
+                                     autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE scale_idle_w{w}")
+                ms, passes = _fresh_idle(broker, influx, workdir, w, {"db_url": pg.url_for(f"scale_idle_w{w}")},
+                                         args.idle_s)
+                results[w]["fresh_idle_ms_per_s_per_worker"] = ms
+                results[w]["fresh_idle_timer_passes_per_s_per_worker"] = passes
     finally:
         broker.stop()
         influx.stop()
@@ -219,9 +265,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"workers_{w}_stored_msgs_per_s: {res['msgs_per_s']:.0f}")
         print(f"workers_{w}_cpu_us_per_msg: {res['cpu_us_per_msg']:.1f}")
         print(f"workers_{w}_idle_cpu_ms_per_s: {res['idle_cpu_s_per_s'] * 1000:.1f}")
+        print(f"workers_{w}_idle_timer_db_passes_per_s: {res['idle_timer_runs_per_s']:.2f}")
+        if "fresh_idle_ms_per_s_per_worker" in res:
+            print(f"workers_{w}_fresh_idle_cpu_ms_per_s_per_worker: {res['fresh_idle_ms_per_s_per_worker']:.1f}")
+            print(f"workers_{w}_fresh_idle_timer_db_passes_per_s_per_worker: "
+                  f"{res['fresh_idle_timer_passes_per_s_per_worker']:.2f}")
         print(f"workers_{w}_cpu_us_per_msg_net_of_idle: {_net(res):.1f}")
         print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
         for k in ("hub_batch_tx", "hub_batches_redone", *(f"hub_retries_{c}" for c in _RETRIES),
+                  *(f"hub_stale_{c}" for c in _STALE),
                   *(f"pg_{s}" for s in _STATS), "pg_lock_wait_backend_s", "pg_lock_waits_logged"):
             if k in res:
                 print(f"workers_{w}_{k}: {res[k]:.1f}" if k == "pg_lock_wait_backend_s" else
