@@ -175,6 +175,9 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
 
     def after(hubs: list[HubProc]) -> dict[str, float]:
         out: dict[str, float] = {}
+        # The rules' own CPU (thread time of the sink's batches and timer passes), read as the drain ends.
+        out["rules_handle_cpu_s"] = sum(h.metric("commhub_alert_handle_cpu_seconds_total") for h in hubs)
+        out["rules_timer_cpu_s"] = sum(h.metric("commhub_alert_timer_cpu_seconds_total") for h in hubs)
         if watch is not None:
             out.update(watch.stop())
             waits[workers] = watch.summary
@@ -274,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"workers_{w}_fresh_idle_timer_db_passes_per_s_per_worker: "
                   f"{res['fresh_idle_timer_passes_per_s_per_worker']:.2f}")
         print(f"workers_{w}_cpu_us_per_msg_net_of_idle: {_net(res):.1f}")
+        print(f"workers_{w}_rules_batch_cpu_us_per_msg: {res['rules_handle_cpu_s'] / res['messages'] * 1e6:.1f}")
+        print(f"workers_{w}_rules_timer_cpu_s: {res['rules_timer_cpu_s']:.2f}")
         print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
         for k in ("hub_batch_tx", "hub_batches_redone", *(f"hub_retries_{c}" for c in _RETRIES),
                   *(f"hub_stale_{c}" for c in _STALE),
@@ -289,6 +294,9 @@ def run(args: argparse.Namespace) -> int:
     for w in counts[1:]:
         print(f"cpu_per_msg_ratio_{w}_to_{counts[0]}: {results[w]['cpu_us_per_msg'] / base['cpu_us_per_msg']:.2f}")
         print(f"cpu_per_msg_net_ratio_{w}_to_{counts[0]}: {_net(results[w]) / _net(base):.2f}")
+        if base["rules_handle_cpu_s"] > 0:
+            print(f"rules_batch_cpu_ratio_{w}_to_{counts[0]}: "
+                  f"{results[w]['rules_handle_cpu_s'] / base['rules_handle_cpu_s']:.2f}")
         print(f"ratio_{w}_to_{counts[0]}: {results[w]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     print(f"ratio: {results[counts[-1]]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     return 0 if ok else 1
