@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules-off", action="store_true", help="measure without the alerting chain")
     parser.add_argument("--workers", default="1,2,3", help="worker counts to measure, comma-separated")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (hub and PostgreSQL logs)")
+    parser.add_argument("--split", action="store_true",
+                        help="also feed the backlog in-process to 1 sink and to 2 sinks taking turns (no concurrency)")
     parser.add_argument("--idle-s", type=float, default=20.0,
                         help="seconds to measure idle workers (no traffic, no /metrics polls) a worker count; 0: skip")
 
@@ -165,6 +167,44 @@ def _fresh_idle(broker: Mosquitto, influx: Influxd, workdir: Path, workers: int,
     return cpu / elapsed * 1000 / workers, runs / elapsed / workers
 
 
+def _split(msgs: Sequence[tuple[str, bytes]], url: str, workdir: Path, sinks: int, batch: int = 250) -> float:
+    """Rules CPU µs per message (thread time of the sinks' batches) when `sinks` workers take turns, in-process.
+
+    The shared subscription's split without its concurrency: each sink gets every `sinks`-th message, a batch
+    at a time in turn, on one database; each sink's timers run after its batch. What the split alone costs
+    (each worker learns every device, writes back its own signs of life), apart from contention and the
+    machine's load.
+    """
+    from hub.alerting import AlertingSink
+    from hub.worker import Worker
+    base = load(REPO / "configs" / "commhub.yaml")
+    workers, made = [], []
+    for i in range(sinks):
+        hub = base.hub.model_copy(update={"spool": base.hub.spool.model_copy(update={"dir": workdir / f"split{i}"}),
+                                          "metrics": base.hub.metrics.model_copy(update={"port": 0}),
+                                          "worker_id": f"split{sinks}-{i}"})
+        cfg = base.model_copy(update={"hub": hub, "alerts": base.alerts.model_copy(
+            update={"enabled": True, "db_url": url})})
+        sink = AlertingSink(cfg, mqtt=False)
+        sink.open()  # migrations and seeds, not measured
+        worker = Worker(cfg, [sink])
+        worker.spool.open()
+        workers.append(worker)
+        made.append(sink)
+    parts = [list(msgs[i::sinks]) for i in range(sinks)]
+    try:
+        for j in range(0, max(len(p) for p in parts), batch):
+            for worker, sink, part in zip(workers, made, parts, strict=True):
+                if part[j:j + batch]:
+                    if not worker.process_batch(part[j:j + batch], time.time()):
+                        raise RuntimeError("a batch was held (spool or sink failing)")
+                    sink.tick()
+        return sum(s.handle_cpu_s for s in made) / len(msgs) * 1e6
+    finally:
+        for s in made:
+            s.db.dispose()
+
+
 def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int, rules: bool,
              alerts: dict[str, Any], watch: _PgWatch | None, waits: dict[int, str]) -> dict[str, float]:
     def queued() -> int:
@@ -226,8 +266,16 @@ def run(args: argparse.Namespace) -> int:
     results: dict[int, dict[str, float]] = {}
     waits: dict[int, str] = {}
     store = "sqlite" if args.sqlite else "postgresql"
+    split: dict[int, float] = {}
     try:
         raw = measure_raw(broker, FILTER, queue("raw"))
+        if args.split and pg is not None and rules:
+            import psycopg
+            for w in (1, 2):
+                with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
+                                     autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE scale_split_w{w}")
+                split[w] = _split(_ending_now(msgs), pg.url_for(f"scale_split_w{w}"), workdir, w)
         for w in counts:
             url, watch = "", None
             if pg is not None:
@@ -288,6 +336,10 @@ def run(args: argparse.Namespace) -> int:
                       f"workers_{w}_{k}: {int(res[k])}")
         if waits.get(w):
             print(f"workers_{w}_pg_lock_wait_events: {waits[w]}")
+    for w, us in split.items():
+        print(f"in_process_{w}_sinks_taking_turns_rules_batch_cpu_us_per_msg: {us:.1f}")
+    if split:
+        print(f"in_process_rules_batch_cpu_ratio_2_to_1: {split[2] / split[1]:.2f}")
     ok = all(res["points_in_influxdb"] == n for res in results.values())
     print(f"all_accounted_for: {'yes' if ok else 'NO'}")
     base = results[counts[0]]
