@@ -72,6 +72,7 @@ class _PgWatch:
         self.waiting = 0  # (sample, backend) pairs waiting for a lock
         self.events: dict[str, int] = {}  # wait events of hub backends that were waiting, by name
         self.summary = ""
+        self.top_rules = ""
 
     def _stats(self, conn: Any) -> dict[str, int]:
         row = conn.execute(f"SELECT {', '.join(_STATS)} FROM pg_stat_database WHERE datname = %s",
@@ -99,6 +100,18 @@ class _PgWatch:
                     if kind == "Lock":
                         self.waiting += 1
                         self.events[str(name)] = self.events.get(str(name), 0) + 1
+
+    def alerts(self) -> dict[str, float]:
+        """What the rules raised: alerts, their transitions, and fires counted (the same backlog should give the
+        same numbers whatever the worker count; more means rules that saw a device's events out of order)."""
+        import psycopg
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            alerts, fires, moves = conn.execute(
+                "SELECT count(*), coalesce(sum(count), 0), (SELECT count(*) FROM alert_transitions) FROM alerts"
+            ).fetchall()[0]
+            top = conn.execute("SELECT rule, count(*) FROM alerts GROUP BY rule ORDER BY 2 DESC LIMIT 5").fetchall()
+        self.top_rules = ", ".join(f"{r} {n}" for r, n in top)
+        return {"alerts": alerts, "alert_fires": fires, "alert_transitions": moves}
 
     def stop(self) -> dict[str, float]:
         """Stop sampling; the figures of the interval."""
@@ -221,6 +234,8 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
         if watch is not None:
             out.update(watch.stop())
             waits[workers] = watch.summary
+            out.update(watch.alerts())
+            waits[-workers] = watch.top_rules
         runs0 = sum(h.metric("commhub_alert_timer_runs_total") for h in hubs)
         t0 = time.monotonic()
         out["idle_cpu_s_per_s"] = _idle_cpu(hubs)
@@ -329,13 +344,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"workers_{w}_rules_timer_cpu_s: {res['rules_timer_cpu_s']:.2f}")
         print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
         for k in ("hub_batch_tx", "hub_batches_redone", *(f"hub_retries_{c}" for c in _RETRIES),
-                  *(f"hub_stale_{c}" for c in _STALE),
+                  *(f"hub_stale_{c}" for c in _STALE), "alerts", "alert_fires", "alert_transitions",
                   *(f"pg_{s}" for s in _STATS), "pg_lock_wait_backend_s", "pg_lock_waits_logged"):
             if k in res:
                 print(f"workers_{w}_{k}: {res[k]:.1f}" if k == "pg_lock_wait_backend_s" else
                       f"workers_{w}_{k}: {int(res[k])}")
         if waits.get(w):
             print(f"workers_{w}_pg_lock_wait_events: {waits[w]}")
+        if waits.get(-w):
+            print(f"workers_{w}_alerts_by_rule: {waits[-w]}")
     for w, us in split.items():
         print(f"in_process_{w}_sinks_taking_turns_rules_batch_cpu_us_per_msg: {us:.1f}")
     if split:
