@@ -3,8 +3,9 @@
 OpenCV is pinned to one thread and rates are frames per CPU second of the measuring thread, so "per core"
 holds on a shared machine too (wall-clock rates are printed beside them). Frames are decoded beforehand;
 decoding is measured on its own and added for the camera count. Baselines in the same run: raw MOG2 on
-grey 640x480, the default HOG people detector on 640x480 with its default parameters, and the busy street
-with a full search on every detector run (no refresh runs), so a slow or loaded machine shows.
+grey 640x480, the default HOG people detector on 640x480 with its default parameters, the busy street with HOG's
+full searches instead of the learned detector, and with a full HOG search on every detector run (no refresh
+runs), so a slow or loaded machine shows. The learned detector's and HOG's full search are also timed alone.
 
 Footage: TUD-Stadtmitte and TUD-Campus (640x480, people walking through every frame: the worst case for
 detection on motion) and the indoor one-by-one clip scaled to 640x480 (people come and go, empty spells), and
@@ -22,6 +23,8 @@ import cv2
 import numpy as np
 
 from edge_agents.camera.config import CameraConfig
+from edge_agents.camera.detect import PersonDetector
+from edge_agents.camera.learned import LearnedDetector
 from edge_agents.camera.pipeline import CameraPipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,13 +167,24 @@ def run(args: argparse.Namespace) -> int:
         cameras[name] = 1.0 / per_camera_s
         print(f"cameras_at_5fps_per_core_{name}_with_{args.source_fps:g}fps_decode: {cameras[name]:.1f}")
 
-    # The same street with a full search on every detector run (before refresh runs; issue 12), in this run.
-    every = CameraConfig.model_validate({"id": "bench", "source": "bench", "detect": {"full_every": 1}})
-    cpu, wall, _ = _pipeline_rate(busy, every, args.seconds)
-    print(f"baseline_full_search_every_run_busy_street_fps_per_core: {cpu:.1f}")
-    print(f"baseline_full_search_every_run_busy_street_fps_wall: {wall:.1f}")
-    print(f"cameras_at_5fps_per_core_busy_street_full_search_every_run: "
-          f"{1.0 / (FPS / cpu + args.source_fps / decode_fps):.1f}")
+    # Baselines in this run: the street with HOG's full searches instead of the learned detector (the detector
+    # before it), and with a full HOG search on every detector run (before refresh runs; issue 12).
+    for name, detect in (("hog_only", {"learned": False}), ("full_search_every_run", {"full_every": 1,
+                                                                                      "learned": False})):
+        cfg = CameraConfig.model_validate({"id": "bench", "source": "bench", "detect": detect})
+        cpu, wall, _ = _pipeline_rate(busy, cfg, args.seconds)
+        print(f"baseline_{name}_busy_street_fps_per_core: {cpu:.1f}")
+        print(f"baseline_{name}_busy_street_fps_wall: {wall:.1f}")
+        print(f"cameras_at_5fps_per_core_busy_street_{name}: {1.0 / (FPS / cpu + args.source_fps / decode_fps):.1f}")
+
+    # The learned detector alone on a whole 640x480 frame (one full search), and HOG's full search beside it.
+    learned = LearnedDetector(full.detect.learned_min_score)
+    ssd_cpu, _ = _rate(lambda i: learned.detect(busy[i % len(busy)]), args.seconds / 2, min_frames=10)
+    print(f"learned_detector_640x480_ms_cpu_per_search: {1000.0 / ssd_cpu:.1f}")
+    searcher = PersonDetector(full.detect)
+    hog_full_cpu, _ = _rate(lambda i: searcher.detect(grey[i % len(grey)], None, 0.25 * SIZE[1]), args.seconds / 2,
+                            min_frames=10)
+    print(f"baseline_hog_full_search_640x480_ms_cpu_per_search: {1000.0 / hog_full_cpu:.1f}")
 
     if args.sustain > 0:
         share_used, lag, dropped = _sustain([street, campus, indoor], args.sustain, args.sustain_seconds)

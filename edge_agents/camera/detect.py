@@ -151,6 +151,16 @@ def search_areas(regions: Sequence[BoxT] | None, w: int, h: int, k: float) -> li
     return areas
 
 
+def merge(first: Sequence[Detection], extra: Sequence[Detection]) -> list[Detection]:
+    """`first` and those of `extra` that are not the same person (scores of the two detectors do not compare)."""
+    out = list(first)
+    for d in extra:
+        area = d.box[2] * d.box[3]
+        if all(_overlap(d.box, o.box) < 0.5 * min(area, o.box[2] * o.box[3]) for o in out):
+            out.append(d)
+    return out
+
+
 def _clip(box: BoxT, w: int, h: int) -> BoxT:
     x, y, bw, bh = box
     x, y = max(0, x), max(0, y)

@@ -14,9 +14,10 @@ import numpy as np
 
 from commhub.wire import CameraCrowd, CameraLineCross, CameraMotion, CameraObject, FallingObject, Tamper
 from edge_agents.camera.config import CameraConfig
-from edge_agents.camera.detect import Detection, PersonDetector
+from edge_agents.camera.detect import Detection, PersonDetector, merge
 from edge_agents.camera.falling import FallingDetector
 from edge_agents.camera.geometry import BoxT, foot, inside, polygon_mask, to_pixels
+from edge_agents.camera.learned import MIN_PERSON_FRAC, LearnedDetector
 from edge_agents.camera.motion import MotionDetector, MotionResult
 from edge_agents.camera.tamper import TamperDetector
 from edge_agents.camera.tracker import Tracker
@@ -88,12 +89,16 @@ class CameraPipeline:
         self._motion: MotionDetector | None = None
         self._tamper = TamperDetector(cfg.tamper, cfg.fps)
         self._detector = PersonDetector(cfg.detect)
+        self._learned = LearnedDetector(cfg.detect.learned_min_score) if cfg.detect.learned else None
+        if self._learned is not None:
+            self._learned.check()  # a missing weights package is a configuration error, not a per-frame one
         self._tracker = Tracker(cfg.track)
         self._zones: ZoneAnalytics | None = None
         self._falling: FallingDetector | None = None
         self._frames = 0
         self._last_detect = float("-inf")
         self._runs = 0  # detector runs since the last full search
+        self._starting = True  # no full search yet since the camera started
         self._motion_on = False
         self._motion_last = 0.0
         self._motion_zones: list[str] = []
@@ -131,7 +136,7 @@ class CameraPipeline:
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             full = self._full_due()
             if full:
-                detections = self._detector.detect(grey, self._regions(motion, geo), geo.person_px)
+                detections = self._full_search(frame, grey, motion, geo)
             else:
                 detections = self._detector.refresh(grey, [t.box for t in self._tracker.tracks])
             if geo.masks:
@@ -180,7 +185,8 @@ class CameraPipeline:
         self._zones = ZoneAnalytics(self.cfg.id, self.cfg.track, geo.zones, geo.lines, geo.size, self.run_id)
         if self.cfg.falling.enabled:
             self._falling = FallingDetector(self.cfg.id, self.cfg.falling, geo.motion_size, self.cfg.fps, self.run_id)
-        self._tracker = Tracker(self.cfg.track)
+        self._tracker = Tracker(self.cfg.track, geo.size)
+        self._starting = True
 
     def _motion_events(self, m: MotionResult, ts: float) -> list[CameraMotion]:
         if m.active:
@@ -218,6 +224,22 @@ class CameraPipeline:
             self._runs = 0
             return True
         return False
+
+    def _full_search(self, frame: np.ndarray, grey: np.ndarray, motion: MotionResult,
+                     geo: _Geometry) -> list[Detection]:
+        """New people too: the learned detector on the whole frame, HOG on the regions where people are small."""
+        if self._learned is None:
+            return self._detector.detect(grey, self._regions(motion, geo), geo.person_px)
+        d = self.cfg.detect
+        # At start-up everyone is already in view, and each person missed now takes a second or more to be
+        # found; a false one counts for count_hold_s at most. So the first search takes weaker detections.
+        learned = self._learned.detect(frame, d.learned_start_score if self._starting else d.learned_min_score)
+        self._starting = False
+        if geo.person_px >= MIN_PERSON_FRAC * geo.size[1]:
+            # Everyone expected is large enough for the learned detector, which finds far more of a group than
+            # HOG (recall 0.71-0.75 against 0.46-0.49 per search on the TUD crowds) for less CPU than HOG's search.
+            return learned
+        return merge(learned, self._detector.detect(grey, self._regions(motion, geo), geo.person_px))
 
     def _motion_frames(self) -> int:
         return self._motion.frames if self._motion is not None else 0

@@ -21,6 +21,7 @@ class Track:
     hits: int = 1
     confirmed: bool = False
     last_run: int = 0  # the detector run that last saw it
+    prev_box: BoxT | None = None  # the box before the last detection (which way the person moves)
     extra: dict[str, object] = field(default_factory=dict)  # per-track state owned by the zone logic
 
 
@@ -35,8 +36,9 @@ class TrackUpdate:
 class Tracker:
     """Greedy matching by IoU, then by centre distance; confirm after `min_hits`, end after `max_gap_s`."""
 
-    def __init__(self, settings: TrackSettings) -> None:
+    def __init__(self, settings: TrackSettings, frame: tuple[int, int] | None = None) -> None:
         self.settings = settings
+        self.frame = frame  # (w, h) of the frames the boxes are in; None: no frame-edge rule
         self.tracks: list[Track] = []
         self._next_id = 1
         self.runs = 0  # detector runs so far (update() calls)
@@ -57,11 +59,33 @@ class Tracker:
         runs/s) and 8 s on a shipped camera (2.5 runs/s), so stale tracks of people who had left piled up in
         the field's counts. It must exceed refresh_s, so a person standing still is not dropped between runs.
         A track mostly inside a much taller one is a part of that person found as a small person (searching
-        people down to a quarter of the frame height finds an arm, or head and shoulders): not counted.
+        people down to a quarter of the frame height finds an arm, or head and shoulders): not counted, unless
+        it was seen more recently than the taller track, which is then a stale box (its person may have walked
+        on) over someone smaller (on TUD-Campus, a person 70 px tall where one of 150 px had left). Nor is a
+        track of a person who walked out of view.
         """
         s = self.settings
-        out = [t for t in self.tracks if t.hits >= s.count_hits and self.now - t.last_ts <= s.count_hold_s]
-        return [t for t in out if not any(_part_of(t.box, o.box) for o in out if o is not t)]
+        out = [t for t in self.tracks if t.hits >= s.count_hits and self.now - t.last_ts <= s.count_hold_s
+               and not self._left_view(t)]
+        return [t for t in out if not any(_part_of(t.box, o.box) and o.last_ts >= t.last_ts for o in out if o is not t)]
+
+    def _left_view(self, t: Track) -> bool:
+        """The last two detector runs missed a track last seen cut by the left or right edge, walking out.
+
+        Held for count_hold_s, people who walked out of view were counted for seconds (0.3 per frame on
+        TUD-Stadtmitte once the learned detector found people cut by the frame edge, which HOG does not). Cut
+        means narrower than a quarter of its height (a person in full view is about 0.4 as wide as tall), so
+        most of them is out already; walking out means the box's inner side moved towards the edge between its
+        last two detections. A person at the edge who stands or comes in is held as anyone else.
+        """
+        if self.frame is None or t.prev_box is None or self.runs - t.last_run < 2:
+            return False
+        w = self.frame[0]
+        (x, _, bw, bh), (px, _, pw, _) = t.box, t.prev_box
+        if bw >= 0.25 * bh:
+            return False
+        margin = 0.01 * w
+        return (x <= margin and x + bw < px + pw) or (x + bw >= w - margin and x > px)
 
     def update(self, detections: list[Detection], ts: float, births: bool = True) -> TrackUpdate:
         """Match one frame's detections to tracks; `births`: unmatched ones start tracks."""
@@ -70,25 +94,29 @@ class Tracker:
         self.now = ts
         pairs = []
         for ti, t in enumerate(self.tracks):
+            # A track seen in one of the last two runs picks first: a stale box left where its person was can
+            # overlap a neighbour's detection better than the neighbour's own track does (in a group walking
+            # together), take it, and push the neighbour's track onto someone else.
+            fresh = self.runs - t.last_run <= 2
             for di, d in enumerate(detections):
                 overlap = iou(t.box, d.box)
                 if overlap >= s.iou_min:
-                    pairs.append((2.0 + overlap, ti, di))  # any overlap beats any distance match
+                    pairs.append((True, fresh, overlap, ti, di))  # any overlap beats any distance match
                     continue
                 dist = _centre_distance(t.box, d.box) / max(t.box[3], d.box[3], 1)
                 if dist <= s.max_jump and _similar_size(t.box, d.box):
-                    pairs.append((1.0 - dist / (s.max_jump + 1e-9), ti, di))
+                    pairs.append((False, fresh, 1.0 - dist / (s.max_jump + 1e-9), ti, di))
         pairs.sort(reverse=True)
         used_t: set[int] = set()
         used_d: set[int] = set()
         confirmed: list[Track] = []
-        for _, ti, di in pairs:
+        for _, _, _, ti, di in pairs:
             if ti in used_t or di in used_d:
                 continue
             used_t.add(ti)
             used_d.add(di)
             t, d = self.tracks[ti], detections[di]
-            t.box, t.score, t.last_ts, t.last_run = d.box, d.score, ts, self.runs
+            t.prev_box, t.box, t.score, t.last_ts, t.last_run = t.box, d.box, d.score, ts, self.runs
             t.hits += 1
             if not t.confirmed and t.hits >= s.min_hits:
                 t.confirmed = True

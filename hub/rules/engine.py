@@ -6,7 +6,7 @@ import heapq
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from hub.rules.clock import DeviceClocks
@@ -18,6 +18,7 @@ from hub.rules.kinds.instant import Instant
 from hub.rules.kinds.rate import Rate
 from hub.rules.kinds.sequence import Sequence
 from hub.rules.kinds.threshold import Threshold
+from hub.rules.reorder import HOLD, HOLD_SPAN_S, Reorder
 from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,10 @@ class Engine:
                     self.correlations[member].append(rule)
         # Per body type, the rules to ask: (rule, whether it filters with cares(), whether it may defer).
         self._routes: dict[str, tuple[tuple[Rule, bool, bool], ...]] = {}
+        self.hold = Reorder(ctx)  # late messages for the order-sensitive rules, until their replay settles
+        # Devices with late messages held, and the time of the first recent message that joined them (this
+        # process's view: a restart starts empty, while the timers still release what the store holds).
+        self._holding: dict[str, float | None] = {}
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
         """Create absence timers for subjects that have never reported; returns how many.
@@ -194,7 +199,21 @@ class Engine:
         work: list[tuple[Event, Rule, str]] = []
         add = work.append
         routes = self._routes
+        holding = self._holding
+        events = events if isinstance(events, list) else list(events)
         for ev in events:
+            if ev.late:
+                # A replay's recent messages may come before its late ones in the same batch: they join the hold.
+                for e in events:
+                    if e.late:
+                        holding.setdefault(e.device_id, None)
+                break
+        for ev in events:
+            if ev.late or (holding and ev.device_id in holding and self._joins(ev)):
+                # A recent message of a device whose replay is held is the end of that burst (a replay's last
+                # 20 s are not late): it joins the hold, so it cannot overtake the older ones.
+                self._plan_late(ev, add)
+                continue
             route = routes.get(ev.type)
             if route is None:
                 route = self._route(ev.type)
@@ -206,6 +225,48 @@ class Engine:
                         continue
                     add((ev, rule, key))
         return work
+
+    def _plan_late(self, ev: Event, add: Callable[[tuple[Event, Rule, str]], None]) -> None:
+        # Absence is order-tolerant (a late sign of life never moves a deadline back) and must not wait, lest a
+        # deadline pass while the replay is held; every other rule gets the message in order, from the hold.
+        held = False
+        for rule, filters, defers in self._routes.get(ev.type) or self._route(ev.type):
+            if filters and not rule.cares(ev):
+                continue
+            if not isinstance(rule, Absence):
+                held = held or bool(rule.keys(ev))
+                continue
+            for key in rule.keys(ev):
+                if not (defers and self._defer(rule, key, ev)):
+                    add((ev, rule, key))
+        if held:
+            self._holding.setdefault(ev.device_id, None)
+            add((ev, self.hold, ev.device_id))
+
+    def _joins(self, ev: Event) -> bool:
+        """Whether a recent message of a device with a hold joins it (bounded: another worker may release it)."""
+        first = self._holding[ev.device_id]
+        if first is None:
+            self._holding[ev.device_id] = ev.t
+            return True
+        if ev.t - first <= HOLD_SPAN_S:
+            return True
+        del self._holding[ev.device_id]
+        return False
+
+    def _release(self, key: str, st: State, now: float, store: StateStore) -> list[Signal]:
+        """A device's held late messages, once due, to the order-sensitive rules in device-time order."""
+        events = self.hold.release(st, key, now, bool(st.data.pop(REPLAY, None)))
+        store.save(HOLD, key, st)
+        if st.due is None:
+            self._holding.pop(key, None)
+        work: list[tuple[Event, Rule, str]] = []
+        for ev in events:
+            for rule, filters, _defers in self._routes.get(ev.type) or self._route(ev.type):
+                if isinstance(rule, Absence) or (filters and not rule.cares(ev)):
+                    continue  # absence had it when it came
+                work.extend((ev, rule, key) for key in rule.keys(ev))
+        return self.run(work, store) if work else []
 
     def _route(self, body_type: str) -> tuple[tuple[Rule, bool, bool], ...]:
         """The rules one body type goes to, worked out once per type (a few dozen types)."""
@@ -241,7 +302,7 @@ class Engine:
         fed = [self._correlation_keys(p) for p in prim]
         fed_any = set().union(*fed)
         for k in stale:
-            rule = self.rules.get(k[0])
+            rule = self.hold if k[0] == HOLD else self.rules.get(k[0])
             if rule is None or (k not in named and k not in fed_any):
                 return False
             if isinstance(rule, Absence) and any(r is rule and key.startswith(AGENT) and ev.type == "state"
@@ -433,6 +494,9 @@ class Engine:
                     out.extend(self._feed(rule, key, pending, store))
             st = store.load(rule_id, key)
             if st is None:
+                continue
+            if rule_id == HOLD:
+                out.extend(self._release(key, st, now, store))
                 continue
             if rule is None:  # a rule removed from the pack: drop its timers
                 st.due = None

@@ -18,13 +18,17 @@ from simulators.scenario.spec import Late
 
 # deliver(device_id, body, stamped, delivered): publish a body stamped with its own time, at a delivery time.
 Deliver = Callable[[str, _Body, datetime, float], Any]
+# deliver_batch([(device_id, body, stamped)], delivered): a replay's messages together, as a hub reads a burst.
+DeliverBatch = Callable[[list[tuple[str, _Body, datetime]], float], Any]
 
 
 class LateDelivery:
     """A publisher that holds each late window's messages and delivers them when the window ends."""
 
-    def __init__(self, deliver: Deliver, windows: Sequence[Late], start: float, seed: int) -> None:
+    def __init__(self, deliver: Deliver, windows: Sequence[Late], start: float, seed: int,
+                 deliver_batch: DeliverBatch | None = None) -> None:
         self.deliver = deliver
+        self.deliver_batch = deliver_batch
         self.windows = sorted(((start + w.at, start + w.at + w.lasts, w) for w in windows), key=lambda x: x[1])
         self.held: dict[int, list[tuple[str, _Body, datetime]]] = {}
         self.late = 0  # messages delivered late
@@ -50,6 +54,9 @@ class LateDelivery:
             msgs = self.held.pop(i)
             if w.order == "shuffled":
                 self._rng.shuffle(msgs)
+            self.late += len(msgs)
+            if self.deliver_batch is not None:
+                self.deliver_batch(msgs, t1)
+                continue
             for device_id, body, ts in msgs:
-                self.late += 1
                 self.deliver(device_id, body, ts, t1)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from commhub.community import Community, Device
 from simulators.models.common import ref
 from simulators.models.facility import HYDRANT_MPA
+from simulators.scenario import generate_facility as facility
 from simulators.scenario.spec import Background, Scenario
 
 MONDAY = datetime(2026, 3, 2)  # a week of start days begins here
@@ -31,6 +32,7 @@ FIRST_TIER = {
     "smoke_alarm": "household", "gas_leak": "household", "hydrant_pressure_low": "property",
     "fire_lane_blocked": "property", "ebike_in_elevator": "property", "crowd_gathering": "property",
     "elderly_inactivity": "emergency_contact", "frequent_stranger": "property", "loitering": "property",
+    **facility.FIRST_TIER,
 }
 HOUR = 3600.0
 DAY = 86400.0
@@ -434,7 +436,7 @@ KINDS: dict[str, Callable[[Gen, bool], float]] = {
     "duress": _duress, "smoke": _smoke, "hydrant_drop": _hydrant, "gas": _gas, "ebike_in_lift": _ebike,
     "fire_lane": _fire_lane, "offline": _offline, "camera_covered": _covered, "crowd": _crowd,
     "intrusion": _intrusion, "beam": _beam, "sos": _sos, "elderly": _elderly, "stranger": _stranger,
-    "loitering": _loitering, "agent_crash": _agent_crash,
+    "loitering": _loitering, "agent_crash": _agent_crash, **facility.KINDS,
 }
 
 
@@ -442,13 +444,17 @@ KINDS: dict[str, Callable[[Gen, bool], float]] = {
 _NOT_LATE = ("offline", "agent_crash")
 # Slack after a replay ends for a timer it set to run (the engine's replay grace, and a tick).
 _REPLAY_SLACK_S = 15.0
+_SHUFFLED_SHARE = 1 / 3  # of late variants, replayed out of order
 
 
-def _late(g: Gen) -> None:
+def _late(g: Gen, shuffled_share: float = _SHUFFLED_SHARE) -> None:
     """The incident device's link drops around the incident; its spool replays minutes later (in order or
     shuffled). The hub may judge only once the messages are in: deadlines count from the replay's end."""
     dev = g.device
     assert dev is not None
+    # A replay over several reconnects, or from more than one spool file, comes out of order. Drawn from its
+    # own seeded stream, so the variants' other draws stay what they were before shuffled replays came in.
+    shuffled = random.Random(f"{g.name}/order").random() < shuffled_share
     # Everything held only while the silence stays under the device's offline timeout (3 intervals); a device
     # reporting more often keeps its heartbeats live while its events queue up.
     # A camera's events come after its newer heartbeats: out of order.
@@ -457,7 +463,8 @@ def _late(g: Gen) -> None:
     lasts = g.u(60.0, 300.0) if heartbeats else g.u(min(60.0, cap), cap)
     at = max(1.0, g.at - g.u(0.0, min(60.0, lasts / 2)))
     g.delivery = {**g.delivery, "late": [{"device": dev.id, "at": round(at, 2), "lasts": lasts,
-                                          "heartbeats": heartbeats}]}
+                                          "heartbeats": heartbeats,
+                                          "order": "shuffled" if shuffled else "in_order"}]}
     end = at + lasts
     for e in g.expect:
         if e["after"] <= end:
@@ -465,10 +472,11 @@ def _late(g: Gen) -> None:
 
 
 def variants(community: Community, seed: int, n: int, kinds: tuple[str, ...] | None = None,
-             background_limit: int = 40, late_share: float = 0.3) -> list[Scenario]:
+             background_limit: int = 40, late_share: float = 0.3,
+             shuffled_share: float = _SHUFFLED_SHARE) -> list[Scenario]:
     """n variants of every incident type and n of its near miss, reproducible from the seed; each has up to
     background_limit devices of normal life around it (its building, or its grid), and a late_share of
-    them a replay of the incident device's messages."""
+    them a replay of the incident device's messages (a shuffled_share of those out of order)."""
     out: list[Scenario] = []
     for kind in kinds or tuple(KINDS):
         for i in range(n):
@@ -480,7 +488,7 @@ def variants(community: Community, seed: int, n: int, kinds: tuple[str, ...] | N
                 if rng.random() < 0.3:
                     g.delivery = {"duplicate_share": round(rng.uniform(0.05, 0.3), 3)}
                 if kind not in _NOT_LATE and rng.random() < late_share:
-                    _late(g)
+                    _late(g, shuffled_share)
                 deadline = max((e["after"] - g.at + e["within"] for e in g.expect), default=0.0)
                 # A replay ends inside the scenario, with time after it for what it may wrongly raise.
                 replayed = max((w["at"] + w["lasts"] - g.at + 60.0 for w in g.delivery.get("late", ())),

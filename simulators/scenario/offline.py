@@ -18,9 +18,10 @@ from commhub.community import Community
 from commhub.wire import Birth, DeviceState, _Body
 from hub.routing.router import Router
 from hub.routing.spec import RoutingSpec, load_routing
+from hub.rules.clock import RULE as CLOCK_RULE
 from hub.rules.clock import DeviceClocks
 from hub.rules.engine import Engine, MemoryStates
-from hub.rules.event import Ctx, Event
+from hub.rules.event import Ctx, Event, State
 from hub.rules.spec import RulePack, load_rules
 from simulators.clock import SimClock
 from simulators.engine import Simulation
@@ -87,6 +88,21 @@ class RulesLoop:
             self.duplicated += 1
             self._record(self.engine.process([ev], self.store, now, self.clocks))
         return seq
+
+    def publish_batch(self, msgs: list[tuple[str, _Body, datetime]], received: float) -> None:
+        """Messages that arrive together (a replay), fed to the rules as one batch, as the hub reads a burst."""
+        self.catch_up(received)
+        events = []
+        for device_id, body, ts in msgs:
+            seq = self.seqs.get(device_id, 0) + 1
+            self.seqs[device_id] = seq
+            events.append(Event(device_id, self.kinds[device_id], body.type, ts.timestamp(), seq, body,  # type: ignore[attr-defined]
+                                self.ctx.place(device_id), self.ctx.devices.get(device_id)))
+        self._record(self.engine.process(events, self.store, received, self.clocks))
+        for ev in events:
+            if self.duplicate_share and self._rng.random() < self.duplicate_share:
+                self.duplicated += 1
+                self._record(self.engine.process([ev], self.store, received, self.clocks))
 
     def agent_up(self, crash: Crash, t: float, session: int = 1) -> None:
         """The agent of a crash connects: its online state, and each device's birth naming it."""
@@ -161,6 +177,10 @@ def run_offline(sc: Scenario, community: Community, recordings: Recordings | Non
     loop = RulesLoop(community, overrides=overrides, start=sc.start_ts,
                      duplicate_share=sc.delivery.duplicate_share, seed=sc.seed)
     ctx = ModelContext(site=community.site.id, local=local, recordings=recordings)
+    # A hub knows each device's clock before any incident: it met the device when its agent connected (its
+    # birth). Without that, a device first heard in a shuffled replay looks like a wrong clock (hub.rules.clock).
+    for d in fleet:
+        loop.store.save(CLOCK_RULE, d.id, State({"est": 0.0}))
     crashes = sorted(the_plan.crashes, key=lambda c: c.t)
     for crash in crashes:
         loop.agent_up(crash, sc.start_ts)
@@ -169,7 +189,12 @@ def run_offline(sc: Scenario, community: Community, recordings: Recordings | Non
         while crashes and crashes[0].t <= at:  # an agent dies between two messages
             loop.agent_down(crashes.pop(0), sc.start_ts)
         loop.publish(d, b, ts=ts, received=at)
-    late = LateDelivery(deliver, sc.delivery.late, sc.start_ts, sc.seed)
+
+    def deliver_batch(msgs: list[tuple[str, _Body, datetime]], at: float) -> None:
+        while crashes and crashes[0].t <= at:
+            loop.agent_down(crashes.pop(0), sc.start_ts)
+        loop.publish_batch(msgs, at)
+    late = LateDelivery(deliver, sc.delivery.late, sc.start_ts, sc.seed, deliver_batch)
     sim = Simulation(fleet, late, SimClock(sc.start_ts, 0), ctx, sc.seed, end=sc.start_ts + sc.duration,
                      injections=the_plan.injections, overrides=the_plan.overrides)
     sim.run()

@@ -79,7 +79,8 @@ class Rate(Rule):
         """The window's aggregate, or None when the window is not yet covered."""
         s = self.spec
         if s.aggregate == "count":
-            return float(len(samples))
+            # The window ends at `now`: a late event slotted in before newer ones does not count those.
+            return float(sum(1 for x in samples if x[0] <= now + _EPS))
         if s.aggregate == "distinct_nights":
             return float(len({self.ctx.local(x[0]).date() for x in samples}))
         if not samples:
@@ -98,14 +99,22 @@ class Rate(Rule):
         agg = self.aggregate(samples, now)
         hit = agg is not None and OPS[self.spec.op](agg, self.spec.value)
         st.due = self._next_due(samples, now, reach)
+        at = now
+        if not hit and self.spec.aggregate == "count" and samples and samples[-1][0] > now + _EPS:
+            # A late event older than some already counted: the windows ending at those newer ones now hold it.
+            for end in [x[0] for x in samples if now + _EPS < x[0] <= now + reach + _EPS]:
+                n = float(sum(1 for x in samples if end - reach - _EPS <= x[0] <= end + _EPS))
+                if OPS[self.spec.op](n, self.spec.value):
+                    agg, hit, at = n, True, end
+                    break
         limits: dict[str, Any] = {"aggregate": self.spec.aggregate, "op": self.spec.op, "value": self.spec.value,
                                   "window_s": self.spec.window_s, "observed": round(agg or 0.0, 3)}
         if hit and not d.get("active"):
-            return self.fire(st, key, now, **limits)
+            return self.fire(st, key, at, **limits)
         if hit and self.spec.aggregate == "count" and d.get("active"):
-            return [self.signal("fire", st, key, now, **limits)]  # more of the same: refresh the alert
-        if not hit and d.get("active"):
-            return self.clear(st, key, now)
+            return [self.signal("fire", st, key, at, **limits)]  # more of the same: refresh the alert
+        if not hit and d.get("active") and not (samples and samples[-1][0] > now + _EPS):
+            return self.clear(st, key, now)  # (not on an event older than the newest: that says nothing of now)
         if not samples and not d.get("active"):
             d.clear()
             st.due = None

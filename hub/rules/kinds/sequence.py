@@ -162,13 +162,16 @@ class Sequence(Rule):
                 grants.sort(key=lambda g: g[0])
             d["grants"] = grants
             d["last_grant"] = max(ev.t, d.get("last_grant", ev.t))
+            # Every grant's time (used or not), so a passage older than the newest grant still finds its own.
+            d["recent"] = sorted([g for g in d.get("recent", []) if ev.t - g <= w] + [ev.t])[-32:]
             st.due = ev.t + w
             return []
         if ev.get("direction") != "in":
             d["grants"] = grants
             return []
         last_grant = d.get("last_grant")
-        if last_grant is None or not 0 <= ev.t - last_grant <= w:
+        recent = d.get("recent") or ([] if last_grant is None else [last_grant])
+        if not any(0 <= ev.t - g <= w for g in recent):
             d["grants"] = grants
             return []  # no grant nearby: a free-passage gate or an exit; nothing to compare with
         people = int(ev.get("count") or 1)
