@@ -67,7 +67,7 @@ class AlertingSink:
         self.routing = load_routing(a.routing_file or CONFIGS / "routing.yaml")
         self.ctx = Ctx(cfg.community)
         self.engine = Engine(self.pack, self.ctx, a.state_write_back_s)
-        self.clocks = DeviceClocks(a.max_clock_skew_s)
+        self.clocks = DeviceClocks(a.max_clock_skew_s, write_back_s=a.state_write_back_s)
         self.live = LiveFeed(a.live_feed_size)
         self.db = make_engine(db_url(cfg))
         self.store = AlertStore(self.db, Router(self.routing, cfg.community), {r.id: r for r in self.pack.rules},
@@ -273,6 +273,7 @@ class AlertingSink:
             try:
                 with self.store.tx(optimistic=not careful) as tx:
                     now = self.clock()
+                    self.clocks.write_back(tx, now)  # last writer wins: never a conflict
                     # Written and flushed before the timers run, so a conflict on a sign of life is fed again.
                     signals = self._write_back(tx, now)
                     signals += self.engine.tick(tx, now)
@@ -280,8 +281,10 @@ class AlertingSink:
                     tx.apply(signals)
             except BaseException:
                 self.engine.write_back_ended(committed=False)  # a retry writes them back again
+                self.clocks.write_back_ended(committed=False)
                 raise
             self.engine.write_back_ended(committed=True)
+            self.clocks.write_back_ended(committed=True)
         try:
             self._retry(timers)
             self._retry(lambda _careful: self.store.escalate_due())
@@ -302,12 +305,14 @@ class AlertingSink:
                 self._next_due = min(self._next_due, t)
 
     def timers_due(self) -> bool:
-        """Whether the next tick should go to the database (a timer we know of is due, or RECHECK_S passed)."""
+        """Whether the next tick should go to the database: a timer we know of is due, a write-back of signs of
+        life or clock offsets is, or RECHECK_S passed."""
         if not self._opened:
             return True
         now = self.clock()
-        return now >= self._next_due or now >= self.engine.write_back_at() or \
-            time.monotonic() - self._checked_at >= RECHECK_S
+        since = time.monotonic() - self._checked_at
+        return now >= self._next_due or now >= self.engine.write_back_at() or since >= RECHECK_S or \
+            (since >= self.cfg.alerts.state_write_back_s and self.clocks.pending_write_back > 0)
 
     def stop(self) -> None:
         """Stop the timer, then the notifiers; undelivered notices stay in the outbox."""
@@ -319,11 +324,14 @@ class AlertingSink:
                 def last(careful: bool) -> None:
                     try:
                         with self.store.tx(optimistic=not careful) as tx:
+                            self.clocks.write_back(tx, self.clock(), force=True)
                             tx.apply(self._write_back(tx, self.clock(), force=True))
                     except BaseException:
                         self.engine.write_back_ended(committed=False)
+                        self.clocks.write_back_ended(committed=False)
                         raise
                     self.engine.write_back_ended(committed=True)
+                    self.clocks.write_back_ended(committed=True)
                 self._retry(last)
             except Exception:
                 # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.
