@@ -73,6 +73,7 @@ def test_lifecycle_records_who_when_and_note(driver: SinkDriver) -> None:
 
 def test_forced_door_cannot_be_acknowledged_while_open(driver: SinkDriver) -> None:
     driver.send("door-b1", "door_opened", door="d1")
+    driver.wait(4)  # the opening settles (settle_s)
     a = driver.alerts(rule="door_forced_open")[0]
     with pytest.raises(AckRefused):
         driver.sink.store.acknowledge(a["id"], "prop-1")

@@ -96,6 +96,11 @@ class SequenceRule(_Rule):
     max_count: int = Field(default=1, ge=1, description="count_per_grant: passages allowed per grant.")
     debounce_s: float = Field(default=0.0, ge=0, description=(
         "repeat_without: a second read of the same credential at the same reader this soon is one read."))
+    settle_s: float = Field(default=0.0, ge=0, le=60, description=(
+        "unauthorized_open, count_per_grant: wait this long (engine clock) for a grant older than the opening "
+        "or passage before firing. "
+        "0 fires at once, right when one worker sees each door's messages in order; several workers on a "
+        "round-robin shared subscription may get a door's grant after its opening."))
 
 
 class AbsenceRule(_Rule):

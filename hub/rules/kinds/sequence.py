@@ -7,9 +7,14 @@
   re-read at the same reader within debounce_s is the same entry (a face gate reads a waiting face again).
 - count_per_grant: more passages than grants allow (max_count each) within window_s (tailgating). Every grant
   adds its own allowance, so a queue (grant, grant, passage, passage) is fine.
+
+With settle_s, unauthorized_open and count_per_grant judge an opening or passage with no grant only settle_s
+later: a grant older than it that arrives meanwhile (from another hub worker) still allows it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from hub.rules.event import Event, Signal, State, subject_key
 from hub.rules.kinds.base import Rule
@@ -50,18 +55,49 @@ class Sequence(Rule):
     def _unauthorized_open(self, st: State, key: str, ev: Event) -> list[Signal]:
         d = st.data
         if ev.type in _AUTH:
-            d["auth"] = ev.t
+            d["auth"] = max(ev.t, d.get("auth", ev.t))
+            opened = d.get("opened")
+            if opened is not None and 0 <= opened - ev.t <= self.spec.window_s:
+                d.pop("opened")  # the grant of an opening still settling: authorized after all
+                d.pop("closed", None)
             return []
         if ev.type == "door_closed":
+            if d.get("opened") is not None:
+                d["closed"] = ev.t  # the settling opening decides; its timer clears after firing
+                return []
             out = self.clear(st, key, ev.t)
             d.pop("place", None)
             return out
-        auth = d.get("auth")
-        if auth is not None and 0 <= ev.t - auth <= self.spec.window_s:
+        if self._authorized(d, ev.t):
             return []
         self.remember(st, ev)
-        since = None if auth is None else round(ev.t - auth, 3)
-        return self.fire(st, key, ev.t, window_s=self.spec.window_s, last_grant_s_before=since or -1)
+        if self.spec.settle_s:
+            # Another worker may still hold the grant that allowed it: judge when the opening has settled.
+            if d.get("opened") is None:
+                d["opened"] = ev.t
+            st.due = ev.t + self.spec.settle_s
+            return []
+        return self._forced(st, key, ev.t)
+
+    def _authorized(self, d: dict[str, Any], opened: float) -> bool:
+        auth = d.get("auth")
+        return auth is not None and 0 <= opened - auth <= self.spec.window_s
+
+    def _forced(self, st: State, key: str, opened: float) -> list[Signal]:
+        auth = st.data.get("auth")
+        since = None if auth is None else round(opened - auth, 3)
+        return self.fire(st, key, opened, window_s=self.spec.window_s, last_grant_s_before=since or -1)
+
+    def _settled(self, st: State, key: str, now: float) -> list[Signal]:
+        """unauthorized_open with settle_s: an opening no grant arrived for fires (and clears if it closed)."""
+        d = st.data
+        opened = d.pop("opened")
+        closed = d.pop("closed", None)
+        out = self._forced(st, key, opened)
+        if closed is not None:
+            out = [*out, *self.clear(st, key, closed)]
+            d.pop("place", None)
+        return out
 
     def _held_open(self, st: State, key: str, ev: Event) -> list[Signal]:
         d = st.data
@@ -96,6 +132,10 @@ class Sequence(Rule):
         """held_open: fire at hold_s, then raise severity at each step."""
         st.due = None
         d = st.data
+        if d.get("opened") is not None:
+            return self._settled(st, key, now)
+        if d.get("unpaid"):
+            return self._settle_passages(st, key, now)
         since = d.get("open_since")
         if self.spec.pattern != "held_open" or since is None:
             return self._expire(st, now)
@@ -158,13 +198,15 @@ class Sequence(Rule):
         grants: list[list[float]] = [g for g in d.get("grants", []) if ev.t - g[0] <= w]
         if ev.type == "access_granted":
             if ev.get("direction") == "in":
-                grants.append([ev.t, float(self.spec.max_count)])
+                left = self._pay(d, ev.t, float(self.spec.max_count))
+                if left > 0:
+                    grants.append([ev.t, left])
                 grants.sort(key=lambda g: g[0])
             d["grants"] = grants
             d["last_grant"] = max(ev.t, d.get("last_grant", ev.t))
             # Every grant's time (used or not), so a passage older than the newest grant still finds its own.
             d["recent"] = sorted([g for g in d.get("recent", []) if ev.t - g <= w] + [ev.t])[-32:]
-            st.due = ev.t + w
+            st.due = self._next_due(d, ev.t + w)
             return []
         if ev.get("direction") != "in":
             d["grants"] = grants
@@ -186,7 +228,55 @@ class Sequence(Rule):
         if not extra:
             return []
         self.remember(st, ev)
-        out = self.fire(st, key, ev.t, passages=people, extra=extra, max_count=self.spec.max_count)
-        d.pop("refs", None)
-        d["active"] = False
+        if self.spec.settle_s:
+            # Its grant may still come from another worker: judged when the passage has settled.
+            d.setdefault("unpaid", []).append([ev.t, extra, people])
+            st.due = self._next_due(d, st.due)
+            return []
+        return self._tailgated(st, key, ev.t, extra, people)
+
+    def _tailgated(self, st: State, key: str, t: float, extra: int, people: int) -> list[Signal]:
+        out = self.fire(st, key, t, passages=people, extra=extra, max_count=self.spec.max_count)
+        st.data.pop("refs", None)
+        st.data["active"] = False
+        return out
+
+    def _pay(self, d: dict[str, Any], granted: float, allowance: float) -> float:
+        """A grant that came after passages it allows pays for them; returns the allowance left."""
+        unpaid = d.get("unpaid")
+        if not unpaid:
+            return allowance
+        for u in unpaid:
+            if allowance > 0 and granted <= u[0] + _ORDER_SLACK_S and u[0] - granted <= self.spec.window_s:
+                spent = min(u[1], allowance)
+                u[1] -= spent
+                allowance -= spent
+        d["unpaid"] = [u for u in unpaid if u[1] > 0]
+        if not d["unpaid"]:
+            del d["unpaid"]
+        return allowance
+
+    def _next_due(self, d: dict[str, Any], due: float | None) -> float | None:
+        """The earlier of `due` and the first unpaid passage's settle."""
+        settles = [u[0] + self.spec.settle_s for u in d.get("unpaid", ())]
+        return min([*settles, *([] if due is None else [due])], default=None)
+
+    def _settle_passages(self, st: State, key: str, now: float) -> list[Signal]:
+        """count_per_grant with settle_s: passages no grant arrived for are tailgating."""
+        d = st.data
+        out: list[Signal] = []
+        keep = []
+        for t, extra, people in d.pop("unpaid"):
+            if t + self.spec.settle_s <= now:
+                out.extend(self._tailgated(st, key, t, int(extra), int(people)))
+            else:
+                keep.append([t, extra, people])
+        if keep:
+            d["unpaid"] = keep
+        last_grant = d.get("last_grant")
+        expiry = None if last_grant is None else last_grant + self.spec.window_s
+        if expiry is not None and expiry <= now and not keep:
+            d.clear()
+            expiry = None
+        st.due = self._next_due(d, expiry)
         return out

@@ -1,0 +1,116 @@
+"""A forced-door opening that settles: several workers may see a door's grant after its opening (settle_s)."""
+
+from __future__ import annotations
+
+from alerts_helpers import T0
+from test_rules_late import GRANT, Hub
+
+from hub.rules.engine import Engine
+from hub.rules.spec import RulePack
+
+SETTLE = 3.0
+
+
+def _hub(settle: float) -> Hub:
+    h = Hub()
+    rules = tuple(r.model_copy(update={"settle_s": settle}) if r.id == "door_forced_open" else r
+                  for r in h.pack.rules)
+    h.pack = RulePack(rules=rules)
+    h.engine = Engine(h.pack, h.ctx)
+    h.engine.seed(h.store, T0)
+    return h
+
+
+def test_an_opening_whose_grant_comes_after_it_raises_nothing_once_settled() -> None:
+    # Two workers: the opening's batch commits first, its grant (1 s older) a moment later.
+    h = _hub(SETTLE)
+    h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.2, door="main")
+    h.deliver("door-b1", "access_granted", T0 + 10, T0 + 11.4, **GRANT)
+    h.deliver("door-b1", "door_closed", T0 + 15, T0 + 15.1, door="main")
+    h.settle(T0 + 30)
+    assert not h.fired("door_forced_open")
+
+
+def test_without_settle_the_same_order_is_a_false_forced_door() -> None:
+    # What settle_s is for: judged at once, the opening before its grant is a forced door.
+    h = _hub(0.0)
+    h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.2, door="main")
+    h.deliver("door-b1", "access_granted", T0 + 10, T0 + 11.4, **GRANT)
+    assert [s.t for s in h.fired("door_forced_open")] == [T0 + 11]
+
+
+def test_a_forced_door_fires_at_its_opening_time_after_the_settle_and_clears_if_closed_meanwhile() -> None:
+    h = _hub(SETTLE)
+    h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.1, door="main")
+    h.deliver("door-b1", "door_closed", T0 + 12, T0 + 12.1, door="main")  # closed before it settled
+    # A grant newer than the opening does not authorize it.
+    h.deliver("door-b1", "access_granted", T0 + 12.5, T0 + 12.6, **GRANT)
+    h.tick(T0 + 11 + SETTLE - 0.5)
+    assert not h.fired("door_forced_open")  # still settling
+    h.settle(T0 + 11 + SETTLE + 1.0)
+    assert [s.t for s in h.fired("door_forced_open")] == [T0 + 11]
+    clears = [s for s in h.signals if s.rule == "door_forced_open" and s.action == "clear"]
+    assert [s.t for s in clears] == [T0 + 12]
+
+
+def test_a_grant_older_than_the_window_does_not_authorize_a_settling_opening() -> None:
+    h = _hub(SETTLE)
+    h.deliver("door-b1", "door_opened", T0 + 20, T0 + 20.1, door="main")
+    h.deliver("door-b1", "access_granted", T0 + 10, T0 + 20.3, **GRANT)  # 10 s before: outside window_s 5
+    h.settle(T0 + 30)
+    assert [s.t for s in h.fired("door_forced_open")] == [T0 + 20]
+
+
+def test_a_settling_opening_survives_a_restart_of_the_engine() -> None:
+    h = _hub(SETTLE)
+    h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.1, door="main")
+    h.engine = Engine(h.pack, h.ctx)  # a new process on the same stored state
+    h.engine.seed(h.store, T0 + 12)
+    h.settle(T0 + 20)
+    assert [s.t for s in h.fired("door_forced_open")] == [T0 + 11]
+
+
+def _tailgate_hub(settle: float) -> Hub:
+    h = Hub()
+    rules = tuple(r.model_copy(update={"settle_s": settle}) if r.id == "tailgating" else r for r in h.pack.rules)
+    h.pack = RulePack(rules=rules)
+    h.engine = Engine(h.pack, h.ctx)
+    h.engine.seed(h.store, T0)
+    return h
+
+
+PASS = {"door": "main", "direction": "in", "count": 1}
+GRANT_IN = {**GRANT, "direction": "in"}
+
+
+def _queue(h: Hub) -> None:
+    # A queue of two at a face gate; the second passage's grant reaches the rules after it (another worker).
+    h.deliver("fgate-b1", "access_granted", T0 + 10, T0 + 10.1, **GRANT_IN)
+    h.deliver("fgate-b1", "passage", T0 + 11, T0 + 11.1, **PASS)
+    h.deliver("fgate-b1", "passage", T0 + 13, T0 + 13.1, **PASS)
+    h.deliver("fgate-b1", "access_granted", T0 + 12.5, T0 + 13.4, **GRANT_IN)
+
+
+def test_a_queue_whose_second_grant_comes_after_its_passage_is_not_tailgating_once_settled() -> None:
+    h = _tailgate_hub(SETTLE)
+    _queue(h)
+    h.settle(T0 + 40)
+    assert not h.fired("tailgating")
+
+
+def test_without_settle_the_same_queue_is_a_false_tailgater() -> None:
+    h = _tailgate_hub(0.0)
+    _queue(h)
+    assert [s.t for s in h.fired("tailgating")] == [T0 + 13]
+
+
+def test_a_tailgater_fires_at_its_passage_time_after_the_settle_and_a_newer_grant_does_not_pay_for_it() -> None:
+    h = _tailgate_hub(SETTLE)
+    h.deliver("fgate-b1", "access_granted", T0 + 10, T0 + 10.1, **GRANT_IN)
+    h.deliver("fgate-b1", "passage", T0 + 11, T0 + 11.1, **PASS)
+    h.deliver("fgate-b1", "passage", T0 + 11.5, T0 + 11.6, **PASS)  # a second person on one grant
+    h.tick(T0 + 14.0)
+    assert not h.fired("tailgating")  # still settling
+    h.deliver("fgate-b1", "access_granted", T0 + 14.2, T0 + 14.3, **GRANT_IN)  # the next visitor's, later
+    h.settle(T0 + 40)
+    assert [s.t for s in h.fired("tailgating")] == [T0 + 11.5]
