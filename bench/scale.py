@@ -16,24 +16,32 @@ keys were fed again, retries by cause).
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import feed as feeds
+from bench import hubrun
 from bench.hubrun import HubProc, cpu_seconds, measure_raw
 from bench.ingest import FILTER, Queue, measure_hub
 from commhub.config import load
 from commhub.services import Influxd, Mosquitto, Postgres
 
+log = logging.getLogger(__name__)
+
 REPO = Path(__file__).resolve().parents[1]
 _SAMPLE_S = 0.1
 _STATS = ("xact_commit", "xact_rollback", "deadlocks")
 _RETRIES = ("conflict", "deadlock", "serialization", "other")
+_STALE = ("absence", "correlation", "other")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules-off", action="store_true", help="measure without the alerting chain")
     parser.add_argument("--workers", default="1,2,3", help="worker counts to measure, comma-separated")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (hub and PostgreSQL logs)")
+    parser.add_argument("--split", action="store_true",
+                        help="also feed the backlog in-process to 1 sink and to 2 sinks taking turns (no concurrency)")
+    parser.add_argument("--idle-s", type=float, default=20.0,
+                        help="seconds to measure idle workers (no traffic, no /metrics polls) a worker count; 0: skip")
 
 
 class _PgWatch:
@@ -63,6 +75,7 @@ class _PgWatch:
         self.waiting = 0  # (sample, backend) pairs waiting for a lock
         self.events: dict[str, int] = {}  # wait events of hub backends that were waiting, by name
         self.summary = ""
+        self.top_rules = ""
 
     def _stats(self, conn: Any) -> dict[str, int]:
         row = conn.execute(f"SELECT {', '.join(_STATS)} FROM pg_stat_database WHERE datname = %s",
@@ -91,6 +104,18 @@ class _PgWatch:
                         self.waiting += 1
                         self.events[str(name)] = self.events.get(str(name), 0) + 1
 
+    def alerts(self) -> dict[str, float]:
+        """What the rules raised: alerts, their transitions, and fires counted (the same backlog should give the
+        same numbers whatever the worker count; more means rules that saw a device's events out of order)."""
+        import psycopg
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            alerts, fires, moves = conn.execute(
+                "SELECT count(*), coalesce(sum(count), 0), (SELECT count(*) FROM alert_transitions) FROM alerts"
+            ).fetchall()[0]
+            top = conn.execute("SELECT rule, count(*) FROM alerts GROUP BY rule ORDER BY 2 DESC LIMIT 5").fetchall()
+        self.top_rules = ", ".join(f"{r} {n}" for r, n in top)
+        return {"alerts": alerts, "alert_fires": fires, "alert_transitions": moves}
+
     def stop(self) -> dict[str, float]:
         """Stop sampling; the figures of the interval."""
         import psycopg
@@ -112,7 +137,7 @@ class _PgWatch:
         return out
 
 
-def _idle_cpu(hubs: list[HubProc], settle_s: float = 2.0, span_s: float = 5.0) -> float:
+def _idle_cpu(hubs: list[HubProc], settle_s: float = 2.0, span_s: float = 10.0) -> float:
     """CPU seconds per second the idle workers use together (timers, and our /metrics polls as during a drain).
 
     On a loaded machine a drain takes long, and this cost, which grows with time rather than with messages,
@@ -131,6 +156,71 @@ def _idle_cpu(hubs: list[HubProc], settle_s: float = 2.0, span_s: float = 5.0) -
     return (sum(cpu_seconds(h.pid) for h in hubs) - cpu0) / (time.monotonic() - t0)
 
 
+def _fresh_idle(broker: Mosquitto, influx: Influxd, workdir: Path, workers: int, alerts: dict[str, Any],
+                span_s: float, settle_s: float = 10.0) -> tuple[float, float]:
+    """CPU ms a second and timer passes to the database a second of `workers` idle hubs (rules on, no traffic).
+
+    Nothing polls them while measured (the drain's idle figure includes the bench's /metrics polls and the
+    timers the drain left due, such as escalations of the alerts it opened).
+    """
+    cfg = hubrun.hub_config(broker, influx, workdir, f"idle{workers}", True, alerts)
+    hubs = [HubProc(cfg, f"bench-idle{workers}-{i}", workdir / f"hub-idle{workers}-{i}.log") for i in range(workers)]
+    for h in hubs:
+        h.start()
+    try:
+        for h in hubs:
+            h.wait_connected()
+        time.sleep(settle_s)  # start-up: migrations, absence seeds, the first timer passes
+        runs0 = sum(h.metric("commhub_alert_timer_runs_total") for h in hubs)
+        cpu0, t0 = sum(cpu_seconds(h.pid) for h in hubs), time.monotonic()
+        time.sleep(span_s)
+        cpu, elapsed = sum(cpu_seconds(h.pid) for h in hubs) - cpu0, time.monotonic() - t0
+        runs = sum(h.metric("commhub_alert_timer_runs_total") for h in hubs) - runs0
+    finally:
+        for h in hubs:
+            h.stop()
+            hubrun.forget_session(broker, h.worker_id)
+    return cpu / elapsed * 1000 / workers, runs / elapsed / workers
+
+
+def _split(msgs: Sequence[tuple[str, bytes]], url: str, workdir: Path, sinks: int, batch: int = 250) -> float:
+    """Rules CPU µs per message (thread time of the sinks' batches) when `sinks` workers take turns, in-process.
+
+    The shared subscription's split without its concurrency: each sink gets every `sinks`-th message, a batch
+    at a time in turn, on one database; each sink's timers run after its batch. What the split alone costs
+    (each worker learns every device, writes back its own signs of life), apart from contention and the
+    machine's load.
+    """
+    from hub.alerting import AlertingSink
+    from hub.worker import Worker
+    base = load(REPO / "configs" / "commhub.yaml")
+    workers, made = [], []
+    for i in range(sinks):
+        hub = base.hub.model_copy(update={"spool": base.hub.spool.model_copy(update={"dir": workdir / f"split{i}"}),
+                                          "metrics": base.hub.metrics.model_copy(update={"port": 0}),
+                                          "worker_id": f"split{sinks}-{i}"})
+        cfg = base.model_copy(update={"hub": hub, "alerts": base.alerts.model_copy(
+            update={"enabled": True, "db_url": url})})
+        sink = AlertingSink(cfg, mqtt=False)
+        sink.open()  # migrations and seeds, not measured
+        worker = Worker(cfg, [sink])
+        worker.spool.open()
+        workers.append(worker)
+        made.append(sink)
+    parts = [list(msgs[i::sinks]) for i in range(sinks)]
+    try:
+        for j in range(0, max(len(p) for p in parts), batch):
+            for worker, sink, part in zip(workers, made, parts, strict=True):
+                if part[j:j + batch]:
+                    if not worker.process_batch(part[j:j + batch], time.time()):
+                        raise RuntimeError("a batch was held (spool or sink failing)")
+                    sink.tick()
+        return sum(s.handle_cpu_s for s in made) / len(msgs) * 1e6
+    finally:
+        for s in made:
+            s.db.dispose()
+
+
 def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int, rules: bool,
              alerts: dict[str, Any], watch: _PgWatch | None, waits: dict[int, str]) -> dict[str, float]:
     def queued() -> int:
@@ -141,16 +231,27 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
 
     def after(hubs: list[HubProc]) -> dict[str, float]:
         out: dict[str, float] = {}
+        # The rules' own CPU (thread time of the sink's batches and timer passes), read as the drain ends.
+        out["rules_handle_cpu_s"] = sum(h.metric("commhub_alert_handle_cpu_seconds_total") for h in hubs)
+        out["rules_timer_cpu_s"] = sum(h.metric("commhub_alert_timer_cpu_seconds_total") for h in hubs)
         if watch is not None:
             out.update(watch.stop())
             waits[workers] = watch.summary
+            out.update(watch.alerts())
+            waits[-workers] = watch.top_rules
+        runs0 = sum(h.metric("commhub_alert_timer_runs_total") for h in hubs)
+        t0 = time.monotonic()
         out["idle_cpu_s_per_s"] = _idle_cpu(hubs)
+        out["idle_timer_runs_per_s"] = (sum(h.metric("commhub_alert_timer_runs_total") for h in hubs) - runs0) / (
+            time.monotonic() - t0)
         per = [h.metric("commhub_messages_in_total") for h in hubs]
         out["min_worker_share"] = min(per) / max(1.0, sum(per))
         out["hub_batch_tx"] = sum(h.metric("commhub_alert_tx_batches_total") for h in hubs)
         out["hub_batches_redone"] = sum(h.metric("commhub_alert_tx_redone_total") for h in hubs)
         for cause in _RETRIES:
             out[f"hub_retries_{cause}"] = sum(h.metric(f"commhub_alert_tx_retries_{cause}_total") for h in hubs)
+        for kind in _STALE:
+            out[f"hub_stale_{kind}"] = sum(h.metric(f"commhub_alert_tx_stale_{kind}_total") for h in hubs)
         return out
 
     return measure_hub(broker, influx, workdir, queued, workers=workers, db=f"w{workers}", rules=rules,
@@ -174,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
 
     def queue(tag: str) -> Queue:
         def go() -> int:
-            feeds.publish_backlog(broker, msgs, workdir, tag)
+            feeds.publish_backlog(broker, _ending_now(msgs), workdir, tag)
             return n
         return go
 
@@ -183,8 +284,16 @@ def run(args: argparse.Namespace) -> int:
     results: dict[int, dict[str, float]] = {}
     waits: dict[int, str] = {}
     store = "sqlite" if args.sqlite else "postgresql"
+    split: dict[int, float] = {}
     try:
         raw = measure_raw(broker, FILTER, queue("raw"))
+        if args.split and pg is not None and rules:
+            import psycopg
+            for w in (1, 2):
+                with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
+                                     autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE scale_split_w{w}")
+                split[w] = _split(_ending_now(msgs), pg.url_for(f"scale_split_w{w}"), workdir, w)
         for w in counts:
             url, watch = "", None
             if pg is not None:
@@ -200,6 +309,19 @@ def run(args: argparse.Namespace) -> int:
             alerts = {"db_url": url} if url else {}
             results[w] = _measure(broker, influx, workdir, queue(f"w{w}"), w, rules, alerts,
                                   watch if rules else None, waits)
+            if pg is not None and rules and args.idle_s > 0:
+                import psycopg
+                with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
+                                     autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE scale_idle_w{w}")
+                try:
+                    ms, passes = _fresh_idle(broker, influx, workdir, w,
+                                             {"db_url": pg.url_for(f"scale_idle_w{w}")}, args.idle_s)
+                except RuntimeError as e:  # a hub that did not start (a port taken meanwhile): not the drain's fault
+                    log.warning("idle phase of %d worker(s) skipped: %s", w, str(e).splitlines()[0])
+                    continue
+                results[w]["fresh_idle_ms_per_s_per_worker"] = ms
+                results[w]["fresh_idle_timer_passes_per_s_per_worker"] = passes
     finally:
         broker.stop()
         influx.stop()
@@ -219,24 +341,60 @@ def run(args: argparse.Namespace) -> int:
         print(f"workers_{w}_stored_msgs_per_s: {res['msgs_per_s']:.0f}")
         print(f"workers_{w}_cpu_us_per_msg: {res['cpu_us_per_msg']:.1f}")
         print(f"workers_{w}_idle_cpu_ms_per_s: {res['idle_cpu_s_per_s'] * 1000:.1f}")
+        print(f"workers_{w}_idle_timer_db_passes_per_s: {res['idle_timer_runs_per_s']:.2f}")
+        if "fresh_idle_ms_per_s_per_worker" in res:
+            print(f"workers_{w}_fresh_idle_cpu_ms_per_s_per_worker: {res['fresh_idle_ms_per_s_per_worker']:.1f}")
+            print(f"workers_{w}_fresh_idle_timer_db_passes_per_s_per_worker: "
+                  f"{res['fresh_idle_timer_passes_per_s_per_worker']:.2f}")
         print(f"workers_{w}_cpu_us_per_msg_net_of_idle: {_net(res):.1f}")
+        print(f"workers_{w}_rules_batch_cpu_us_per_msg: {res['rules_handle_cpu_s'] / res['messages'] * 1e6:.1f}")
+        print(f"workers_{w}_rules_timer_cpu_s: {res['rules_timer_cpu_s']:.2f}")
         print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
         for k in ("hub_batch_tx", "hub_batches_redone", *(f"hub_retries_{c}" for c in _RETRIES),
+                  *(f"hub_stale_{c}" for c in _STALE), "alerts", "alert_fires", "alert_transitions",
                   *(f"pg_{s}" for s in _STATS), "pg_lock_wait_backend_s", "pg_lock_waits_logged"):
             if k in res:
                 print(f"workers_{w}_{k}: {res[k]:.1f}" if k == "pg_lock_wait_backend_s" else
                       f"workers_{w}_{k}: {int(res[k])}")
         if waits.get(w):
             print(f"workers_{w}_pg_lock_wait_events: {waits[w]}")
+        if waits.get(-w):
+            print(f"workers_{w}_alerts_by_rule: {waits[-w]}")
+    for w, us in split.items():
+        print(f"in_process_{w}_sinks_taking_turns_rules_batch_cpu_us_per_msg: {us:.1f}")
+    if split:
+        print(f"in_process_rules_batch_cpu_ratio_2_to_1: {split[2] / split[1]:.2f}")
     ok = all(res["points_in_influxdb"] == n for res in results.values())
     print(f"all_accounted_for: {'yes' if ok else 'NO'}")
     base = results[counts[0]]
     for w in counts[1:]:
         print(f"cpu_per_msg_ratio_{w}_to_{counts[0]}: {results[w]['cpu_us_per_msg'] / base['cpu_us_per_msg']:.2f}")
         print(f"cpu_per_msg_net_ratio_{w}_to_{counts[0]}: {_net(results[w]) / _net(base):.2f}")
+        if base["rules_handle_cpu_s"] > 0:
+            print(f"rules_batch_cpu_ratio_{w}_to_{counts[0]}: "
+                  f"{results[w]['rules_handle_cpu_s'] / base['rules_handle_cpu_s']:.2f}")
         print(f"ratio_{w}_to_{counts[0]}: {results[w]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     print(f"ratio: {results[counts[-1]]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     return 0 if ok else 1
+
+
+def _ending_now(msgs: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The backlog with its device times shifted to end now.
+
+    Every worker count drains a backlog of the same age: otherwise the later runs, started minutes after the
+    feed was made, see more absence deadlines (3 intervals after a device's last message) already past, and
+    pay for the device_offline alerts that fire and clear during their drain (the earlier figures did).
+    """
+    def ts(payload: bytes) -> float:
+        return datetime.fromisoformat(json.loads(payload)["ts"]).timestamp()
+    shift = time.time() - ts(msgs[-1][1])
+    out = []
+    for topic, payload in msgs:
+        d = json.loads(payload)
+        d["ts"] = datetime.fromtimestamp(datetime.fromisoformat(d["ts"]).timestamp() + shift, UTC).isoformat() \
+            .replace("+00:00", "Z")
+        out.append((topic, json.dumps(d, separators=(",", ":")).encode()))
+    return out
 
 
 def _net(res: dict[str, float]) -> float:

@@ -126,6 +126,9 @@ class HubConfig(_Section):
                                  description="Longest a message waits for its batch while more keep arriving.")
     receive_maximum: int = Field(default=4000, ge=1, le=65535,
                                  description="MQTT 5 receive maximum: un-acked QoS 1 messages in flight.")
+    buffered_reader: bool = Field(
+        default=True, description="Parse QoS 0/1 PUBLISHes from one recv() (hub.ingest.mqttread); false hands every "
+        "packet to paho's own reader (slower; a fallback should a broker send what the buffered reader mishandles).")
     dedup_window: int = Field(default=4096, ge=16,
                               description="Seqs below each device's highest one whose repeats are recognised.")
     session_expiry_s: int = Field(default=86400, ge=0, description="Broker keeps the session this long.")

@@ -7,6 +7,7 @@ deadlines, escalation and auto-close; its clock is injectable so tests can move 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,8 +28,10 @@ from hub.routing.router import Router
 from hub.routing.spec import load_routing
 from hub.rules.clock import DeviceClocks
 from hub.rules.engine import Engine, MemoryStates
-from hub.rules.event import Ctx, Event
+from hub.rules.event import Ctx, Event, Signal
+from hub.rules.kinds.absence import Absence
 from hub.rules.kinds.base import Rule
+from hub.rules.kinds.correlation import Correlation
 from hub.rules.spec import load_rules
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,12 @@ _UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 _RETRIES = 5
+# How many times one transaction feeds stale keys again before it rolls back: each redo locks the keys it found
+# stale, so only keys new to the transaction (a correlation a redone step now feeds) can be stale again.
+_REDOS = 3
+# The timer thread looks in the database at the next due time it knows of (its own transactions tell it) and
+# at least this often, for timers another worker or the API set (a worker that died leaves them to the others).
+RECHECK_S = 5.0
 _PURGE_EVERY_S = 3600.0
 _KEEP_DELIVERED_S = 7 * 86400.0
 
@@ -58,7 +67,7 @@ class AlertingSink:
         self.routing = load_routing(a.routing_file or CONFIGS / "routing.yaml")
         self.ctx = Ctx(cfg.community)
         self.engine = Engine(self.pack, self.ctx, a.state_write_back_s)
-        self.clocks = DeviceClocks(a.max_clock_skew_s)
+        self.clocks = DeviceClocks(a.max_clock_skew_s, write_back_s=a.state_write_back_s)
         self.live = LiveFeed(a.live_feed_size)
         self.db = make_engine(db_url(cfg))
         self.store = AlertStore(self.db, Router(self.routing, cfg.community), {r.id: r for r in self.pack.rules},
@@ -76,11 +85,22 @@ class AlertingSink:
         self.batches = 0  # batch transactions committed
         self.most_attempts = 0  # the most attempts one transaction needed
         self.redone = 0  # batches whose stale keys were fed again in the same transaction
+        self.stale_keys: dict[str, int] = {"absence": 0, "correlation": 0, "other": 0}  # found stale, by kind
+        self.timer_runs = 0  # timer passes that went to the database
+        # CPU time of this thread spent on batches and on timer passes: the rules' own cost, which the load of a
+        # shared machine changes far less than wall time, and which other threads' work does not blur.
+        self.handle_cpu_s = 0.0
+        self.timer_cpu_s = 0.0
+        # The earliest due time (rule timers, escalations, auto-close) this worker knows of, on self.clock.
+        self._next_due = 0.0
+        self._due_lock = threading.Lock()
+        self._checked_at = -math.inf  # time.monotonic() of the last timer pass
 
     def start(self) -> None:
         """Migrate the schema, start absence timers, notifiers and the timer thread."""
         self.store.lease_own_mqtt = self.mqtt_enabled
         self.store.on_notices = self._notify
+        self.store.on_due = self._due_at
         try:
             self.open()
         except _UNREACHABLE as e:
@@ -120,9 +140,26 @@ class AlertingSink:
             metrics.gauge(f"commhub_alert_tx_retries_{cause}_total",
                           f"Alert store transactions rolled back and retried ({cause})",
                           lambda cause=cause: self.retries[cause])  # type: ignore[misc]
+        for kind in self.stale_keys:
+            metrics.gauge(f"commhub_alert_tx_stale_{kind}_total",
+                          f"Rule states ({kind}) another worker changed while a transaction of ours ran",
+                          lambda kind=kind: self.stale_keys[kind])  # type: ignore[misc]
+        metrics.gauge("commhub_alert_timer_runs_total", "Timer passes that queried the alert database",
+                      lambda: self.timer_runs)
+        metrics.gauge("commhub_alert_handle_cpu_seconds_total", "CPU time the alerting sink spent on batches",
+                      lambda: self.handle_cpu_s)
+        metrics.gauge("commhub_alert_timer_cpu_seconds_total", "CPU time the alerting sink spent on timer passes",
+                      lambda: self.timer_cpu_s)
 
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
+        cpu0 = time.thread_time()
+        try:
+            self._handle(batch)
+        finally:
+            self.handle_cpu_s += time.thread_time() - cpu0
+
+    def _handle(self, batch: Sequence[Accepted]) -> None:
         self.open()  # a no-op once open; while the database is unreachable it raises and the batch is held
         events = []
         for a in batch:
@@ -179,17 +216,44 @@ class AlertingSink:
     def _run(self, tx: Tx, work: list[tuple[Event, Rule, str]]) -> None:
         """Feed the batch's steps, write their state, then apply their signals, in the batch's transaction."""
         steps = self.engine.run_steps(work, tx)
-        try:
-            tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
-        except StateConflict as e:
-            # The stale keys are locked by us now: feed their steps again on the other worker's state,
-            # instead of running the whole batch again (anything less contained rolls back and retries).
-            tx.forget(e.stale)
-            if not self.engine.redo(work, steps, e.stale, tx):
-                raise
-            self.redone += 1
-            tx.flush()
+        redone = False
+        for attempt in range(_REDOS + 1):
+            try:
+                tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
+                break
+            except StateConflict as e:
+                # The stale keys are locked by us now: feed their steps (and the correlations they feed) again
+                # on the other worker's state, instead of running the whole batch again.
+                self._count_stale(e.stale)
+                tx.forget(e.stale)
+                if attempt == _REDOS or not self.engine.redo(work, steps, e.stale, tx):
+                    raise
+                redone = True
+        self.redone += redone
         tx.apply([sig for step in steps for sig in step])
+
+    def _write_back(self, tx: Tx, now: float, force: bool = False) -> list[Signal]:
+        """Write the signs of life kept in memory and flush; a subject another worker changed is fed again."""
+        signals = self.engine.write_back(tx, now, force)
+        for attempt in range(_REDOS + 1):
+            try:
+                tx.flush()
+                return signals
+            except StateConflict as e:
+                self._count_stale(e.stale)
+                tx.forget(e.stale)
+                again = self.engine.redo_write_back(e.stale, tx) if attempt < _REDOS else None
+                if again is None:
+                    raise
+                signals = again
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def _count_stale(self, stale: set[tuple[str, str]]) -> None:
+        for rule_id, _ in stale:
+            rule = self.engine.rules.get(rule_id)
+            kind = "absence" if isinstance(rule, Absence) else "correlation" if isinstance(rule, Correlation) else \
+                "other"
+            self.stale_keys[kind] += 1
 
     def tick(self) -> None:
         """Run due rule timers, escalations and auto-close once (the timer thread calls this)."""
@@ -199,25 +263,56 @@ class AlertingSink:
             except _UNREACHABLE:
                 return  # unreachable since start (said once then); handle() holds batches meanwhile
 
+        with self._due_lock:
+            self._next_due = math.inf  # our transactions from now on lower it again (see _due_at)
+        self._checked_at = time.monotonic()
+        self.timer_runs += 1
+
         def timers(careful: bool) -> None:
             # Optimistic too, so the write-back of many subjects' activity holds no row locks while it runs.
             try:
                 with self.store.tx(optimistic=not careful) as tx:
                     now = self.clock()
-                    signals = self.engine.write_back(tx, now)
+                    self.clocks.write_back(tx, now)  # last writer wins: never a conflict
+                    # Written and flushed before the timers run, so a conflict on a sign of life is fed again.
+                    signals = self._write_back(tx, now)
                     signals += self.engine.tick(tx, now)
                     tx.flush()  # rule state rows before alert rows, as in the batch transactions
                     tx.apply(signals)
             except BaseException:
                 self.engine.write_back_ended(committed=False)  # a retry writes them back again
+                self.clocks.write_back_ended(committed=False)
                 raise
             self.engine.write_back_ended(committed=True)
-        self._retry(timers)
-        self._retry(lambda _careful: self.store.escalate_due())
+            self.clocks.write_back_ended(committed=True)
+        try:
+            self._retry(timers)
+            self._retry(lambda _careful: self.store.escalate_due())
+            now = self.clock()
+            if now - self._last_purge > _PURGE_EVERY_S:
+                self._last_purge = now
+                self.store.purge(_KEEP_DELIVERED_S)
+            self._due_at(self.store.next_due())  # committed timers, whoever set them
+        except BaseException:
+            self._due_at(-math.inf)  # not done: the next tick tries again
+            raise
+        self._due_at(self._last_purge + _PURGE_EVERY_S)
+
+    def _due_at(self, t: float | None) -> None:
+        """A timer due at t (on self.clock) exists: the timer thread looks at the database then, not before."""
+        if t is not None:
+            with self._due_lock:
+                self._next_due = min(self._next_due, t)
+
+    def timers_due(self) -> bool:
+        """Whether the next tick should go to the database: a timer we know of is due, a write-back of signs of
+        life or clock offsets is, or RECHECK_S passed."""
+        if not self._opened:
+            return True
         now = self.clock()
-        if now - self._last_purge > _PURGE_EVERY_S:
-            self._last_purge = now
-            self.store.purge(_KEEP_DELIVERED_S)
+        since = time.monotonic() - self._checked_at
+        return now >= self._next_due or now >= self.engine.write_back_at() or since >= RECHECK_S or \
+            (since >= self.cfg.alerts.state_write_back_s and self.clocks.pending_write_back > 0)
 
     def stop(self) -> None:
         """Stop the timer, then the notifiers; undelivered notices stay in the outbox."""
@@ -226,17 +321,18 @@ class AlertingSink:
             self._thread.join(10)
         if self._opened:  # else the database was unreachable all along: nothing to write back
             try:
-                def last() -> None:
+                def last(careful: bool) -> None:
                     try:
-                        with self.store.tx() as tx:
-                            signals = self.engine.write_back(tx, self.clock(), force=True)
-                            tx.flush()
-                            tx.apply(signals)
+                        with self.store.tx(optimistic=not careful) as tx:
+                            self.clocks.write_back(tx, self.clock(), force=True)
+                            tx.apply(self._write_back(tx, self.clock(), force=True))
                     except BaseException:
                         self.engine.write_back_ended(committed=False)
+                        self.clocks.write_back_ended(committed=False)
                         raise
                     self.engine.write_back_ended(committed=True)
-                self._retry(lambda _careful: last())
+                    self.clocks.write_back_ended(committed=True)
+                self._retry(last)
             except Exception:
                 # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.
                 log.exception("could not write back %d subjects' last activity", self.engine.pending_write_back)
@@ -247,11 +343,18 @@ class AlertingSink:
         self.db.dispose()
 
     def _timer(self) -> None:
+        # Each pass costs a few queries: idle, a worker goes to the database only when a timer it knows of is
+        # due, a write-back is, or every RECHECK_S (four passes a second cost an idle worker 17-24 ms of CPU a
+        # second on PostgreSQL).
         while not self._stop.wait(self.cfg.alerts.tick_s):
+            if not self.timers_due():
+                continue
+            cpu0 = time.thread_time()
             try:
                 self.tick()
             except Exception:
                 log.exception("alert timers failed; trying again next tick")
+            self.timer_cpu_s += time.thread_time() - cpu0
 
     def _notify(self, notices: list[AlertNotice]) -> None:
         self.live.publish(notices)

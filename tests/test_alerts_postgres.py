@@ -12,6 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alerts_helpers import SCENARIOS, T0, FakeClock, Postgres, Rig, SinkDriver, env, make_config, msg, race, wait
+from hub_helpers import wait_for
 from sqlalchemy import text
 
 from hub.alerts.db import VERSION_TABLE, make_engine, migrate
@@ -171,3 +172,101 @@ def test_two_workers_fed_the_same_devices_keep_state_whole_without_contention(tm
                                       "WHERE datname = current_database()")).scalar_one()
     engine.dispose()
     assert deadlocks == deadlocks_before
+
+
+@pytest.mark.broker
+def test_two_workers_spread_absence_and_correlation_and_a_killed_batch_loses_no_alert(
+        tmp_path: Path, db: str, mosquitto: Any, unique_site: str) -> None:
+    # Issue 14: each device's messages alternate between the two workers, so both write its absence deadline
+    # (device_offline) and both feed one building's fire correlation (smoke_confirmed). A conflict redoes only
+    # the stale keys; the outcome must be a single worker's. Only the test ticks the timers (tick_s=60), one
+    # worker after the other, so the verdict never depends on which thread is faster.
+    from sqlalchemy.exc import OperationalError
+
+    clock = FakeClock(T0)
+    rig = Rig(tmp_path, mosquitto, unique_site, clock, workers=2, db_url=db, tick_s=60).start()
+    live, smokes, rounds = ["gas-b1", "hydrant-b2", "elec-b3"], ["smoke-b1-1", "smoke-b1-2"], 10
+    seen: list[set[str]] = [set(), set()]
+
+    def spy_on(i: int) -> None:
+        counting = rig.sinks[i]
+
+        def spy(batch: Any, inner: Any = counting.handle, devices: set[str] = seen[i]) -> None:
+            devices.update(a.envelope.device_id for a in batch)
+            inner(batch)
+        counting.handle = spy  # type: ignore[method-assign]
+
+    def tick_all() -> None:
+        for c in rig.sinks:
+            c.sink.tick()
+
+    def alerts(rule: str) -> list[dict[str, Any]]:
+        return [a for a in rig.sink.store.alerts() if a["rule"] == rule]
+
+    try:
+        for i in range(2):
+            spy_on(i)
+            rig.sinks[i].sink._stop.set()  # no timer thread: the test's ticks are the only ones
+        n = 0
+        for _ in range(rounds):
+            t = clock.advance(10.0)  # 10 s apart: every sign of life moves the stored deadline
+            for _twice in range(2):  # two messages a device a round: the round robin gives it to both workers
+                for d in live:
+                    rig.publish(env(d, "heartbeat", t), wait=False)
+                for d in smokes:
+                    rig.publish(env(d, "smoke_state", t, alarm=True), wait=False)
+                n += len(live) + len(smokes)
+            rig.wait_handled(n, timeout=120)
+        last = clock()
+        assert all(seen_by >= {*live, *smokes} for seen_by in seen), seen
+        # Signs of life kept in memory are written back by both workers; then the deadline (3 x 60 s) comes.
+        clock.advance(6.0)
+        tick_all()
+        clock.t = last + 180.0 - 5.0
+        tick_all()
+        early = [a for a in alerts("device_offline") if a["device_id"] in live]
+        clock.t = last + 180.0 + 1.0
+        tick_all()
+        clock.advance(120.0)
+        tick_all()
+        offline = [a for a in alerts("device_offline") if a["device_id"] in live]
+        confirmed = alerts("smoke_confirmed")
+        smoke = alerts("smoke_alarm")
+        sinks = [c.sink for c in rig.sinks]
+        assert early == [], [a["device_id"] for a in early]
+        assert sorted(a["device_id"] for a in offline) == sorted(live)  # once each, after the deadline
+        assert all(a["count"] == 1 and a["opened_at"] > last + 175.0 for a in offline), offline
+        # Every detector's alarm counted once, and every one after the first fed the building's incident.
+        assert sorted(a["device_id"] for a in smoke) == sorted(smokes)
+        assert all(a["count"] == 2 * rounds for a in smoke), [a["count"] for a in smoke]
+        assert len(confirmed) == 1 and confirmed[0]["count"] == 2 * len(smokes) * rounds - 1, confirmed
+        # Conflicts were redone in the transaction: none needed more than one locked retry.
+        assert max(s.most_attempts for s in sinks) <= 2, [(s.retries, s.stale_keys) for s in sinks]
+        assert sum(s.retries["deadlock"] for s in sinks) == 0
+
+        # A worker dies mid-batch: its connection breaks after the rules ran, before the commit, and it stops
+        # with the batch unacknowledged. The broker gives the batch back when the worker returns: each press
+        # is counted once, none lost.
+        dying = rig.sinks[1].sink
+        run = dying._run
+
+        def killed(tx: Any, work: Any) -> None:
+            run(tx, work)
+            if any(ev.type == "panic_press" for ev, _, _ in work):
+                raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        dying._run = killed
+        presses = 6
+        for _ in range(presses):
+            t = clock.advance(1.0)
+            for p in ("panic-b1", "panic-b2"):
+                rig.publish(env(p, "panic_press", t), wait=False)
+        assert wait_for(lambda: rig.workers[1]._held is not None, 60), "the dying worker took no press"
+        rig.stop_workers()
+        rig.start_workers()
+        assert wait_for(lambda: sum(a["count"] for a in alerts("sos_button")) == 2 * presses, 60), \
+            [(a["device_id"], a["count"]) for a in alerts("sos_button")]
+        sos = alerts("sos_button")
+    finally:
+        rig.stop()
+    assert sorted(a["device_id"] for a in sos) == ["panic-b1", "panic-b2"]
+    assert all(a["count"] == presses for a in sos), [(a["device_id"], a["count"]) for a in sos]

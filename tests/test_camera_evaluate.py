@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from commhub.cli import main
@@ -102,14 +103,29 @@ def test_evaluate_command_line(shared_data: Path, tmp_path: Path, capsys: pytest
 @pytest.mark.video
 def test_calibrate_measures_the_people_in_a_frame(shared_data: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    # One frame of TUD-Campus at half size: its ground-truth people are 64-144 px tall (median 92).
+    # One frame of TUD-Campus at half size: its six ground-truth people are 64-144 px tall (median 92).
     (frame,) = read_clip(shared_data / "video" / "TUD-Campus.mp4", 0.5)[:1]
     image = tmp_path / "calibration.png"
     cv2.imwrite(str(image), frame)
     assert main(["--log-level", "WARNING", "agent", "camera", "--calibrate", str(image)]) == 0
     found = json.loads(capsys.readouterr().out)
-    assert found["size"] == [320, 240] and found["people"] >= 2
+    # The shipped default measures with the learned detector and HOG, as the camera searches. Measured: 5 of
+    # the 6 people (HOG alone: 3), smallest 74 px, median 99.
+    assert found["size"] == [320, 240] and found["detectors"] == ["learned", "hog"]
+    assert found["people"] >= 4
     # 90 % of the smallest measured people: between the window's floor at 3x upscale (35 px) and the median.
     assert 35 <= found["detect"]["min_person_px"] <= 92
+    assert 64 <= found["median_px"] <= 144
+    hog_only = tmp_path / "hog.yaml"
+    hog_only.write_text("id: cam-cal\nsource: calibration\ndetect: {learned: false}\n", encoding="utf-8")
+    assert main(["--log-level", "WARNING", "agent", "camera", "--calibrate", str(image),
+                 "--camera-config", str(hog_only)]) == 0
+    found_hog = json.loads(capsys.readouterr().out)
+    assert found_hog["detectors"] == ["hog"] and found_hog["people"] < found["people"]
+    # A frame with nobody in it suggests nothing rather than a size taken from noise.
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full_like(frame, 128))
+    assert main(["--log-level", "WARNING", "agent", "camera", "--calibrate", str(blank)]) == 1
+    assert "no person found" in capsys.readouterr().err
     assert main(["agent", "camera", "--calibrate", str(tmp_path / "missing.png")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -5,6 +5,7 @@ people walking out of view.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ import pytest
 from edge_agents.camera.config import CameraConfig, DetectSettings, TrackSettings
 from edge_agents.camera.detect import Detection, PersonDetector, merge
 from edge_agents.camera.evaluate import load_mot, match, read_clip, scale_gt
-from edge_agents.camera.learned import LearnedDetector, anchors, decode, text_graph, weights_path
+from edge_agents.camera.learned import LearnedDetector, NetPool, anchors, decode, text_graph, weights_path
 from edge_agents.camera.pipeline import CameraPipeline
 from edge_agents.camera.tracker import Tracker
 
@@ -182,3 +183,40 @@ def test_first_search_takes_weaker_detections_and_small_people_bring_hog_back(sh
     assert set(d.box for d in weak) <= set(both.found)
     hog = PersonDetector(small.detect).detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), None, 45.0)
     assert len(both.found) == len(merge(weak, hog)) and len(hog) > 0
+
+
+@pytest.mark.video
+def test_cameras_share_a_few_networks_and_get_the_same_boxes(shared_data: Path) -> None:
+    # Each camera runs on its own thread; one network per camera cost 46 MiB each. The pool lends a network
+    # to one search at a time: three threads at once on a pool of two must get exactly the boxes one thread
+    # gets alone (two searches on one network at once would mix their buffers), and read two networks only.
+    cv2.setNumThreads(1)
+    pb = weights_path()
+    assert pb is not None
+    frames = read_clip(shared_data / "video" / "TUD-Campus.mp4", 0.5)[:24:8]
+    pool = NetPool(pb, 2)
+    alone = LearnedDetector(0.5)
+    alone._pool = NetPool(pb, 1)
+    expected = [[d.box for d in alone.detect(f)] for f in frames]
+    assert all(expected), "the learned detector finds people on every one of these frames"
+    results: dict[int, list[list[tuple[int, int, int, int]]]] = {}
+
+    def camera(n: int) -> None:
+        det = LearnedDetector(0.5)
+        det._pool = pool
+        results[n] = [[d.box for d in det.detect(f)] for f in frames]
+
+    threads = [threading.Thread(target=camera, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads)
+    assert all(results[n] == expected for n in range(3))
+    assert pool.made == 2
+    # Detectors made by cameras take the process's pool for these weights: one pool, not one network each.
+    a, b = LearnedDetector(0.5), LearnedDetector(0.5)
+    a.load()
+    b.load()
+    shared = a._pool
+    assert shared is not None and shared is b._pool and shared.made <= shared.size

@@ -176,7 +176,7 @@ def _analytics(**track: float) -> tuple[Tracker, ZoneAnalytics]:
                    crowd=True), to_pixels(((0.5, 0), (1, 0), (1, 1), (0.5, 1)), "normalised", (1, 1), (640, 480)))]
     ln = Line(name="gate", a=(0.25, 0), b=(0.25, 1))  # x = 160, downwards: right-hand side (in) is x < 160
     a, b = to_pixels((ln.a, ln.b), "normalised", (1, 1), (640, 480))
-    settings = TrackSettings(min_hits=1, max_gap_s=1.0, update_s=100.0, crowd_hold_s=2.0, **track)
+    settings = TrackSettings(**({"min_hits": 1, "max_gap_s": 1.0, "update_s": 100.0, "crowd_hold_s": 2.0} | track))
     return Tracker(settings), ZoneAnalytics("cam1", settings, zones, [(ln, a, b)], (640, 480), "r1")
 
 
@@ -228,6 +228,19 @@ def test_line_crossing_directions_without_jitter_counts() -> None:
     # Right to left across x=160 once (jitter within the 16 px margin ignored), then back once.
     assert [d for _, d in crossings] == ["in", "out"]
     assert all(p.snapshot for _, p in out if isinstance(p.body, CameraLineCross))
+
+
+def test_a_crossing_made_before_the_track_was_confirmed_counts() -> None:
+    # Confirmed on the second detection: first seen left of x=160 (feet x 100), then on the line (within its
+    # margin), then right of it. The crossing happened while the track was not yet an object; it counts once.
+    tr, za = _analytics(min_hits=2)
+    xs = [100, 150, 200, 240]
+    out = _walk(tr, za, [(0.2 * i, [(x - 20, 200, 40, 100)]) for i, x in enumerate(xs)])
+    assert [p.body.direction for _, p in out if isinstance(p.body, CameraLineCross)] == ["out"]
+    # One that was first seen on the right and stays there crosses nothing.
+    tr, za = _analytics(min_hits=2)
+    out = _walk(tr, za, [(0.2 * i, [(x - 20, 200, 40, 100)]) for i, x in enumerate([200, 180, 210, 240])])
+    assert not [p for _, p in out if isinstance(p.body, CameraLineCross)]
 
 
 def test_crowd_count_is_reported_when_it_holds() -> None:

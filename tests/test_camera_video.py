@@ -155,13 +155,15 @@ def test_line_crossings_against_ground_truth(tud: dict[str, tuple[ClipRun, dict[
             hit = next((t for t in unmatched if abs(t[0] - frame) <= 12 and expect[t[2]] == direction), None)
             assert hit is not None, f"crossing at frame {frame} ({direction}) has no ground-truth crossing"
             unmatched.remove(hit)
-        # Measured: Stadtmitte both crossings found with their direction; Campus 2 of 4 (its tracks break up
-        # in the dense group; 3 of 4 with HOG's full searches). No crossing may be invented or have the wrong
+        # Measured: Stadtmitte both crossings found with their direction; Campus 3 of 4 (2 of 4 before a new
+        # object took the side its track was first seen on: a track in the group was confirmed on the line,
+        # after its person had crossed). The one missed (frame 21) is a person at the back of the group whose
+        # track took the box of the person in front for a while. No crossing may be invented or have the wrong
         # direction.
         if name == "TUD-Stadtmitte":
             assert not unmatched
         else:
-            assert len(ours) >= 1
+            assert len(ours) >= 2
 
 
 def test_indoor_intrusions_one_per_person(indoor: ClipRun) -> None:

@@ -103,3 +103,72 @@ def test_backlog_after_a_hub_outage_raises_what_live_would_and_repeats_count_onc
         assert burst["thresholds"]["observed"] == 3
     finally:
         rig.stop()
+
+
+def _stored_offset(sink: Any, device: str) -> float | None:
+    """The device's offset as stored in the rule state table (None: no row)."""
+    import json
+
+    from sqlalchemy import text
+    with sink.db.connect() as conn:
+        data = conn.execute(text("SELECT data FROM rule_state WHERE rule = '_clock' AND key = :k"),
+                            {"k": device}).scalar()
+    return None if data is None else float(json.loads(data)["est"])
+
+
+def test_offsets_are_written_back_and_a_hub_restarted_on_a_stale_one_keeps_time_forward(tmp_path: Path) -> None:
+    from alerts_helpers import accepted, make_config
+
+    from hub.alerting import AlertingSink
+    clock = FakeClock(T0)
+    cfg = make_config(tmp_path, state_write_back_s=5.0)
+    dev = "gas-b1"  # its clock runs 600 s ahead of the hub's
+
+    def send(sink: AlertingSink, stamped: float, seq: int) -> None:
+        sink.handle([accepted(cfg, env(dev, "gas_reading", stamped, seq, lel_pct=1.0))])
+
+    def correct(sink: AlertingSink, stamped: float, received: float) -> Event:
+        ctx = sink.ctx
+        ev = Event.from_envelope(env(dev, "gas_reading", stamped, lel_pct=1.0), "gas", ctx.place(dev),
+                                 ctx.devices[dev])
+        with sink.store.tx() as tx:
+            return sink.clocks.correct(ev, received, tx)
+
+    sink = AlertingSink(cfg, clock=clock, mqtt=False)
+    sink.open()
+    send(sink, T0 + 600, 1)
+    assert _stored_offset(sink, dev) is None, "an offset is kept in memory, not written per batch"
+    clock.t = T0 + 6
+    sink.tick()
+    assert _stored_offset(sink, dev) == pytest.approx(600)
+    clock.t = T0 + 7
+    send(sink, T0 + 7 + 603, 2)  # the offset grows by 3 s: in memory until the next write-back
+    assert _stored_offset(sink, dev) == pytest.approx(600) and sink.clocks.pending_write_back == 1
+    last_corrected = T0 + 7  # what the hub made of the last message before the crash
+    sink.db.dispose()  # a crash: no stop(), the grown offset is lost
+
+    again = AlertingSink(cfg, clock=clock, mqtt=False)
+    again.open()
+    clock.t = T0 + 8
+    # On the stale (lower) offset the device's time runs ahead a little, never back, and is learned again.
+    first = correct(again, T0 + 8 + 603, T0 + 8)
+    assert first.t >= last_corrected and first.t == pytest.approx(T0 + 8) and not first.late
+    # A replay of messages from 100 s ago is still told apart from live traffic.
+    replay = correct(again, T0 - 92 + 603, T0 + 9)
+    assert replay.late and replay.t == pytest.approx(T0 - 92)
+    # A clean stop writes back what is in memory.
+    again.stop()
+    assert _stored_offset(again, dev) == pytest.approx(603)
+
+
+def test_an_offset_that_fell_is_stored_at_once_so_a_restart_never_puts_the_clock_back() -> None:
+    ctx = Ctx(community())
+    clocks, store = DeviceClocks(30.0, relearn_s=120.0, write_back_s=5.0), MemoryStates()
+    clocks.correct(_ev(ctx, "gas-b1", T0 + 600), T0, store)
+    assert clocks.write_back(store, T0 + 6) == 1
+    # NTP steps the device's clock back to the hub's: relearned after relearn_s of lagging at real time's pace.
+    seen = [clocks.correct(_ev(ctx, "gas-b1", T0 + s), T0 + s, store).t for s in range(10, 200, 10)]
+    assert seen[-1] == pytest.approx(T0 + 190)
+    restarted = DeviceClocks(30.0, relearn_s=120.0, write_back_s=5.0)  # a crash before any write-back
+    nxt = restarted.correct(_ev(ctx, "gas-b1", T0 + 200), T0 + 200, store)
+    assert nxt.t == pytest.approx(T0 + 200) and nxt.t >= seen[-1] and not nxt.late

@@ -54,11 +54,14 @@ MALFORMED = [
 ]
 
 
+# Both MQTT readers: the buffered one (the default) and paho's own, its fallback (hub.buffered_reader: false).
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered_reader", "paho_reader"])
 def test_valid_stored_malformed_dead_lettered(tmp_path: Path, own_mosquitto: Mosquitto, influxd: Influxd,
-                                              unique_site: str) -> None:
+                                              unique_site: str, buffered: bool) -> None:
     mosquitto = own_mosquitto
     db = f"db_{unique_site}"
-    cfg = write_config(tmp_path, mosquitto, influxd, db, site=unique_site, hub={"discovery": True})
+    cfg = write_config(tmp_path, mosquitto, influxd, db, site=unique_site,
+                       hub={"discovery": True, "buffered_reader": buffered})
     hub = HubProcess(cfg, tmp_path / "hub.log")
     hub.start()
     dlq = Collector(mosquitto, "commhub/hub/v1/deadletter", f"dlq-{unique_site}")
@@ -77,8 +80,8 @@ def test_valid_stored_malformed_dead_lettered(tmp_path: Path, own_mosquitto: Mos
                         qos=1).wait_for_publish(10)
             seqs[dev] += 1
         m = len(MALFORMED)
-        assert wait_for(lambda: _count(influxd, db) >= n, 30), f"only {_count(influxd, db)} of {n} points"
-        assert wait_for(lambda: len(dlq.messages) >= m, 10)
+        assert wait_for(lambda: _count(influxd, db) >= n, 60), f"only {_count(influxd, db)} of {n} points"
+        assert wait_for(lambda: len(dlq.messages) >= m, 60)
         time.sleep(1.0)  # anything extra would have arrived by now
         assert _count(influxd, db) == n
         assert len(dlq.messages) == m

@@ -256,8 +256,9 @@ def _score_dict(score: Any) -> dict[str, float]:
 def _calibrate(args: argparse.Namespace) -> int:
     import cv2
 
-    from edge_agents.camera.detect import measure_person_px
+    from edge_agents.camera.calibrate import measure_person_px
     from edge_agents.camera.evaluate import read_clip
+    from edge_agents.camera.learned import LearnedDetector
 
     path: Path = args.calibrate
     if not path.is_file():
@@ -274,13 +275,20 @@ def _calibrate(args: argparse.Namespace) -> int:
     if not frames:
         print(f"commhub agent camera: --calibrate {path}: no frames", file=sys.stderr)
         return 2
-    found = measure_person_px(frames, cam.detect)
+    learned = LearnedDetector(cam.detect.learned_min_score) if cam.detect.learned else None
+    try:
+        if learned is not None:
+            learned.check()
+    except ValueError as e:
+        print(f"commhub agent camera: --calibrate: {e}", file=sys.stderr)
+        return 2
+    found = measure_person_px(frames, cam.detect, learned)
     if found is None:
         print("no person found in the calibration frames: pick a frame with people at the farthest place you "
               "want counted, or set detect.min_person_px by hand", file=sys.stderr)
         return 1
     h, w = frames[0].shape[:2]
     print(json.dumps({"frames": len(frames), "size": [w, h], "people": found.people,
-                      "smallest_px": found.smallest, "median_px": found.median,
+                      "smallest_px": found.smallest, "median_px": found.median, "detectors": list(found.detectors),
                       "detect": {"min_person_px": found.suggested}}))
     return 0

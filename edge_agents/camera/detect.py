@@ -182,29 +182,3 @@ def _overlap(a: BoxT, b: BoxT) -> int:
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     return ix * iy
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """People measured on calibration frames (pixels of those frames) and the suggested min_person_px."""
-
-    people: int
-    smallest: float
-    median: float
-    suggested: float
-
-
-def measure_person_px(frames: Sequence[np.ndarray], settings: DetectSettings) -> Calibration | None:
-    """Find people of any size on whole frames (at the largest upscale) and measure how tall they are."""
-    detector = PersonDetector(settings)
-    floor = WINDOW_PERSON_PX / settings.max_upscale
-    heights: list[float] = []
-    for image in frames:
-        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        heights += [float(d.box[3]) for d in detector.detect(grey, None, floor)]
-    if not heights:
-        return None
-    ordered = sorted(heights)
-    # The 10th percentile, not the minimum: one false detection on a small texture must not set the scale.
-    low = ordered[int(0.1 * (len(ordered) - 1))]
-    return Calibration(len(heights), low, ordered[len(ordered) // 2], round(max(floor, 0.9 * low), 1))

@@ -13,8 +13,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
+import queue
 import re
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -161,7 +166,7 @@ class LearnedDetector:
     def __init__(self, min_score: float, weights: Path | None = None) -> None:
         self.min_score = min_score
         self._weights = weights
-        self._net: cv2.dnn.Net | None = None
+        self._pool: NetPool | None = None
         self._priors = anchors()
 
     def check(self) -> Path:
@@ -173,34 +178,97 @@ class LearnedDetector:
         return pb
 
     def load(self) -> None:
-        """Read the network (once)."""
-        if self._net is not None:
-            return
-        pb = self.check()
-        with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "graph.pbtxt"
-            config.write_text(_config(pb), encoding="utf-8")
-            self._net = cv2.dnn.readNetFromTensorflow(str(pb), str(config))
-        log.info("learned person detector loaded from %s", pb)
+        """Take the process's pool of networks for these weights (the first camera reads one network)."""
+        if self._pool is None:
+            self._pool = _pool(self.check())
+            with self._pool.net():
+                pass
 
     def detect(self, frame: np.ndarray, min_score: float | None = None) -> list[Detection]:
         """People on a BGR frame, with their probability as the score (at least `min_score`, or the default)."""
         self.load()
-        net = self._net
-        assert net is not None
+        assert self._pool is not None
         h, w = frame.shape[:2]
         # The model zoo's preprocessing: RGB scaled to -1..1, resized to the input without keeping the aspect.
-        net.setInput(cv2.dnn.blobFromImage(frame, 1 / 127.5, (_INPUT, _INPUT), (127.5, 127.5, 127.5), swapRB=True))
-        maps = net.forward(list(_OUTPUTS))
+        blob = cv2.dnn.blobFromImage(frame, 1 / 127.5, (_INPUT, _INPUT), (127.5, 127.5, 127.5), swapRB=True)
+        with self._pool.net() as net:
+            net.setInput(blob)
+            maps = net.forward(list(_OUTPUTS))
         threshold = self.min_score if min_score is None else min_score
         return decode(list(maps[0::2]), list(maps[1::2]), self._priors, (w, h), threshold)
 
 
+class NetPool:
+    """Networks for one weights file shared by every camera of a process, one camera per network at a time.
+
+    A network holds about 46 MiB; one per camera grew a process by that much per camera. OpenCV's
+    Net.forward keeps its buffers in the Net, so two threads must not run one network at once: a camera
+    borrows a free network for one search and gives it back. There are at most `size` networks (one per
+    core by default): more could not run at once anyway, and a camera that finds them all busy waits for one.
+    """
+
+    def __init__(self, pb: Path, size: int) -> None:
+        self.pb = pb
+        self.size = max(1, size)
+        self._free: queue.LifoQueue[cv2.dnn.Net] = queue.LifoQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+
+    @property
+    def made(self) -> int:
+        """Networks read so far."""
+        return self._made
+
+    @contextmanager
+    def net(self) -> Iterator[cv2.dnn.Net]:
+        """A network for this thread alone until the block ends."""
+        try:
+            net = self._free.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                make = self._made < self.size
+                if make:
+                    self._made += 1
+            try:
+                net = self._read() if make else self._free.get()
+            except BaseException:
+                if make:
+                    with self._lock:
+                        self._made -= 1
+                raise
+        try:
+            yield net
+        finally:
+            self._free.put(net)
+
+    def _read(self) -> cv2.dnn.Net:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "graph.pbtxt"
+            config.write_text(_config(self.pb), encoding="utf-8")
+            net = cv2.dnn.readNetFromTensorflow(str(self.pb), str(config))
+        log.info("learned person detector loaded from %s", self.pb)
+        return net
+
+
+_POOLS: dict[Path, NetPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(pb: Path) -> NetPool:
+    """The process's pool for `pb` (cameras start on their own threads, so the first ones may race here)."""
+    with _POOLS_LOCK:
+        if pb not in _POOLS:
+            _POOLS[pb] = NetPool(pb, os.cpu_count() or 1)
+        return _POOLS[pb]
+
+
 _CONFIGS: dict[Path, str] = {}
+_CONFIGS_LOCK = threading.Lock()
 
 
 def _config(pb: Path) -> str:
     """The text graph for `pb`, made once per process (it takes a second of CPU)."""
-    if pb not in _CONFIGS:
-        _CONFIGS[pb] = text_graph(pb)
-    return _CONFIGS[pb]
+    with _CONFIGS_LOCK:
+        if pb not in _CONFIGS:
+            _CONFIGS[pb] = text_graph(pb)
+        return _CONFIGS[pb]

@@ -22,6 +22,7 @@ class Track:
     confirmed: bool = False
     last_run: int = 0  # the detector run that last saw it
     prev_box: BoxT | None = None  # the box before the last detection (which way the person moves)
+    born_box: BoxT | None = None  # the first detection's box (where the person was before being confirmed)
     extra: dict[str, object] = field(default_factory=dict)  # per-track state owned by the zone logic
 
 
@@ -123,7 +124,7 @@ class Tracker:
                 confirmed.append(t)
         for di, d in enumerate(detections):
             if births and di not in used_d:
-                t = Track(self._next_id, d.box, d.score, ts, ts, last_run=self.runs)
+                t = Track(self._next_id, d.box, d.score, ts, ts, last_run=self.runs, born_box=d.box)
                 self._next_id += 1
                 if s.min_hits <= 1:
                     t.confirmed = True

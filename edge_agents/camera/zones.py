@@ -73,6 +73,7 @@ class ZoneAnalytics:
             obj = self._objs.get(t.id)
             if obj is None:
                 obj = self._objs[t.id] = _Obj(event_id=f"{self._tag}-{self.run_id}-{t.id}")
+                self._seed_sides(obj, t)
             changed, fired = self._zones_step(obj, t, ts)
             out.extend(self._lines_step(obj, t))
             if t.id in new_ids:
@@ -131,6 +132,21 @@ class ZoneAnalytics:
                             entered_zones=tuple(obj.entered), dwell_s=round(max(0.0, dwell), 2))
 
     # ---- lines ------------------------------------------------------------------------------------
+
+    def _seed_sides(self, obj: _Obj, t: Track) -> None:
+        """A new object starts on the side of each line where its track was first seen, not where it is now.
+
+        A track is confirmed on its second detection; in a group walking together that can be a run or two
+        after its first, and the person may have crossed meanwhile (on TUD-Campus a track first seen left of
+        the line was confirmed on it and seen right of it next: the crossing was lost).
+        """
+        if t.born_box is None:
+            return
+        p = foot(t.born_box)
+        for ln, a, b in self.lines:
+            d = side(a, b, p)
+            if abs(d) >= self.margin:
+                obj.sides[ln.name] = (1.0 if d > 0 else -1.0, p)
 
     def _lines_step(self, obj: _Obj, t: Track) -> list[Pending]:
         p = foot(t.box)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     and_,
     delete,
+    func,
     literal_column,
     or_,
     select,
@@ -114,6 +115,8 @@ class AlertStore:
         self.auto_close_s = auto_close_s
         self.lease_s = lease_s
         self.on_notices: Callable[[list[AlertNotice]], None] = lambda _n: None
+        # Told, after each commit, the earliest timer the transaction set (rule state, escalation, auto-close).
+        self.on_due: Callable[[float], None] = lambda _t: None
         # The hub sets this: it publishes its own MQTT notices right after the commit, so it leases them at once.
         self.lease_own_mqtt = False
 
@@ -135,6 +138,8 @@ class AlertStore:
             tx = Tx(self, conn, self.clock(), optimistic)
             yield tx
             tx.flush()
+        if tx.min_due is not None:
+            self.on_due(tx.min_due)
         if tx.notices:
             self.on_notices(tx.notices)
 
@@ -192,6 +197,16 @@ class AlertStore:
                     .mappings()]
 
     # ---- timers ----------------------------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        """The earliest committed timer: a rule state's due time, an escalation, an auto-close (None: none)."""
+        stmt = select(select(func.min(RS.c.due)).scalar_subquery(),
+                      select(func.min(A.c.escalate_at)).where(A.c.state.in_(("open", "escalated"))).scalar_subquery(),
+                      select(func.min(A.c.resolved_at)).where(A.c.state == "resolved").scalar_subquery())
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).one()
+        times = [row[0], row[1], None if row[2] is None else row[2] + self.auto_close_s]
+        return min((float(t) for t in times if t is not None), default=None)
 
     def escalate_due(self) -> int:
         """Escalate alerts past their deadline; close resolved alerts past auto_close_s. Returns changes."""
@@ -286,6 +301,7 @@ class Tx:
         self._objs: dict[tuple[str, str], State] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._silences: list[Window] | None = None
+        self.min_due: float | None = None  # the earliest timer this transaction set (for the timer thread)
 
     # ---- StateStore --------------------------------------------------------------------------------
 
@@ -376,6 +392,8 @@ class Tx:
             self._states[k] = (None, None)
         for r in rows:
             self._states[(r["rule"], r["key"])] = (r["data"], r["due"])
+            if r["due"] is not None:
+                self._due(r["due"])
         if gone:
             conn.execute(delete(RS).where(_keys_in(gone)))
         if rows:
@@ -428,6 +446,7 @@ class Tx:
     def postpone(self, rule: str, until: float) -> int:
         """Move a rule's timers due before `until` to `until`."""
         self.flush()
+        self._due(until)
         res = self.conn.execute(update(RS).where(RS.c.rule == rule, RS.c.due < until).values(due=until))
         return int(res.rowcount or 0)
 
@@ -550,6 +569,8 @@ class Tx:
         row["tier"] = d.tier  # tiers that resolve to nobody were skipped
         row["route"] = d.to_dict()
         row["escalate_at"] = self._deadline(row, d)
+        if row["escalate_at"] is not None:
+            self._due(row["escalate_at"])
         stmt = insert(self.conn, A).values(**row).on_conflict_do_nothing(index_elements=["active_key"])
         new_id = self.conn.execute(stmt.returning(A.c.id)).scalar()
         if new_id is None:
@@ -640,7 +661,15 @@ class Tx:
 
     # ---- helpers -----------------------------------------------------------------------------------
 
+    def _due(self, t: float) -> None:
+        if self.min_due is None or t < self.min_due:
+            self.min_due = t
+
     def _update(self, row: dict[str, Any], changes: Mapping[str, Any]) -> None:
+        if changes.get("escalate_at") is not None:
+            self._due(changes["escalate_at"])
+        if changes.get("state") == "resolved":
+            self._due(self.now + self.s.auto_close_s)
         row.update(changes)
         self.conn.execute(update(A).where(A.c.id == row["id"]).values(**changes))
 

@@ -10,6 +10,7 @@ while a backlog's advance much faster; after `relearn_s` of that, `est` follows 
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from hub.rules.event import Event, State
@@ -26,13 +27,27 @@ _OWN = ("birth", "state")  # the agent's session messages: ordered by session, n
 
 
 class DeviceClocks:
-    """Per-device offsets, cached in memory and kept in the StateStore when they change."""
+    """Per-device offsets, cached in memory and kept in the StateStore when they change.
 
-    def __init__(self, tolerance_s: float, bound_s: float = 86400.0, relearn_s: float = 120.0) -> None:
+    With write_back_s > 0 an offset that grew (or a lagging stretch that began or ended) is only marked, and
+    write_back() stores the marked devices at most write_back_s later, instead of a row per batch while a
+    backlog drains. A crash then loses at most write_back_s of growth: the restarted hub's estimate is a little
+    low, so its corrected times run a little ahead (never back), and the next prompt message raises it again.
+    An estimate that fell (a clock stepped back, relearned) is stored at once: a restart on the older, higher
+    one would put the device's time back and take its messages for a backlog again for relearn_s.
+    """
+
+    def __init__(self, tolerance_s: float, bound_s: float = 86400.0, relearn_s: float = 120.0,
+                 write_back_s: float = 0.0) -> None:
         self.tolerance_s = tolerance_s  # offsets within this are not corrected at all
         self.bound_s = bound_s  # a clock further off than this is not corrected but replaced by the hub's
         self.relearn_s = relearn_s
+        self.write_back_s = write_back_s
         self._cache: dict[str, State] = {}
+        self._dirty: set[str] = set()  # devices whose offset changed since it was last stored
+        self._unconfirmed: set[str] = set()  # written back, transaction not yet committed
+        self._lock = threading.Lock()  # correct() runs on the worker, write_back() on the timer thread
+        self._last_write_back = 0.0
 
     def prefetch(self, events: list[Event], store: StateStore) -> set[tuple[str, str]]:
         """The state keys of devices not cached yet (to load with the batch's rule state)."""
@@ -68,7 +83,14 @@ class DeviceClocks:
         # Plain locals, not before/after tuples read back from the dict: this runs once per message.
         if (est != est0 or low != low0) and (est0 is None or low != low0
                                              or abs(float(est or 0.0) - float(est0 or 0.0)) >= _WRITE_STEP_S):
-            store.save(RULE, ev.device_id, State(dict(d)))
+            if self.write_back_s <= 0 or (est0 is not None and float(est or 0.0) < float(est0)):
+                store.save(RULE, ev.device_id, State(dict(d)))
+                if self._dirty:
+                    with self._lock:
+                        self._dirty.discard(ev.device_id)
+            else:
+                with self._lock:
+                    self._dirty.add(ev.device_id)
         if ev.kind == "agent" and ev.type == "state" and ev.get("status") == "offline" and not ev.get("clean"):
             # A will is stamped when its session connected; the broker sends it when the agent dies: it is
             # news of now, and an alert on it counts from when it came.
@@ -82,3 +104,30 @@ class DeviceClocks:
         if abs(offset) > self.bound_s:
             return ev.at(received)
         return ev.at(ev.t - offset)
+
+    def write_back(self, store: StateStore, now: float, force: bool = False) -> int:
+        """Store the offsets that changed (every write_back_s, and at stop); returns how many."""
+        if not self._dirty or (not force and now - self._last_write_back < self.write_back_s):
+            return 0
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            # dict() copies in one step under the GIL; a copy taken between two of correct()'s changes is
+            # completed later, since correct() marks its device after it changed the dict.
+            states = [(dev, State(dict(self._cache[dev].data))) for dev in dirty if dev in self._cache]
+        for dev, st in states:
+            store.save(RULE, dev, st)
+        self._last_write_back = now
+        self._unconfirmed = dirty
+        return len(states)
+
+    def write_back_ended(self, committed: bool) -> None:
+        """The transaction of the last write_back ended: on a rollback its devices are marked again."""
+        dirty, self._unconfirmed = self._unconfirmed, set()
+        if not committed and dirty:
+            with self._lock:
+                self._dirty |= dirty
+
+    @property
+    def pending_write_back(self) -> int:
+        """Devices whose latest offset is only in memory."""
+        return len(self._dirty)

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from hub.rules.clock import DeviceClocks
 from hub.rules.event import Ctx, Event, Signal, State, matches
-from hub.rules.kinds.absence import Absence
+from hub.rules.kinds.absence import AGENT, Absence
 from hub.rules.kinds.base import Rule
 from hub.rules.kinds.correlation import Correlation
 from hub.rules.kinds.instant import Instant
@@ -140,6 +140,7 @@ class Engine:
         self._quiet: dict[tuple[str, str], float | None] = {}
         self._touches: dict[tuple[str, str], Event] = {}
         self._unconfirmed: dict[tuple[str, str], Event] = {}  # written back, transaction not yet committed
+        self._written_back: dict[tuple[str, str], list[Signal]] = {}  # their signals, by key
         self._touch_lock = threading.Lock()
         self._last_write_back = 0.0
         self.rules: dict[str, Rule] = {}
@@ -285,25 +286,84 @@ class Engine:
 
     def redo(self, work: list[tuple[Event, Rule, str]], steps: list[list[Signal]], stale: set[tuple[str, str]],
              store: StateStore) -> bool:
-        """Feed again, in order, the steps of keys another worker changed meanwhile (store has their new state).
+        """Feed again, in order, the steps of keys another worker changed meanwhile, and of what they feed.
 
-        Only for keys whose steps have no effect beyond their own state and signals: False when a stale key is
-        an absence subject (memory of quiet subjects, fan-out) or a correlation, or when a stale step's signals
-        fed a correlation before the redo (nothing done) or do after it (the caller must then roll back).
+        The stale keys were forgotten by the store (their next load reads the other worker's state); steps[i]
+        is replaced for every step fed again. The keys redone are the stale ones plus, closed over, the
+        correlation keys the signals of a redone step feed and every step feeding such a key (signals of steps
+        whose own state is not redone are fed again as they were). Every redone key starts again from its
+        state as read (the store's discard must forget the transaction's changes, as the alert store's does).
+        False (the caller rolls the transaction back) when a stale key is not one a step of the batch names (a
+        device an agent's will fanned out to), or is an absence subject while an agent's will or stop in the
+        batch fans out to devices.
         """
-        for rule_id, _ in stale:
-            rule = self.hold if rule_id == HOLD else self.rules.get(rule_id)
-            if rule is None or isinstance(rule, Absence | Correlation):
+        named = {(rule.id, key) for _, rule, key in work}
+        prim = [self._own(step, rule) for step, (_, rule, _) in zip(steps, work, strict=True)]
+        fed = [self._correlation_keys(p) for p in prim]
+        fed_any = set().union(*fed)
+        for k in stale:
+            rule = self.hold if k[0] == HOLD else self.rules.get(k[0])
+            if rule is None or (k not in named and k not in fed_any):
                 return False
-        redo = [i for i, (_, rule, key) in enumerate(work) if (rule.id, key) in stale]
-        if any(self.correlations.get(sig.rule) for i in redo for sig in steps[i]):
-            return False
-        for i in redo:
-            ev, rule, key = work[i]
-            steps[i] = self._feed(rule, key, ev, store)
-        return not any(self.correlations.get(sig.rule) for i in redo for sig in steps[i])
+            if isinstance(rule, Absence) and any(r is rule and key.startswith(AGENT) and ev.type == "state"
+                                                 and ev.get("status") == "offline" for ev, r, key in work):
+                return False  # an agent's will or stop fans out to devices no step names
+        keys = set(stale)
+        for _ in range(len(work) + len(fed_any) + 2):  # the set only grows: this ends
+            grown = True
+            while grown:
+                grown = False
+                for i, (_, rule, key) in enumerate(work):
+                    if ((rule.id, key) in keys or fed[i] & keys) and not fed[i] <= keys:
+                        keys |= fed[i]
+                        grown = True
+            for k in keys:
+                store.discard(*k)  # back to the state as read (stale keys: as read again)
+            out: dict[int, list[Signal]] = {}
+            more: set[tuple[str, str]] = set()
+            for i, (ev, rule, key) in enumerate(work):
+                own = (rule.id, key) in keys
+                if not own and not fed[i] & keys:
+                    continue
+                p = self._step(rule, key, ev, store) if own else prim[i]
+                f = self._correlation_keys(p)
+                if not f <= keys:
+                    more = f - keys  # a signal the first pass did not have feeds a key outside the set
+                    fed[i] |= f
+                    break
+                out[i] = self._correlate(p, store)
+            if not more:
+                for i, sigs in out.items():
+                    steps[i] = sigs
+                return True
+            keys |= more
+        return False
+
+    @staticmethod
+    def _own(step: list[Signal], rule: Rule) -> list[Signal]:
+        """A step's own signals: those before the correlation signals they caused (_correlate appends them)."""
+        n = 0
+        while n < len(step) and step[n].rule == rule.id:
+            n += 1
+        return step[:n]
+
+    def _correlation_keys(self, sigs: list[Signal]) -> set[tuple[str, str]]:
+        """The correlation state keys these signals feed (as _correlate feeds them)."""
+        out: set[tuple[str, str]] = set()
+        for sig in sigs:
+            if sig.action != "fire":
+                continue
+            for corr in self.correlations.get(sig.rule, ()):
+                key = corr.place_key(sig.place)
+                if key is not None:
+                    out.add((corr.id, key))
+        return out
 
     def _feed(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
+        return self._correlate(self._step(rule, key, ev, store), store)
+
+    def _step(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
+        """Feed one event to one key; the rule's own signals (before correlation)."""
         st = store.load(rule.id, key) or State()
         try:
             sigs = rule.on_key_event(st, key, ev)
@@ -327,7 +387,7 @@ class Engine:
                     kept = self._touches.get((rule.id, key))
                     if kept is not None and kept.t <= ev.t:
                         del self._touches[(rule.id, key)]
-        return self._correlate(sigs, store)
+        return sigs
 
     def _fan_out(self, rule: Absence, agent: State, fanout: dict[str, object], store: StateStore) -> None:
         # An agent's will (or planned stop) speaks for every device it serves: all go offline at once, and
@@ -368,11 +428,11 @@ class Engine:
             touches, self._touches = self._touches, {}
         try:
             store.prefetch(set(touches))
-            out: list[Signal] = []
+            fed: dict[tuple[str, str], list[Signal]] = {}
             for (rule_id, key), ev in touches.items():
                 rule = self.rules.get(rule_id)
                 if rule is not None:
-                    out.extend(self._feed(rule, key, ev, store))
+                    fed[(rule_id, key)] = self._feed(rule, key, ev, store)
         except Exception:
             with self._touch_lock:  # the transaction rolls back: keep them for the next try
                 for k, ev in touches.items():
@@ -382,11 +442,30 @@ class Engine:
             raise
         self._last_write_back = now
         self._unconfirmed = touches
-        return out
+        self._written_back = fed
+        return [sig for sigs in fed.values() for sig in sigs]
+
+    def redo_write_back(self, stale: set[tuple[str, str]], store: StateStore) -> list[Signal] | None:
+        """Feed again the signs of life of the last write_back() whose keys another worker changed meanwhile.
+
+        The store forgot the stale keys (their next load reads the other worker's state). Every signal of the
+        write-back, or None when a stale key is not one of its subjects (the caller rolls back).
+        """
+        if not stale <= self._written_back.keys():
+            return None
+        for k in sorted(stale):
+            rule = self.rules[k[0]]
+            self._written_back[k] = self._feed(rule, k[1], self._unconfirmed[k], store)
+        return [sig for sigs in self._written_back.values() for sig in sigs]
+
+    def write_back_at(self) -> float:
+        """When the signs of life kept in memory are next due to be written (inf: none is kept)."""
+        return self._last_write_back + self.write_back_s if self._touches else float("inf")
 
     def write_back_ended(self, committed: bool) -> None:
         """The transaction of the last write_back ended: on a rollback its signs of life go back to memory."""
         touches, self._unconfirmed = self._unconfirmed, {}
+        self._written_back = {}
         if committed or not touches:
             return
         with self._touch_lock:
