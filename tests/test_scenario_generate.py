@@ -117,3 +117,42 @@ def test_expectations_name_severity_steps_paging_and_recipients() -> None:
     assert score(sc, quiet, lambda a: a.opened_at, lambda a: True).expected[0].status == "misrouted"
     wrong = [_seen(1, "low", t0 + 31, recipients=("control_room:ctrl-1",)), _seen(1, "medium", t0 + 301)]
     assert score(sc, wrong, lambda a: a.opened_at, lambda a: True).expected[0].status == "misrouted"
+
+
+def test_an_alert_raised_after_its_deadline_is_late_not_misrouted() -> None:
+    sc = Scenario.model_validate({
+        "name": "late", "start": "2026-03-02T10:00:00+08:00", "duration": "20m",
+        "incidents": [{"at": "1m", "action": "held_open", "device": "door-b01-u2", "open_for": "8m"}],
+        "expect": [{"code": "door_held_open", "device": "door-b01-u2", "within": "90s",
+                    "recipients": ["property"], "paged": True}]})
+    t0 = sc.start_ts + 60
+
+    def verdict(seen: list[ObservedAlert]) -> tuple[str, float | None]:
+        e = score(sc, seen, lambda a: a.opened_at, lambda a: True).expected[0]
+        return e.status, e.late_s
+    # Routed as expected but 200 s after the incident (deadline 90 s): late, by how much.
+    assert verdict([_seen(1, "low", t0 + 200)]) == ("late", 200.0)
+    # Late and routed elsewhere: still late (its trail up to the deadline is empty, nothing was misrouted).
+    assert verdict([_seen(1, "low", t0 + 200, recipients=("control_room:ctrl-1",))]) == ("late", 200.0)
+    # Exactly at the deadline is in time.
+    assert verdict([_seen(1, "low", t0 + 90)]) == ("on_time", 90.0)
+
+
+def test_misrouted_means_raised_in_time_but_not_routed_as_expected() -> None:
+    sc = Scenario.model_validate({
+        "name": "misrouted", "start": "2026-03-02T10:00:00+08:00", "duration": "20m",
+        "incidents": [{"at": "1m", "action": "held_open", "device": "door-b01-u2", "open_for": "8m"}],
+        "expect": [{"code": "door_held_open", "device": "door-b01-u2", "within": "90s",
+                    "recipients": ["property"], "paged": True}]})
+    t0 = sc.start_ts + 60
+    wrong = _seen(1, "low", t0 + 30, recipients=("control_room:ctrl-1",))
+    quiet = _seen(1, "low", t0 + 30, suppressed="maintenance:nightly")
+    for seen in ([wrong], [quiet]):
+        e = score(sc, seen, lambda a: a.opened_at, lambda a: True).expected[0]
+        assert (e.status, e.alert_id) == ("misrouted", None)
+    # A second alert of the kind raised after the deadline does not turn the misrouted one into "late".
+    e = score(sc, [wrong, _seen(2, "low", t0 + 200)], lambda a: a.opened_at, lambda a: True).expected[0]
+    assert e.status == "misrouted"
+    # Routed wrongly at first, then to the property before the deadline: on time.
+    fixed = [wrong, _seen(1, "low", t0 + 60)]
+    assert score(sc, fixed, lambda a: a.opened_at, lambda a: True).expected[0].status == "on_time"

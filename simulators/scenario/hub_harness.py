@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,19 +42,89 @@ def isolated(cfg: Config, workdir: Path, rules_file: Path | None = None) -> Conf
     return cfg.model_copy(update={"mqtt": mqtt, "influx": influx, "hub": hub, "alerts": alerts})
 
 
+# A message handed to an agent and not handled this long (wall seconds) was dead-lettered or lost: it no longer
+# holds time back. An agent on a loaded machine delivers within a second or two.
+LOST_S = 30.0
+
+
+class InFlight:
+    """The messages the scenario handed to its agents that the hub has not handled yet, and when each was sent.
+
+    Each agent is a broker connection of its own: its messages reach the hub in order, but one agent's may
+    overtake another's. Live that skew is a fraction of a second; at a hundred times real speed an agent whose
+    pump lags one wall second behind the others is two simulated minutes behind. So the event clock may not
+    pass a message still in flight on any connection, and a message counts as received when it was sent (its
+    stamp, or the end of its late window), not when a newer message of another agent got in first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._queues: dict[str, deque[tuple[str, int, float, float]]] = {}  # agent -> (device, seq, at, mono)
+        self._sent: dict[tuple[str, int], tuple[str, float]] = {}  # (device, seq) -> (agent, at)
+
+    def send(self, agent: str, publish: Callable[[], int], device_id: str, at: float) -> int:
+        """Publish through the agent (publish() returns the seq) and note the message as in flight since at."""
+        with self._lock:  # held across the publish, so the hub cannot handle the message before it is noted
+            seq = publish()
+            self._sent[(device_id, seq)] = (agent, at)
+            self._queues.setdefault(agent, deque()).append((device_id, seq, at, time.monotonic()))
+            return seq
+
+    def sent_at(self, device_id: str, seq: int) -> float | None:
+        """When a message still in flight was sent (simulated time), or None."""
+        with self._lock:
+            entry = self._sent.get((device_id, seq))
+            return None if entry is None else entry[1]
+
+    def handled(self, device_id: str, seq: int) -> None:
+        """The hub handled a message: it, and every older one of its agent (the hub dropped those), are in."""
+        with self._lock:
+            entry = self._sent.get((device_id, seq))
+            if entry is None:
+                return  # an agent's own message, a redelivery, or one of an agent that is gone
+            q = self._queues[entry[0]]
+            while q:
+                d, s, _at, _mono = q.popleft()
+                del self._sent[(d, s)]
+                if (d, s) == (device_id, seq):
+                    break
+
+    def floor(self) -> float:
+        """The send time of the oldest message in flight (inf if none): time may not pass it."""
+        with self._lock:
+            oldest = math.inf
+            lost = time.monotonic() - LOST_S
+            for agent, q in self._queues.items():
+                while q and q[0][3] < lost:
+                    d, s, at, _mono = q.popleft()
+                    del self._sent[(d, s)]
+                    log.warning("a message of %s sent at %.3f was not handled in %.0f s: no longer waited for",
+                                agent, at, LOST_S)
+                if q:
+                    oldest = min(oldest, q[0][2])
+            return oldest
+
+    def forget(self, agent: str) -> None:
+        """An agent died or stopped: what it did not deliver will not come."""
+        with self._lock:
+            for d, s, _at, _mono in self._queues.pop(agent, ()):
+                self._sent.pop((d, s), None)
+
+
 class EventClock:
     """A hub sink that keeps event time for the alert timers, from the simulated messages the hub handled.
 
-    Messages arrive in simulated-time order over one connection. Once the hub has handled a message
-    stamped t, every message stamped before t has been handled, so timers may run up to the previous
-    distinct stamp: they can never overtake a message still in flight, however fast the simulation runs.
-    Births and states carry the agent's wall clock and are skipped. Time starts just before the scenario
-    (so absence timers are seeded there), stops at its end, and jumps there once release() says every
-    message is in.
+    Each agent's messages arrive in simulated-time order over its own connection. Once the hub has handled a
+    message stamped t, every message of that agent stamped before t has been handled, so timers may run up to
+    the previous distinct stamp, and never past a message still in flight on another agent's connection
+    (InFlight): they can never overtake one, however fast the simulation runs. Births and states carry the
+    agent's wall clock and are skipped. Time starts just before the scenario (so absence timers are seeded
+    there), stops at its end, and jumps there once release() says every message is in.
     """
 
-    def __init__(self, start: float, end: float) -> None:
+    def __init__(self, start: float, end: float, inflight: InFlight | None = None) -> None:
         self.end = end
+        self.inflight = inflight if inflight is not None else InFlight()
         self.latest = start - 1.0  # the newest stamp of any batch the rules have started on
         self.newest = start - 1.0
         self.safe = self.newest
@@ -68,6 +140,7 @@ class EventClock:
         with self._lock:
             for a in batch:
                 env = a.envelope
+                self.inflight.handled(env.device_id, env.seq)
                 if env.body.type in ("birth", "state"):
                     if env.body.type == "state" and getattr(env.body, "status", None) == "offline":
                         self.wills.add(env.device_id)
@@ -85,9 +158,10 @@ class EventClock:
             self.released = True
 
     def now(self) -> float:
-        """Event time, or the end once released."""
+        """Event time (never past a message in flight), or the end once released."""
+        floor = self.inflight.floor() - 1e-3
         with self._lock:
-            return self.end if self.released else self.safe
+            return self.end if self.released else min(self.safe, floor)
 
     def seen_will(self, device_id: str) -> bool:
         """Whether the rules have handled an offline state (a will) of this agent or device."""
@@ -111,7 +185,7 @@ class EventClock:
         stamps = [a.envelope.ts.timestamp() for a in batch if a.envelope.body.type not in ("birth", "state")]
         if not stamps:
             return False
-        t = min(min(stamps), self.end) - 1e-3
+        t = min(min(stamps), self.end, self.inflight.floor()) - 1e-3
         with self._lock:
             self.latest = max(self.latest, max(stamps))
             if t <= self.safe:
@@ -209,9 +283,10 @@ class InStep:
 class ReceivedClocks(DeviceClocks):
     """The hub's device clocks, told when a message was received on the simulated clock.
 
-    Live, a message is received after its own stamp. The event clock lags the batch in hand (its timers may
-    not overtake it), so as a receive time it would make every message look early and the next ones late;
-    the newest stamp the rules have started on is when, in simulated time, the batch arrived.
+    Live, a message is received just after it was sent. The event clock lags the batch in hand (its timers may
+    not overtake it), so as a receive time it would make every message look early and the next ones late; and
+    the newest stamp in hand may be another agent's that overtook this one. A message is received when the
+    scenario sent it (InFlight); one not noted there (an agent's own) when the batch's newest stamp was.
     """
 
     def __init__(self, clock: EventClock, tolerance_s: float) -> None:
@@ -219,8 +294,9 @@ class ReceivedClocks(DeviceClocks):
         self.clock = clock
 
     def correct(self, ev: Any, received: float, store: Any) -> Any:
-        """Correct against the batch's arrival, not the timers' clock."""
-        return super().correct(ev, max(received, self.clock.latest), store)
+        """Correct against the message's send time (else the batch's arrival), not the timers' clock."""
+        sent = self.clock.inflight.sent_at(ev.device_id, ev.seq)
+        return super().correct(ev, max(received, self.clock.latest) if sent is None else sent, store)
 
 
 class ScenarioHub:
@@ -232,6 +308,7 @@ class ScenarioHub:
         self.end = end
         self.clock: EventClock | None = None
         self.worker: Any = None
+        self.inflight = InFlight()  # the runner sends every scenario message through it
 
     def start(self, timeout: float = 120.0) -> None:
         """Start the worker and wait until it is subscribed."""
@@ -241,7 +318,7 @@ class ScenarioHub:
         self.cfg.hub.spool.dir.mkdir(parents=True, exist_ok=True)
         self.cfg.alerts.db_path.parent.mkdir(parents=True, exist_ok=True)
         # The clock sink goes after the rules: time reaches a batch's stamps only once the rules have seen it.
-        self.clock = EventClock(self.start_ts, self.end)
+        self.clock = EventClock(self.start_ts, self.end, self.inflight)
         alerting = AlertingSink(self.cfg, clock=self.clock.now)
         alerting.clocks = ReceivedClocks(self.clock, self.cfg.alerts.max_clock_skew_s)
         self.worker = Worker(self.cfg, sinks=[InStep(self.clock, alerting)])

@@ -21,7 +21,7 @@ class Expected:
     where: dict[str, str]
     reference: float  # simulated epoch seconds the deadline counts from
     deadline_s: float
-    status: str = "missed"  # on_time | late | missed | misrouted (raised, but not paged/routed as expected)
+    status: str = "missed"  # on_time | late | missed | misrouted (raised in time, but not paged/routed as expected)
     alert_id: int | None = None
     raised_at: float | None = None
     late_s: float | None = None
@@ -112,7 +112,12 @@ def score(scenario: Scenario, observed: Sequence[ObservedAlert], raised_at: Call
             t = raised_at(a)
             if t < ref - EARLY_TOLERANCE_S:
                 continue
-            if not _routed(exp, [x for x in trail[a.alert_id] if raised_at(x) <= ref + exp.within]):
+            late = t - ref > exp.within
+            if late and verdict.status == "misrouted":
+                break  # raised in time but routed wrongly: a later raise does not make that late
+            # Routing is judged on what the alert did by its deadline; an alert raised after it is late, whatever
+            # its routing (its trail up to the deadline is empty: it was not misrouted).
+            if not late and not _routed(exp, [x for x in trail[a.alert_id] if raised_at(x) <= ref + exp.within]):
                 verdict.status = "misrouted"
                 continue
             if exp.severity is None:

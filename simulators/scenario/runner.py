@@ -24,7 +24,7 @@ from simulators.recordings import Recordings
 from simulators.rhythm import LocalTime
 from simulators.scenario.alerts import AlertListener, ObservedAlert
 from simulators.scenario.delivery import LateDelivery
-from simulators.scenario.hub_harness import ScenarioHub, isolated
+from simulators.scenario.hub_harness import InFlight, ScenarioHub, isolated
 from simulators.scenario.incidents import Crash, plan
 from simulators.scenario.matching import Score, score
 from simulators.scenario.report import Progress
@@ -152,7 +152,7 @@ class ScenarioRunner:
             # The hub handles everything sent before the death first: its clock is then at the crash.
             if hub is not None and not hub.settle(last_ts, crash.t, self.catch_up_s):
                 log.warning("the scenario hub did not catch up before %s died", crash.agent)
-        agents = _Agents(agent, others, told, settle)
+        agents = _Agents(agent, others, told, settle, hub.inflight if hub is not None else None)
         progress = Progress(sc.name, sc.duration, self.out) if self.out is not None else None
 
         def on_progress(s: Stats) -> None:
@@ -160,7 +160,7 @@ class ScenarioRunner:
                 progress.update((s.sim_ts if s.sim_ts == s.sim_ts else start) - start, s.published,
                                 len({a.alert_id for a in listener.snapshot()}))
         ctx = ModelContext(site=site, local=local, recordings=self.recordings)
-        late = LateDelivery(lambda d, b, ts, _at: agents.publish(d, b, ts=ts), sc.delivery.late, start, sc.seed)
+        late = LateDelivery(lambda d, b, ts, at: agents.publish(d, b, ts=ts, at=at), sc.delivery.late, start, sc.seed)
         sim = Simulation(fleet, late if sc.delivery.late else agents, clock, ctx, sc.seed, end=end,
                          injections=the_plan.injections, overrides=the_plan.overrides, progress=on_progress,
                          progress_every_s=0.25, announce=True)
@@ -231,10 +231,13 @@ class ScenarioRunner:
 class _Agents:
     """The main agent, and agents that die (or stop cleanly) at a crash step; routes each device's messages."""
 
-    def __init__(self, main: Any, others: Sequence[tuple[Crash, Any]], told: Any = None, settle: Any = None) -> None:
+    def __init__(self, main: Any, others: Sequence[tuple[Crash, Any]], told: Any = None, settle: Any = None,
+                 inflight: InFlight | None = None) -> None:
         self.main = main
         self.told = told  # called after a kill: waits until the hub has handled the will
         self.settle = settle  # called before a crash step with the newest stamp sent
+        self.inflight = inflight  # the scenario hub's note of what is in flight on each agent's connection
+        self.names = {id(a): c.agent for c, a in others}
         self.last_ts = -math.inf
         self.pending = sorted(others, key=lambda x: x[0].t)
         self.live = [a for _, a in others]
@@ -247,15 +250,21 @@ class _Agents:
             if not a.wait_connected(60.0) or not a.sync(60.0):
                 log.warning("crash agent %s did not connect in 60 s", a.agent_name)
 
-    def publish(self, device_id: str, body: Any, *, ts: datetime | None = None) -> int:
-        """Run crash steps due by ts, then publish through the device's agent (nothing after it died)."""
+    def publish(self, device_id: str, body: Any, *, ts: datetime | None = None, at: float | None = None) -> int:
+        """Run crash steps due by ts, then publish through the device's agent (nothing after it died).
+
+        at: when it is sent on the simulated clock (a late window's end), if not at its stamp.
+        """
         assert ts is not None
         self.due(ts.timestamp())
         a = self.by_device.get(device_id, self.main)
         if a is not self.main and a not in self.live:
             return 0  # the plan drops them; a rewrite may still let one through
         self.last_ts = max(self.last_ts, ts.timestamp())
-        return int(a.publish(device_id, body, ts=ts))
+        if self.inflight is None:
+            return int(a.publish(device_id, body, ts=ts))
+        return self.inflight.send(self.names.get(id(a), ""), lambda: int(a.publish(device_id, body, ts=ts)),
+                                  device_id, ts.timestamp() if at is None else max(at, ts.timestamp()))
 
     def due(self, t: float) -> None:
         """Kill (or cleanly stop) every agent whose crash is due."""
@@ -269,8 +278,10 @@ class _Agents:
                 a.stop()  # announces offline, clean, for each device and itself
             else:
                 a.kill()
-                if self.told is not None:
-                    self.told(crash)
+            if self.inflight is not None:
+                self.inflight.forget(crash.agent)  # what it had not delivered will not come
+            if not crash.clean and self.told is not None:
+                self.told(crash)
 
     def stop(self) -> None:
         """Stop the agents still alive."""
