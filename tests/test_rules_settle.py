@@ -1,6 +1,8 @@
-"""A forced-door opening that settles: several workers may see a door's grant after its opening (settle_s)."""
+"""Door rules that settle (settle_s): several workers may see a grant after the opening or passage it allowed."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from alerts_helpers import T0
 from test_rules_late import GRANT, Hub
@@ -79,8 +81,8 @@ def _tailgate_hub(settle: float) -> Hub:
     return h
 
 
-PASS = {"door": "main", "direction": "in", "count": 1}
-GRANT_IN = {**GRANT, "direction": "in"}
+PASS: dict[str, Any] = {"door": "main", "direction": "in", "count": 1}
+GRANT_IN: dict[str, Any] = {**GRANT, "direction": "in"}
 
 
 def _queue(h: Hub) -> None:
