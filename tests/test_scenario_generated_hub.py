@@ -12,24 +12,15 @@ from pathlib import Path
 
 import pytest
 from conftest import influx_query
-from scenario_helpers import hub_run_config, sample_community
+from scenario_helpers import run_parts_on_hub, sample_community
 
-from commhub.config import Config
 from commhub.services import Influxd, Mosquitto
-from simulators.recordings import load as load_recordings
-from simulators.scenario.compose import compose
 from simulators.scenario.generate import variants
-from simulators.scenario.runner import ScenarioRunner
-from simulators.scenario.spec import Background, Scenario
 
 SEED = 7
 # Short incidents at any hour (loitering needs the night, elderly and stranger last a day and a week: offline).
 KINDS = ("forced_open", "tailgate", "credential_burst", "duress", "sos", "beam", "ebike_in_lift",
          "camera_covered", "intrusion", "gas", "hydrant_drop", "agent_crash")
-
-
-def _config(tmp: Path, broker: Mosquitto, influx: Influxd) -> Config:
-    return hub_run_config(tmp, broker, influx, "gen")
 
 
 @pytest.mark.services
@@ -40,21 +31,7 @@ def test_a_generated_set_on_a_real_hub(tmp_path: Path, mosquitto: Mosquitto, inf
     assert any(p.delivery.late for p in parts) and any(p.incidents[0].action == "agent_crash" for p in parts)
     # Some replays come out of order (a forced door, a tailgate near miss, a gas leak among them).
     assert any(w.order == "shuffled" for p in parts for w in p.delivery.late)
-    # No life of its own: each part brings its device and two around it.
-    base = Scenario(name="generated", start="2026-03-05T10:00:00+08:00", duration=3 * 3600.0, seed=SEED,
-                    background=Background(devices=()))
-    sc, layout = compose("generated", base, parts, community, margin_s=120.0, time_of_day=False, step_s=300.0,
-                         trim=True)
-    assert len(layout) == len(parts) and sc.delivery.late
-    # 120x, as the shipped set on the hub: deadlines are judged on the harness's event clock; the wait is generous.
-    result = ScenarioRunner(_config(tmp_path, mosquitto, influxd), sc, speed=120.0, grace_s=60.0,
-                            recordings=load_recordings(shared_data), out=None, with_hub=tmp_path / "hub",
-                            catch_up_s=240.0).run()
-    misses = [f"{p.name}: {e.code} {e.where} {e.status} (late {e.late_s})" for p in layout for e in
-              (result.score.expected[i] for i in p.expect) if e.status != "on_time"]
-    unexpected = [(u.code, u.where) for u in result.score.unexpected if u.in_scope]
-    assert result.meta["all_acknowledged"] and result.meta["published"] > 0
-    assert not misses and not unexpected, f"{misses}; unexpected {unexpected}"
+    layout, _ = run_parts_on_hub("gen", parts, SEED, tmp_path, mosquitto, influxd, shared_data)
     assert sum(len(p.expect) for p in layout) >= len(KINDS)
     # The states stored in InfluxDB are in order: the killed agent's will (stamped with its session's
     # connect time, older than its own online) is its last state, and so is the clean stop's offline.
