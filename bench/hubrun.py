@@ -105,17 +105,20 @@ def forget_session(broker: Mosquitto, client_id: str) -> None:
         close(c)
 
 
-def measure_raw(broker: Mosquitto, topic_filter: str, queue: Callable[[], int]) -> float:
-    """Raw paho QoS 1 drain rate (msg/s) of the backlog that queue() publishes (it returns the count)."""
-    s = _Session(broker, "raw-sub", topic_filter)
-    c = s.open(subscribe=True)  # creates the persistent session
+def create_session(broker: Mosquitto, client_id: str, topic_filter: str) -> None:
+    """Subscribe a persistent session while the topics are quiet, so the broker queues a backlog for it."""
+    s = _Session(broker, client_id, topic_filter)
+    c = s.open(subscribe=True)
     try:
         if not s.subscribed.wait(START_TIMEOUT_S):
             raise RuntimeError("raw subscriber: no SUBACK on an empty session")
     finally:
         close(c)
-    n = queue()
-    s = _Session(broker, "raw-sub", topic_filter)
+
+
+def drain_session(broker: Mosquitto, client_id: str, topic_filter: str, n: int) -> float:
+    """Resume a session made by create_session and receive its n queued messages; the seconds it took."""
+    s = _Session(broker, client_id, topic_filter)
     s.target = n
     t0 = time.perf_counter()
     # The session already holds the subscription: no SUBSCRIBE (its SUBACK would queue behind the backlog).
@@ -123,9 +126,16 @@ def measure_raw(broker: Mosquitto, topic_filter: str, queue: Callable[[], int]) 
     try:
         if not s.done.wait(DRAIN_TIMEOUT_S):
             raise RuntimeError(f"raw subscriber got {s.received} of {n}")
-        elapsed = time.perf_counter() - t0
+        return time.perf_counter() - t0
     finally:
         close(c)
+
+
+def measure_raw(broker: Mosquitto, topic_filter: str, queue: Callable[[], int]) -> float:
+    """Raw paho QoS 1 drain rate (msg/s) of the backlog that queue() publishes (it returns the count)."""
+    create_session(broker, "raw-sub", topic_filter)
+    n = queue()
+    elapsed = drain_session(broker, "raw-sub", topic_filter, n)
     forget_session(broker, "raw-sub")
     return n / elapsed
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.hubrun import DRAIN_TIMEOUT_S, START_TIMEOUT_S, _Session, close, cpu_seconds, forget_session
+from bench.hubrun import DRAIN_TIMEOUT_S, START_TIMEOUT_S, cpu_seconds, create_session, drain_session, forget_session
 from commhub.services import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,26 +79,12 @@ def measure(broker: Mosquitto, topic_filter: str, queue_backlog: Callable[[], in
 
 def _child(host: str, port: int, topic_filter: str) -> int:
     broker = Mosquitto(REPO / ".rawsub-unused", host, port)  # a handle on the running broker: never started
-    s = _Session(broker, CLIENT_ID, topic_filter)
-    c = s.open(subscribe=True)  # creates the persistent session
-    try:
-        if not s.subscribed.wait(START_TIMEOUT_S):
-            raise RuntimeError("raw subscriber: no SUBACK on an empty session")
-    finally:
-        close(c)
+    create_session(broker, CLIENT_ID, topic_filter)
     print("ready", flush=True)
     word, n = sys.stdin.readline().split()
     if word != "go":
         return 2
-    s = _Session(broker, CLIENT_ID, topic_filter)
-    s.target = int(n)
-    # The session already holds the subscription: no SUBSCRIBE (its SUBACK would queue behind the backlog).
-    c = s.open(subscribe=False)
-    try:
-        if not s.done.wait(DRAIN_TIMEOUT_S):
-            raise RuntimeError(f"raw subscriber got {s.received} of {n}")
-    finally:
-        close(c)
+    drain_session(broker, CLIENT_ID, topic_filter, int(n))
     print("done", flush=True)
     forget_session(broker, CLIENT_ID)
     sys.stdin.readline()  # "exit": the benchmark has read our CPU time
