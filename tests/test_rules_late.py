@@ -6,6 +6,7 @@ from typing import Any
 
 from alerts_helpers import RULES, T0, community, env, kind_of
 
+from commhub.wire import Envelope
 from hub.rules.clock import DeviceClocks
 from hub.rules.engine import REPLAY_GRACE_S, Engine, MemoryStates
 from hub.rules.event import Ctx, Event, Signal
@@ -34,8 +35,16 @@ class Hub:
         """Tick timers up to the receive time, then deliver one message stamped at its own time."""
         self.tick(received)
         e = env(device, body_type, stamped, **fields).model_copy(update={"historical": historical})
-        ev = Event.from_envelope(e, kind_of(self.c, device), self.ctx.place(device), self.ctx.devices.get(device))
-        self.signals.extend(self.engine.process([ev], self.store, received, self.clocks))
+        self.process([self.event(e)], received)
+
+    def event(self, e: Envelope) -> Event:
+        """The rules' event for an envelope of a device of the sample community."""
+        d = e.device_id
+        return Event.from_envelope(e, kind_of(self.c, d), self.ctx.place(d), self.ctx.devices.get(d))
+
+    def process(self, events: list[Event], received: float) -> None:
+        """One batch received at `received`, as the hub hands it to the rules (device clocks corrected)."""
+        self.signals.extend(self.engine.process(events, self.store, received, self.clocks))
 
     def tick(self, now: float) -> None:
         """Run the timers due by now (noting each hold released)."""
@@ -63,36 +72,34 @@ def _live(h: Hub, device: str, t: float) -> None:
     h.deliver(device, "heartbeat", t, t, uptime_s=1.0)
 
 
-def test_a_replayed_door_opening_and_closing_inside_the_hold_raise_nothing() -> None:
+def _replayed_opening(device: str, at: float) -> Hub:
+    """A hub that heard the door live at T0+1, then got its grant (T0+10) and opening (T0+11) replayed at `at`."""
     h = Hub()
-    _live(h, "door-b1", T0 + 1)
+    _live(h, device, T0 + 1)
+    h.deliver(device, "access_granted", T0 + 10, at, **GRANT)
+    h.deliver(device, "door_opened", T0 + 11, at + 0.5, door="main")
+    h.tick(at + 1.0)
+    return h
+
+
+def test_a_replayed_door_opening_and_closing_inside_the_hold_raise_nothing() -> None:
     # Granted, opened, closed 12 s later; all three replayed 5 minutes later, a timer tick between each.
     at = T0 + 400
-    h.deliver("door-b1", "access_granted", T0 + 10, at, **GRANT)
-    h.deliver("door-b1", "door_opened", T0 + 11, at + 0.5, door="main")
-    h.tick(at + 1.0)
+    h = _replayed_opening("door-b1", at)
     h.deliver("door-b1", "door_closed", T0 + 23, at + 1.5, door="main")
     h.tick(at + 2 * REPLAY_GRACE_S)
     assert not h.fired("door_held_open") and not h.fired("door_forced_open")
 
 
 def test_a_replayed_door_held_open_is_raised_once_at_its_own_time() -> None:
-    h = Hub()
-    _live(h, "door-b1", T0 + 1)
     at = T0 + 400
-    h.deliver("door-b1", "access_granted", T0 + 10, at, **GRANT)
-    h.deliver("door-b1", "door_opened", T0 + 11, at + 0.5, door="main")
-    h.tick(at + 1.0)
+    h = _replayed_opening("door-b1", at)
     h.deliver("door-b1", "door_closed", T0 + 71, at + 1.5, door="main")
     h.settle(at + 2 * REPLAY_GRACE_S)
     held = h.fired("door_held_open")
     assert len(held) == 1 and held[0].t == T0 + 11 + 30  # when live delivery would have raised it
     # Still open when the replay ends: judged after the replay's grace, not between two of its messages.
-    h2 = Hub()
-    _live(h2, "door-b2", T0 + 1)
-    h2.deliver("door-b2", "access_granted", T0 + 10, at, **GRANT)
-    h2.deliver("door-b2", "door_opened", T0 + 11, at + 0.5, door="main")
-    h2.tick(at + 1.0)
+    h2 = _replayed_opening("door-b2", at)
     assert not h2.fired("door_held_open")
     h2.settle(at + 1.0 + REPLAY_GRACE_S + SETTLE_S)
     # Open 400 s by then: raised, and stepped to medium at once as live delivery would have by 300 s.

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts_helpers import T0, FakeClock, SinkDriver, accepted, env, make_config
-from test_rules_late import GRANT, Hub
+from test_rules_late import GRANT, Hub, _live
 
 from hub.rules.engine import Engine
 from hub.rules.event import Event
@@ -16,10 +16,6 @@ from hub.rules.reorder import HOLD, HOLD_MAX_S, HOLD_SPAN_S, SETTLE_S
 DENIED: dict[str, Any] = {"door": "main", "credential_ref": "bad0bad0bad0bad0", "method": "card",
                           "reason": "unknown_credential"}
 AT = T0 + 600  # when the replays arrive: ten minutes after the first message in them
-
-
-def _live(h: Hub, device: str, t: float) -> None:
-    h.deliver(device, "heartbeat", t, t, uptime_s=1.0)
 
 
 def _held(h: Hub, device: str) -> int:
@@ -79,14 +75,12 @@ def test_duplicates_inside_a_shuffled_replay_count_once() -> None:
     # Two denials (the burst needs three), each delivered twice inside the shuffled replay (a redelivery).
     h = Hub()
     _live(h, "door-b1", T0)
-    c = h.c
     envs = [env("door-b1", "access_denied", T0 + 30 + 20 * k, seq=500 + k, **DENIED) for k in range(2)]
     order = [*envs, *envs]
     random.Random(3).shuffle(order)
     for i, e in enumerate(order):
         h.tick(AT + 0.1 * i)
-        ev = Event.from_envelope(e, "door_controller", h.ctx.place("door-b1"), c.device_index()["door-b1"])
-        h.signals.extend(h.engine.process([ev], h.store, AT + 0.1 * i, h.clocks))
+        h.process([h.event(e)], AT + 0.1 * i)
     assert _held(h, "door-b1") == 2  # the repeats were not held again
     h.settle(AT + 4 * SETTLE_S)
     assert not h.fired("invalid_credential_burst")
@@ -98,13 +92,11 @@ def test_a_replay_that_spans_two_batches_and_a_pause_is_put_in_order() -> None:
     # The exit request comes in a later batch than its opening, 3 s later: under the settle time, so the
     # hold still has the opening (a replay over two reconnects).
     h.tick(AT)
-    h.signals.extend(h.engine.process([_event(h, "door-b1", "door_opened", T0 + 41, door="main"),
-                                       _event(h, "door-b1", "door_closed", T0 + 45, door="main")],
-                                      h.store, AT, h.clocks))
+    h.process([_event(h, "door-b1", "door_opened", T0 + 41, door="main"),
+               _event(h, "door-b1", "door_closed", T0 + 45, door="main")], AT)
     h.settle(AT + 3.0)
     assert _held(h, "door-b1") == 2
-    h.signals.extend(h.engine.process([_event(h, "door-b1", "exit_request", T0 + 40, door="main")],
-                                      h.store, AT + 3.0, h.clocks))
+    h.process([_event(h, "door-b1", "exit_request", T0 + 40, door="main")], AT + 3.0)
     h.settle(AT + 4 * SETTLE_S)
     assert not h.fired("door_forced_open") and _held(h, "door-b1") == 0
 
@@ -196,8 +188,7 @@ def test_a_hub_killed_while_holding_raises_the_replay_after_restart(tmp_path: Pa
 
 
 def _event(h: Hub, device: str, body_type: str, t: float, **fields: Any) -> Event:
-    e = env(device, body_type, t, **fields)
-    return Event.from_envelope(e, "door_controller", h.ctx.place(device), h.ctx.devices.get(device))
+    return h.event(env(device, body_type, t, **fields))
 
 
 
@@ -238,7 +229,7 @@ def test_a_hold_written_by_two_workers_at_once_is_redone_on_the_other_ones_state
     assert [(rule.id, key) for _, rule, key in work] == [("device_offline", "door-b1"), (HOLD, "door-b1")]
     steps = h.engine.run_steps(work, h.store)
     h.store.states.pop((HOLD, "door-b1"))
-    h.signals.extend(h.engine.process([theirs], h.store, AT, h.clocks))  # the other worker's, committed first
+    h.process([theirs], AT)  # the other worker's, committed first
     assert h.engine.redo(work, steps, {(HOLD, "door-b1")}, h.store)
     assert _held(h, "door-b1") == 2
     h.settle(AT + 4 * SETTLE_S)
@@ -256,13 +247,12 @@ def test_the_end_of_a_replay_first_in_its_batch_joins_the_hold() -> None:
              _event(h, "door-b1", "access_granted", AT - 4.6, **GRANT),
              _event(h, "door-b1", "exit_request", T0 + 40, door="main"),
              _event(h, "door-b1", "door_opened", T0 + 41, door="main")]
-    h.signals.extend(h.engine.process(batch, h.store, AT, h.clocks))
+    h.process(batch, AT)
     assert not h.fired("door_forced_open") and _held(h, "door-b1") == 5
     h.settle(AT + 4 * SETTLE_S)
     assert not h.fired("door_forced_open")
     # A live opening of another device in a batch with a replay is not held: raised once settled (settle_s).
-    h.signals.extend(h.engine.process([_event(h, "door-b2", "door_opened", AT + 30.0, door="main"),
-                                       _event(h, "door-b1", "door_opened", T0 + 90, door="main")],
-                                      h.store, AT + 30.0, h.clocks))
+    h.process([_event(h, "door-b2", "door_opened", AT + 30.0, door="main"),
+               _event(h, "door-b1", "door_opened", T0 + 90, door="main")], AT + 30.0)
     h.tick(AT + 34.0)
     assert [s.t for s in h.fired("door_forced_open")] == [AT + 30.0]
