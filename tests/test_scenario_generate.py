@@ -119,12 +119,17 @@ def test_expectations_name_severity_steps_paging_and_recipients() -> None:
     assert score(sc, wrong, lambda a: a.opened_at, lambda a: True).expected[0].status == "misrouted"
 
 
-def test_an_alert_raised_after_its_deadline_is_late_not_misrouted() -> None:
-    sc = Scenario.model_validate({
-        "name": "late", "start": "2026-03-02T10:00:00+08:00", "duration": "20m",
+def _held_open_paging_property(name: str) -> Scenario:
+    """A door held open 8 min from 1 min in, expected paged to property within 90 s."""
+    return Scenario.model_validate({
+        "name": name, "start": "2026-03-02T10:00:00+08:00", "duration": "20m",
         "incidents": [{"at": "1m", "action": "held_open", "device": "door-b01-u2", "open_for": "8m"}],
         "expect": [{"code": "door_held_open", "device": "door-b01-u2", "within": "90s",
                     "recipients": ["property"], "paged": True}]})
+
+
+def test_an_alert_raised_after_its_deadline_is_late_not_misrouted() -> None:
+    sc = _held_open_paging_property("late")
     t0 = sc.start_ts + 60
 
     def verdict(seen: list[ObservedAlert]) -> tuple[str, float | None]:
@@ -139,11 +144,7 @@ def test_an_alert_raised_after_its_deadline_is_late_not_misrouted() -> None:
 
 
 def test_misrouted_means_raised_in_time_but_not_routed_as_expected() -> None:
-    sc = Scenario.model_validate({
-        "name": "misrouted", "start": "2026-03-02T10:00:00+08:00", "duration": "20m",
-        "incidents": [{"at": "1m", "action": "held_open", "device": "door-b01-u2", "open_for": "8m"}],
-        "expect": [{"code": "door_held_open", "device": "door-b01-u2", "within": "90s",
-                    "recipients": ["property"], "paged": True}]})
+    sc = _held_open_paging_property("misrouted")
     t0 = sc.start_ts + 60
     wrong = _seen(1, "low", t0 + 30, recipients=("control_room:ctrl-1",))
     quiet = _seen(1, "low", t0 + 30, suppressed="maintenance:nightly")
