@@ -63,6 +63,19 @@ def _hold(g: Gen, dev: Device, lasts: float, state: Callable[[], Body], first: f
     return out
 
 
+def _spells(g: Gen, dev: Device, spells: list[float], on: Body, off: Body, start: float,
+            gap: tuple[float, float]) -> tuple[Messages, float]:
+    """A state held `on` for each spell (repeated every interval), `off` after it, a drawn gap between; the end."""
+    msgs: Messages = []
+    t = start
+    for lasts in spells:
+        msgs += _hold(g, dev, lasts, lambda: dict(on), first=t)
+        t += lasts
+        msgs.append((round(t, 2), dict(off)))
+        t += g.u(*gap)
+    return msgs, t
+
+
 def _throw(g: Gen, near: bool) -> float:
     # Catalogue: an upward camera sees a falling trajectory (snapshot and estimated floor kept). The community
     # model has no upward camera of its own: the unit's lobby camera stands in (the camera agent detects on
@@ -99,13 +112,8 @@ def _water_leak(g: Gen, near: bool) -> float:
         spells = [g.u(2.0, LEAK_WET_S - 8.0) for _ in range(1 if g.rng.random() < 0.5 else g.rng.randint(2, 5))]
     else:
         spells = [g.u(LEAK_WET_S + 5.0, 2400.0)]
-    msgs: Messages = []
-    t = 0.0
-    for wet in spells:
-        msgs += _hold(g, dev, wet, lambda: {"type": "water_leak", "wet": True}, first=t)
-        t += wet
-        msgs.append((round(t, 2), {"type": "water_leak", "wet": False}))
-        t += g.u(2.0, 20.0)
+    msgs, t = _spells(g, dev, spells, {"type": "water_leak", "wet": True}, {"type": "water_leak", "wet": False},
+                      0.0, (2.0, 20.0))
     g.raw(msgs, silence=t + 1.0)
     if not near:
         _expect(g, "water_leak", LEAK_WET_S + 30.0)
@@ -125,12 +133,9 @@ def _fire_door(g: Gen, near: bool) -> float:
             [g.u(30.0, FIRE_DOOR_OPEN_S - 20.0) for _ in range(g.rng.randint(2, 4))]
     else:
         spells = [g.u(FIRE_DOOR_OPEN_S + 5.0, 2400.0)]
-    t = lead
-    for open_for in spells:
-        msgs += _hold(g, dev, open_for, lambda: {"type": "fire_door_state", "open": True}, first=t)
-        t += open_for
-        msgs.append((round(t, 2), {"type": "fire_door_state", "open": False}))
-        t += g.u(3.0, 30.0)
+    opened, t = _spells(g, dev, spells, {"type": "fire_door_state", "open": True},
+                        {"type": "fire_door_state", "open": False}, lead, (3.0, 30.0))
+    msgs += opened
     g.raw(msgs, silence=t + 1.0)
     if not near:
         _expect(g, "fire_door_open", FIRE_DOOR_OPEN_S + 60.0, after=lead)
