@@ -230,7 +230,7 @@ class Engine:
         # Absence is order-tolerant (a late sign of life never moves a deadline back) and must not wait, lest a
         # deadline pass while the replay is held; every other rule gets the message in order, from the hold.
         held = False
-        for rule, filters, defers in self._routes.get(ev.type) or self._route(ev.type):
+        for rule, filters, defers in self._route(ev.type):
             if filters and not rule.cares(ev):
                 continue
             if not isinstance(rule, Absence):
@@ -262,7 +262,7 @@ class Engine:
             self._holding.pop(key, None)
         work: list[tuple[Event, Rule, str]] = []
         for ev in events:
-            for rule, filters, _defers in self._routes.get(ev.type) or self._route(ev.type):
+            for rule, filters, _defers in self._route(ev.type):
                 if isinstance(rule, Absence) or (filters and not rule.cares(ev)):
                     continue  # absence had it when it came
                 work.extend((ev, rule, key) for key in rule.keys(ev))
@@ -270,6 +270,9 @@ class Engine:
 
     def _route(self, body_type: str) -> tuple[tuple[Rule, bool, bool], ...]:
         """The rules one body type goes to, worked out once per type (a few dozen types)."""
+        route = self._routes.get(body_type)
+        if route is not None:
+            return route
         route = tuple((rule, type(rule).cares is not Rule.cares, bool(self.write_back_s) and isinstance(rule, Absence))
                       for rule in (*self.by_type.get(body_type, ()), *self.any_type))
         self._routes[body_type] = route
