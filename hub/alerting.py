@@ -6,11 +6,12 @@ deadlines, escalation and auto-close; its clock is injectable so tests can move 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -216,36 +217,42 @@ class AlertingSink:
     def _run(self, tx: Tx, work: list[tuple[Event, Rule, str]]) -> None:
         """Feed the batch's steps, write their state, then apply their signals, in the batch's transaction."""
         steps = self.engine.run_steps(work, tx)
-        redone = False
-        for attempt in range(_REDOS + 1):
-            try:
-                tx.flush()  # rule state rows before alert rows, in every transaction (one lock order)
-                break
-            except StateConflict as e:
-                # The stale keys are locked by us now: feed their steps (and the correlations they feed) again
-                # on the other worker's state, instead of running the whole batch again.
-                self._count_stale(e.stale)
-                tx.forget(e.stale)
-                if attempt == _REDOS or not self.engine.redo(work, steps, e.stale, tx):
-                    raise
-                redone = True
-        self.redone += redone
+        # The stale keys are locked by us now: feed their steps (and the correlations they feed) again on the
+        # other worker's state, instead of running the whole batch again.
+        self.redone += self._flush(tx, lambda stale: self.engine.redo(work, steps, stale, tx))
         tx.apply([sig for step in steps for sig in step])
 
     def _write_back(self, tx: Tx, now: float, force: bool = False) -> list[Signal]:
         """Write the signs of life kept in memory and flush; a subject another worker changed is fed again."""
         signals = self.engine.write_back(tx, now, force)
+
+        def again(stale: set[tuple[str, str]]) -> bool:
+            nonlocal signals
+            redone = self.engine.redo_write_back(stale, tx)
+            if redone is None:
+                return False
+            signals = redone
+            return True
+        self._flush(tx, again)
+        return signals
+
+    def _flush(self, tx: Tx, redo: Callable[[set[tuple[str, str]]], bool]) -> bool:
+        """Flush the transaction's rule states (before its alert rows, in every transaction: one lock order).
+
+        A state another worker changed meanwhile is forgotten and `redo` feeds it again (False: it cannot, and
+        the transaction rolls back), up to _REDOS times. True when something was fed again.
+        """
+        redone = False
         for attempt in range(_REDOS + 1):
             try:
                 tx.flush()
-                return signals
+                return redone
             except StateConflict as e:
                 self._count_stale(e.stale)
                 tx.forget(e.stale)
-                again = self.engine.redo_write_back(e.stale, tx) if attempt < _REDOS else None
-                if again is None:
+                if attempt == _REDOS or not redo(e.stale):
                     raise
-                signals = again
+                redone = True
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _count_stale(self, stale: set[tuple[str, str]]) -> None:
@@ -270,21 +277,14 @@ class AlertingSink:
 
         def timers(careful: bool) -> None:
             # Optimistic too, so the write-back of many subjects' activity holds no row locks while it runs.
-            try:
-                with self.store.tx(optimistic=not careful) as tx:
-                    now = self.clock()
-                    self.clocks.write_back(tx, now)  # last writer wins: never a conflict
-                    # Written and flushed before the timers run, so a conflict on a sign of life is fed again.
-                    signals = self._write_back(tx, now)
-                    signals += self.engine.tick(tx, now)
-                    tx.flush()  # rule state rows before alert rows, as in the batch transactions
-                    tx.apply(signals)
-            except BaseException:
-                self.engine.write_back_ended(committed=False)  # a retry writes them back again
-                self.clocks.write_back_ended(committed=False)
-                raise
-            self.engine.write_back_ended(committed=True)
-            self.clocks.write_back_ended(committed=True)
+            with self._write_backs_ending(), self.store.tx(optimistic=not careful) as tx:
+                now = self.clock()
+                self.clocks.write_back(tx, now)  # last writer wins: never a conflict
+                # Written and flushed before the timers run, so a conflict on a sign of life is fed again.
+                signals = self._write_back(tx, now)
+                signals += self.engine.tick(tx, now)
+                tx.flush()  # rule state rows before alert rows, as in the batch transactions
+                tx.apply(signals)
         try:
             self._retry(timers)
             self._retry(lambda _careful: self.store.escalate_due())
@@ -297,6 +297,19 @@ class AlertingSink:
             self._due_at(-math.inf)  # not done: the next tick tries again
             raise
         self._due_at(self._last_purge + _PURGE_EVERY_S)
+
+    @contextlib.contextmanager
+    def _write_backs_ending(self) -> Iterator[None]:
+        """The write-backs (signs of life, clock offsets) of the transaction inside end with it: a rollback puts
+        them back in memory, so a retry writes them again."""
+        try:
+            yield
+        except BaseException:
+            self.engine.write_back_ended(committed=False)
+            self.clocks.write_back_ended(committed=False)
+            raise
+        self.engine.write_back_ended(committed=True)
+        self.clocks.write_back_ended(committed=True)
 
     def _due_at(self, t: float | None) -> None:
         """A timer due at t (on self.clock) exists: the timer thread looks at the database then, not before."""
@@ -322,16 +335,9 @@ class AlertingSink:
         if self._opened:  # else the database was unreachable all along: nothing to write back
             try:
                 def last(careful: bool) -> None:
-                    try:
-                        with self.store.tx(optimistic=not careful) as tx:
-                            self.clocks.write_back(tx, self.clock(), force=True)
-                            tx.apply(self._write_back(tx, self.clock(), force=True))
-                    except BaseException:
-                        self.engine.write_back_ended(committed=False)
-                        self.clocks.write_back_ended(committed=False)
-                        raise
-                    self.engine.write_back_ended(committed=True)
-                    self.clocks.write_back_ended(committed=True)
+                    with self._write_backs_ending(), self.store.tx(optimistic=not careful) as tx:
+                        self.clocks.write_back(tx, self.clock(), force=True)
+                        tx.apply(self._write_back(tx, self.clock(), force=True))
                 self._retry(last)
             except Exception:
                 # Lost signs of life only bring absence deadlines a few seconds closer; the restart grace covers it.
