@@ -387,18 +387,14 @@ class Worker:
         return self._reader
 
     def _on_publish(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        # The buffered reader's hand-over: as _on_message, without paho's MQTTMessage.
+        # One received PUBLISH into the pending batch: the buffered reader's hand-over, and paho's (_on_message).
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.append(_Inbound(topic, payload, mid, qos, self._generation, self._received_now()))
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        now = time.monotonic()
-        self._last_message_at = now
-        if not self._pending:
-            self._pending_since = now
-        self._pending.append(_Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation,
-                                      self._received_now()))
+        self._last_message_at = time.monotonic()
+        self._on_publish(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
 
     def _received_now(self) -> float:
         """The receive time of a message: distinct microseconds for every message this worker receives."""
