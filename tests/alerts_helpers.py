@@ -249,7 +249,7 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
     "door_forced_open": ("door:door-b1/d1", [msg("door-b1", "door_opened", door="d1"), wait(4)],
                          [_grant("door-b1"), msg("door-b1", "door_opened", 3, door="d1"),
                           msg("door-b1", "door_closed", 5, door="d1"), wait(4)]),
-    "door_held_open": ("door:door-b1/d1", [_grant("door-b1"), msg("door-b1", "door_opened", 1, door="d1"), wait(31)],
+    "door_held_open": ("door:door-b1/d1", [_grant("door-b1"), msg("door-b1", "door_opened", 1, door="d1"), wait(34)],
                        [_grant("door-b1"), msg("door-b1", "door_opened", 1, door="d1"),
                         msg("door-b1", "door_closed", 28, door="d1"), wait(60)]),
     "invalid_credential_burst": ("door:door-b1/d1",
