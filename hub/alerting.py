@@ -327,9 +327,8 @@ class AlertingSink:
         if not self._opened:
             return True
         now = self.clock()
-        since = time.monotonic() - self._checked_at
-        return now >= self._next_due or now >= self.engine.write_back_at() or since >= RECHECK_S or \
-            (since >= self.cfg.alerts.state_write_back_s and self.clocks.pending_write_back > 0)
+        return now >= min(self._next_due, self.engine.write_back_at(), self.clocks.write_back_at()) or \
+            time.monotonic() - self._checked_at >= RECHECK_S
 
     def stop(self) -> None:
         """Stop the timer, then the notifiers; undelivered notices stay in the outbox."""
