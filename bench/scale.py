@@ -5,7 +5,12 @@ Workers share alert state through SQL, so by default the bench starts a PostgreS
 cluster on a free loopback port, as the tests do) and gives each worker count a fresh database; `--db-url`
 measures an existing server instead (the runs then share its tables), `--sqlite` a SQLite file per run.
 
-Per worker count it prints the stored rate, the CPU per message summed over every worker process (from /proc,
+The drain is timed from the first worker's MQTT connection (the workers' start-up is not the drain's) to the
+last message stored and ruled. Per worker count it prints where the machine's CPU went over the drain (every
+process from /proc: each worker, mosquitto, influxd, PostgreSQL with all its backends, the bench; the publishers,
+which run before the drain, apart; the machine's busy and idle cores from /proc/stat and the other work on it),
+the CPU per message of each part, batch sizes per worker, transactions and conflicts per 1,000 messages, the
+ceiling the idle cores allow, the stored rate, the CPU per message summed over every worker process (from /proc,
 start-up excluded; also net of the workers' idle CPU over the drain, measured after it), and the contention
 the database saw during the drain: transactions committed and rolled back and deadlocks (`pg_stat_database`),
 backend-seconds spent waiting for a lock (`pg_stat_activity` sampled every 0.1 s), lock waits longer than
@@ -233,16 +238,21 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
         # The publishers (mosquitto_pub, our children) have exited: their CPU is in our children's rusage. They
         # run before the drain (a backlog), so they are accounted apart from it.
         publishers.append(machine.children_cpu() - before)
-        start.append(machine.Snapshot.take(services))
-        if watch is not None:
-            watch.start()  # the drain starts right after the backlog is queued
         return n
 
+    def _trees(hubs: list[HubProc]) -> dict[str, int]:
+        return {**services, **{f"worker{i}": h.pid for i, h in enumerate(hubs)}}
+
+    def started(hubs: list[HubProc]) -> None:
+        # The drain starts when the first worker is connected (its start-up is not the drain's).
+        start.append(machine.Snapshot.take(_trees(hubs)))
+        if watch is not None:
+            watch.start()
+
     def after(hubs: list[HubProc]) -> dict[str, float]:
-        # Every process's CPU over the drain, read first thing as it ends; the workers started within it.
-        end = machine.Snapshot.take(services)
-        out: dict[str, float] = {f"machine_{k}": v for k, v in machine.account(
-            start[0], end, {f"worker{i}": cpu_seconds(h.pid) for i, h in enumerate(hubs)}).items()}
+        # Every process's CPU over the drain, read first thing as it ends.
+        end = machine.Snapshot.take(_trees(hubs))
+        out: dict[str, float] = {f"machine_{k}": v for k, v in machine.account(start[0], end).items()}
         out["machine_cpu_s_publishers_before_drain"] = publishers[0]
         for i, h in enumerate(hubs):
             out[f"worker{i}_msgs"] = h.metric("commhub_messages_in_total")
@@ -271,7 +281,7 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
         return out
 
     return measure_hub(broker, influx, workdir, queued, workers=workers, db=f"w{workers}", rules=rules,
-                       after=after, alerts=alerts)
+                       after=after, alerts=alerts, started=started)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -419,7 +429,8 @@ def _print_machine(w: int, res: dict[str, float]) -> None:
     print(f"{p}machine_idle_cores: {res['machine_idle_cores']:.2f}")
     print(f"{p}our_cores: {res['machine_our_cores']:.2f}")
     workers = sum(res[f"machine_cpu_s_worker{i}"] for i in range(w))
-    # Per message, every part of the pipeline (workers with their start-up, which falls inside the drain).
+    # Per message, every part of the pipeline over the drain (from the first worker's connection: a later
+    # worker's start-up that overlaps it is counted).
     for name, cpu in (("workers", workers), *((k, res[f"machine_cpu_s_{k}"]) for k in ("mosquitto", "influxd",
                                                                                          "postgres", "bench")
                                              if f"machine_cpu_s_{k}" in res)):
