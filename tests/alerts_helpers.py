@@ -257,7 +257,8 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
                                       reason="unknown_credential") for dt in (0, 20, 20)],
                                  [msg("door-b1", "access_denied", dt, door="d1", method="card",
                                       reason="unknown_credential") for dt in (0, 35, 35)]),
-    "anti_passback": (f"ref:{PASSER}", [_grant("gate-g1", direction="in"), _grant("gate-g1", 60, direction="in")],
+    "anti_passback": (f"ref:{PASSER}", [_grant("gate-g1", direction="in"), _grant("gate-g1", 60, direction="in"),
+                                        wait(4)],  # judged once the second entry settled (settle_s 3)
                       [_grant("gate-g1", direction="in"), _grant("gate-g1", 30, direction="out"),
                        _grant("gate-g1", 30, direction="in")]),
     "tailgating": ("door:gate-g1/t1", [_grant("gate-g1", door="t1"), msg("gate-g1", "passage", 1, door="t1", count=2),

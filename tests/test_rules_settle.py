@@ -195,3 +195,36 @@ def test_a_held_open_door_survives_a_restart_mid_settle() -> None:
     h.engine.seed(h.store, T0 + 11 + HOLD_S + 1.5)
     h.settle(T0 + 11 + HOLD_S + SETTLE + 1)
     assert [s.t for s in h.fired("door_held_open")] == [T0 + 11 + HOLD_S]
+
+
+def _passback(settle: float) -> Hub:
+    return _hub(settle, "anti_passback")
+
+
+def _card(h: Hub, direction: str, t: float, received: float) -> None:
+    h.deliver("gate-g1", "access_granted", t, received, door="g1", credential_ref="a11ce000a11ce000", method="card",
+              direction=direction)
+
+
+def test_an_exit_that_comes_after_the_next_entry_is_no_anti_passback_once_settled() -> None:
+    # In, out, in 3 s apart; the exit reaches the rules after the second entry (another worker's batch).
+    for settle, fired in ((SETTLE, 0), (0.0, 1)):  # without settle_s: a false anti-passback
+        h = _passback(settle)
+        _card(h, "in", T0 + 10, T0 + 10.1)
+        _card(h, "in", T0 + 16, T0 + 16.1)
+        _card(h, "out", T0 + 13, T0 + 16.3)
+        h.settle(T0 + 16 + SETTLE + 5)
+        assert len(h.fired("anti_passback")) == fired, settle
+
+
+def test_a_repeat_entry_fires_at_its_own_time_after_the_settle_and_a_later_exit_does_not_excuse_it() -> None:
+    h = _passback(SETTLE)
+    _card(h, "in", T0 + 10, T0 + 10.1)
+    _card(h, "in", T0 + 50, T0 + 50.1)
+    h.tick(T0 + 50 + SETTLE - 0.5)
+    assert not h.fired("anti_passback")  # still settling
+    _card(h, "out", T0 + 52, T0 + 52.2)  # after the repeat: it does not excuse it
+    h.settle(T0 + 50 + SETTLE + 2)
+    _card(h, "in", T0 + 90, T0 + 90.1)  # an entry after an exit is fine
+    h.settle(T0 + 90 + SETTLE + 2)
+    assert [s.t for s in h.fired("anti_passback")] == [T0 + 50]

@@ -12,7 +12,8 @@ With settle_s, unauthorized_open and count_per_grant judge an opening or passage
 later: a grant older than it that arrives meanwhile (from another hub worker) still allows it. held_open then
 times an opening whose grant comes within settle_s after it, judges an opening whose closing came first as
 closed, and raises each threshold settle_s after it (at its own time), so a closing before it that another
-worker still holds prevents it.
+worker still holds prevents it; repeat_without judges a second entry settle_s later, so an exit between the two
+that arrives meanwhile excuses it.
 """
 
 from __future__ import annotations
@@ -179,6 +180,8 @@ class Sequence(Rule):
             return self._settled(st, key, now)
         if d.get("unpaid"):
             return self._settle_passages(st, key, now)
+        if d.get("repeats"):
+            return self._settle_repeats(st, key, now)
         settle = self.spec.settle_s
         if d.pop("unauth", None) is not None and "open_since" not in d:
             for k in ("place", *(() if d.get("active") else ("refs",))):
@@ -222,6 +225,13 @@ class Sequence(Rule):
         ident = f"{ev.device_id}#{ev.seq}"
         if ident == d.get("last"):
             return []  # a redelivered message
+        repeats = d.get("repeats")
+        if repeats and direction != "in":
+            # An exit between two entries still settling, from another worker: those were no repeat after all.
+            kept = [r for r in repeats if not r[1] <= ev.t <= r[0]]
+            if len(kept) != len(repeats):
+                self._set_repeats(st, kept)
+                return []
         if direction == "in" and last == "in" and last_t is not None and last_dev == ev.device_id \
                 and abs(ev.t - last_t) <= self.spec.debounce_s:
             d["t"] = max(ev.t, last_t)
@@ -231,11 +241,42 @@ class Sequence(Rule):
         d["dir"], d["t"], d["dev"], d["last"] = direction, ev.t, ev.device_id, ident
         if direction == "in" and last == "in" and last_t is not None and ev.t - last_t <= self.spec.window_s:
             self.remember(st, ev)
-            out = self.fire(st, key, ev.t, window_s=self.spec.window_s)
-            d.pop("refs", None)
-            d["active"] = False  # each repeat is its own violation; the alert store merges re-fires
-            return out
+            if self.spec.settle_s:
+                # The exit between the two may still come from another worker: judged when the entry settled.
+                self._set_repeats(st, [*(repeats or []), [ev.t, last_t]])
+                return []
+            return self._repeated(st, key, ev.t)
         return []
+
+    def _repeated(self, st: State, key: str, t: float) -> list[Signal]:
+        out = self.fire(st, key, t, window_s=self.spec.window_s)
+        st.data.pop("refs", None)
+        st.data["active"] = False  # each repeat is its own violation; the alert store merges re-fires
+        return out
+
+    def _set_repeats(self, st: State, repeats: list[list[float]]) -> None:
+        """repeat_without with settle_s: the entries still settling ([entry, previous entry]) and their timer."""
+        if repeats:
+            st.data["repeats"] = repeats
+            st.due = min(r[0] for r in repeats) + self.spec.settle_s
+        else:
+            st.data.pop("repeats", None)
+            st.data.pop("refs", None)
+            st.due = None
+
+    def _settle_repeats(self, st: State, key: str, now: float) -> list[Signal]:
+        """repeat_without with settle_s: entries no exit arrived for are repeats (anti-passback)."""
+        out: list[Signal] = []
+        keep = []
+        for r in st.data.pop("repeats"):
+            if r[0] + self.spec.settle_s <= now:
+                out.extend(self._repeated(st, key, r[0]))
+            else:
+                keep.append(r)
+        if keep:
+            st.data["repeats"] = keep
+            st.due = min(r[0] for r in keep) + self.spec.settle_s
+        return out
 
     def _count_per_grant(self, st: State, key: str, ev: Event) -> list[Signal]:
         d = st.data
