@@ -254,7 +254,11 @@ class AlertingSink:
             except StateConflict as e:
                 self._count_stale(e.stale)
                 tx.forget(e.stale)
-                if attempt == _REDOS or not redo(e.stale):
+                if attempt == _REDOS:
+                    raise
+                # The other worker's states, read in one query rather than one per key as the redo loads them.
+                tx.prefetch(e.stale)
+                if not redo(e.stale):
                     raise
                 redone = True
         raise AssertionError("unreachable")  # the last attempt returns or raises
