@@ -76,6 +76,27 @@ def _keys_in(pairs: list[tuple[str, str]]) -> ColumnElement[bool]:
         by_rule.setdefault(rule, []).append(key)
     return or_(*(and_(RS.c.rule == rule, RS.c.key.in_(keys)) for rule, keys in by_rule.items()))
 
+
+def _sqlite_keys_in(pairs: list[tuple[str, str]]) -> tuple[str, tuple[str, ...]]:
+    """_keys_in as SQLite text and parameters: building and compiling the expression cost more than the query."""
+    by_rule: dict[str, list[str]] = {}
+    for rule, key in pairs:
+        by_rule.setdefault(rule, []).append(key)
+    params: list[str] = []
+    terms = []
+    for rule, keys in by_rule.items():
+        terms.append(f"(rule = ? AND key IN ({','.join('?' * len(keys))}))")
+        params.append(rule)
+        params.extend(keys)
+    return " OR ".join(terms), tuple(params)
+
+
+# SQLite's statements for the rule state of a batch, sent to the driver as they are (see _sqlite_keys_in).
+_SQLITE_SELECT = "SELECT rule, key, data, due FROM rule_state WHERE "
+_SQLITE_DELETE = "DELETE FROM rule_state WHERE "
+_SQLITE_UPSERT = ("INSERT INTO rule_state (rule, key, data, due) VALUES (?, ?, ?, ?) "
+                  "ON CONFLICT (rule, key) DO UPDATE SET data = excluded.data, due = excluded.due")
+
 A = cast(Table, Alert.__table__)
 T = cast(Table, Transition.__table__)
 RS = cast(Table, RuleState.__table__)
@@ -344,10 +365,16 @@ class Tx:
                     self._states[(row[0], row[1])] = (row[2], row[3])
                     self._versions[(row[0], row[1])] = row[4]
                 continue
-            if pg:
-                # Placeholders make a racing worker wait on our row locks instead of losing an update.
-                conn.execute(insert(conn, RS).on_conflict_do_nothing(index_elements=["rule", "key"]),
-                             [{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
+            if not pg:
+                where, params = _sqlite_keys_in(chunk)
+                for r, k in chunk:
+                    self._states[(r, k)] = (None, None)
+                for row in conn.exec_driver_sql(_SQLITE_SELECT + where, params):
+                    self._states[(row[0], row[1])] = (row[2], row[3])
+                continue
+            # Placeholders make a racing worker wait on our row locks instead of losing an update.
+            conn.execute(insert(conn, RS).on_conflict_do_nothing(index_elements=["rule", "key"]),
+                         [{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
             stmt = locked(conn, select(RS.c.rule, RS.c.key, RS.c.data, RS.c.due)
                           .where(_keys_in(chunk)).order_by(*_key_order(pg)))
             for r, k in chunk:
@@ -414,6 +441,13 @@ class Tx:
             self._states[(r["rule"], r["key"])] = (r["data"], r["due"])
             if r["due"] is not None:
                 self._due(r["due"])
+        if conn.dialect.name == "sqlite":
+            for i in range(0, len(gone), 400):
+                where, params = _sqlite_keys_in(gone[i:i + 400])
+                conn.exec_driver_sql(_SQLITE_DELETE + where, params)
+            if rows:
+                conn.exec_driver_sql(_SQLITE_UPSERT, [(r["rule"], r["key"], r["data"], r["due"]) for r in rows])
+            return
         if gone:
             conn.execute(delete(RS).where(_keys_in(gone)))
         if rows:
