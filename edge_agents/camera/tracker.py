@@ -71,8 +71,8 @@ class Tracker:
         """
         out = [t for t in self.tracks
                if t.hits >= self.settings.count_hits and self._held(t) and not self._left_view(t)]
-        return [t for t in out if _occluded(t) or not any(_part_of(t.box, o.box) and o.last_ts >= t.last_ts
-                                                          for o in out if o is not t)]
+        return [t for t in out if t.apart or not any(_part_of(t.box, o.box) and o.last_ts >= t.last_ts
+                                                     for o in out if o is not t)]
 
     def _held(self, t: Track) -> bool:
         """Within the hold since its last detection: count_hold_s, or occlusion_hold_s while occluded."""
@@ -161,26 +161,30 @@ class Tracker:
         edge is not held: its person may have walked out.
         """
         s = self.settings
-        now = [o for o in self.tracks if o.last_run == self.runs]
-        for t in now:
-            # An arm or head and shoulders found beside its body is never apart; a person seen alone once is.
-            t.apart = t.apart or not any(_part_of(t.box, o.box) for o in now if o is not t)
-        # Occluders: whole persons seen in one of the last two runs (as in matching: a refresh run that misses
-        # the person in front too does not make everyone behind them lost in the open).
-        seen = [o for o in self.tracks if self.runs - o.last_run <= 2 and o.confirmed and o.apart]
+        # Seen in one of the last two runs, as in matching: a run that misses the person in front does not make
+        # everyone behind them lost in the open, nor an arm found while its body was missed a whole person.
+        fresh = [o for o in self.tracks if self.runs - o.last_run <= 2]
+        for t in fresh:
+            if t.last_run == self.runs and not t.apart:
+                # An arm or head and shoulders inside a body tracked now is never apart; a person seen alone is.
+                t.apart = not any(_part_of(t.box, o.box) for o in fresh if o is not t)
+        seen = [o for o in fresh if o.confirmed and o.apart]
         for t in self.tracks:
             if t.last_run == self.runs:
                 continue
+            # Coming out from behind, a person is found again only once most of them is in view: until then
+            # (less than half of occlusion_cover covered) they stay occluded.
+            need = s.occlusion_cover / 2 if t.occluder is not None else s.occlusion_cover
             t.occluder = None
             if not t.apart or t.hits < s.count_hits or ts - t.last_ts > s.occlusion_hold_s or not seen:
                 continue
-            box = _predict(t, ts)
+            box = _predict(t, ts, self.frame)
             if self._at_edge(box):
                 continue
             best = max((o for o in seen if o is not t), key=lambda o: _covered(box, o.box), default=None)
             if best is None:
                 continue
-            if _covered(box, best.box) >= s.occlusion_cover and _bottom(best.box) >= _bottom(box) - 0.1 * box[3]:
+            if _covered(box, best.box) >= need and _bottom(best.box) >= _bottom(box) - 0.1 * box[3]:
                 t.box, t.occluder = box, best.id
 
     def _at_edge(self, box: BoxT) -> bool:
@@ -225,13 +229,17 @@ def _velocity(t: Track, box: BoxT, ts: float, max_speed: float) -> tuple[float, 
     return vx, vy
 
 
-def _predict(t: Track, ts: float) -> BoxT:
-    """Where a track's box is at `ts`, moving on from its last detection at its own speed."""
+def _predict(t: Track, ts: float, frame: tuple[int, int] | None) -> BoxT:
+    """Where a track's box is at `ts`, moving on from its last detection at its own speed, kept in the frame."""
     base = t.seen_box if t.seen_box is not None else t.box
     if t.vel is None:
         return base
-    dt = ts - t.last_ts
-    return (round(base[0] + t.vel[0] * dt), round(base[1] + t.vel[1] * dt), base[2], base[3])
+    dt = max(0.0, ts - t.last_ts)  # a clock stepped back does not move anyone backwards
+    x, y, w, h = round(base[0] + t.vel[0] * dt), round(base[1] + t.vel[1] * dt), base[2], base[3]
+    # Boxes go out on the wire (camera_object's box is in the frame); one at the frame edge is not held anyway.
+    if frame is not None:
+        x, y = min(x, frame[0] - w), min(y, frame[1] - h)
+    return (max(0, x), max(0, y), w, h)
 
 
 def _covered(a: BoxT, b: BoxT) -> float:
