@@ -25,7 +25,7 @@ class Track:
     born_box: BoxT | None = None  # the first detection's box (where the person was before being confirmed)
     seen_box: BoxT | None = None  # the box of the last detection (box moves on from it while occluded)
     vel: tuple[float, float] | None = None  # the box's speed in px/s, from its detections
-    apart: bool = False  # seen at least once as a whole person, not as a part of a taller one found with it
+    apart: bool = False  # seen at least once as a whole person, not inside a much taller person tracked then
     occluder: int | None = None  # the id of the person track hiding it now: the occluded state
     extra: dict[str, object] = field(default_factory=dict)  # per-track state owned by the zone logic
 
@@ -66,8 +66,11 @@ class Tracker:
         A track mostly inside a much taller one is a part of that person found as a small person (searching
         people down to a quarter of the frame height finds an arm, or head and shoulders): not counted, unless
         it was seen more recently than the taller track, which is then a stale box (its person may have walked
-        on) over someone smaller (on TUD-Campus, a person 70 px tall where one of 150 px had left). Nor is a
-        track of a person who walked out of view.
+        on) over someone smaller (on TUD-Campus, a person 70 px tall where one of 150 px had left), or it was
+        once seen as a whole person (`apart`): a far person walking behind a near one is smaller, and their box
+        lies inside the near one's (on TUD-Campus the near person is twice as tall; the rule took the far one for
+        an arm and stopped counting them within their hold). Nor is a track of a person who walked out of view.
+        An occluded track (see _occlusions) is held occlusion_hold_s instead of count_hold_s.
         """
         out = [t for t in self.tracks
                if t.hits >= self.settings.count_hits and self._held(t) and not self._left_view(t)]
@@ -146,20 +149,15 @@ class Tracker:
         return TrackUpdate(confirmed, self.expire(ts))
 
     def _occlusions(self, ts: float) -> None:
-        """Put tracks this run missed behind a person seen now into the occluded state; the others leave it.
-
-        A real tracker (SORT, ByteTrack) keeps a lost track for a while and predicts where it goes. Here a person
-        the detector missed is held by count_hold_s anyway; what lost them was elsewhere: their stale box, left
-        where they were last seen, lies inside the taller box of the person walking in front (the far person is
-        smaller), and the part-of-a-person rule took it for an arm (TUD-Campus: a person hidden behind a nearer
-        one from frame 8 on). So an occluded track moves on with its own speed, which keeps it where its person
-        is (re-found by the refresh runs, which search around track boxes, and matched again), is counted even
-        inside the taller box, and is held occlusion_hold_s. The occluder must be a person track seen in this
-        run, a whole person (not a part of another) in front (its feet no higher), covering at least
-        occlusion_cover of the predicted box: a static region that is no track (a doorway, a pillar) hides
-        nobody here, and a person who went behind it keeps the ordinary hold. A box at the left or right frame
-        edge is not held: its person may have walked out.
-        """
+        """Put tracks this run missed behind a person tracked now into the occluded state; the others leave it."""
+        # A real tracker (SORT, ByteTrack) keeps a lost track for a while and predicts where it goes. An occluded
+        # track moves on at its own speed, which keeps it where its person is (the refresh runs search around
+        # track boxes, and the same track takes the person when they reappear: no new track, no double count),
+        # and is counted for occlusion_hold_s after its last detection instead of count_hold_s. The occluder must
+        # be a person track (confirmed, a whole person, seen in one of the last two runs) in front (feet no
+        # higher), covering at least occlusion_cover of the predicted box: a region that is no person track (a
+        # doorway, a pillar, a one-off false box) hides nobody here, and a person gone behind it keeps the
+        # ordinary hold. A box at the left or right frame edge is not held: its person may have walked out.
         s = self.settings
         # Seen in one of the last two runs, as in matching: a run that misses the person in front does not make
         # everyone behind them lost in the open, nor an arm found while its body was missed a whole person.
