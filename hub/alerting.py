@@ -195,6 +195,7 @@ class AlertingSink:
         # Rules keep device time; the clocks correct a device whose clock is off (hold times would otherwise
         # start in the past or the future) while a backlog keeps its own stamps (hub.rules.clock).
         received = self.clock()
+        self.engine.ctx.received = received
         changed = MemoryStates()  # clock offsets that moved, written with the batch's transaction
         # Optimistic first: a worker racing another on the same devices then holds row locks only while it
         # writes. A retry (after a conflict, a deadlock or a busy database) locks what it reads, so it finishes.

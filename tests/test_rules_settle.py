@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts_helpers import T0
+from alerts_helpers import T0, env
 from test_rules_late import GRANT, Hub
 
 from hub.rules.engine import Engine
@@ -228,3 +228,79 @@ def test_a_repeat_entry_fires_at_its_own_time_after_the_settle_and_a_later_exit_
     _card(h, "in", T0 + 90, T0 + 90.1)  # an entry after an exit is fine
     h.settle(T0 + 90 + SETTLE + 2)
     assert [s.t for s in h.fired("anti_passback")] == [T0 + 50]
+
+
+# A backlog drain: the messages are 10-17 s old when received (not late: the clock's LATE_S is 20 s), so device
+# time runs ahead of the hub's clock, and a settle due on device time alone is due at the very next tick.
+DRAIN = T0 + 27.0
+
+
+def _batch(h: Hub, received: float, *msgs: tuple[str, str, float, dict[str, Any]]) -> None:
+    """One worker's batch of a backlog: timers ticked up to its receive time, then its messages at once."""
+    h.tick(received)
+    h.process([h.event(env(d, b, t, **f)) for d, b, t, f in msgs], received)
+
+
+def test_a_drained_queue_whose_grant_commits_two_seconds_later_is_not_tailgating() -> None:
+    # Worker A commits the queue's grant and both passages; worker B commits the second grant 2 s later.
+    h = _tailgate_hub(SETTLE)
+    _batch(h, DRAIN, ("fgate-b1", "access_granted", T0 + 10, GRANT_IN), ("fgate-b1", "passage", T0 + 11, PASS),
+           ("fgate-b1", "passage", T0 + 13, PASS))
+    h.tick(DRAIN + 1.5)  # A's timers run before B's batch commits
+    h.deliver("fgate-b1", "access_granted", T0 + 12.5, DRAIN + 2.0, **GRANT_IN)
+    h.settle(DRAIN + 30)
+    assert not h.fired("tailgating")
+
+
+def test_a_drained_tailgater_fires_at_its_passage_time_settle_s_after_it_was_received() -> None:
+    h = _tailgate_hub(SETTLE)
+    _batch(h, DRAIN, ("fgate-b1", "access_granted", T0 + 10, GRANT_IN), ("fgate-b1", "passage", T0 + 11, PASS),
+           ("fgate-b1", "passage", T0 + 11.5, PASS))  # a second person on one grant
+    h.tick(DRAIN + SETTLE - 0.5)
+    assert not h.fired("tailgating")  # received 2.5 s ago: still settling
+    h.tick(DRAIN + SETTLE)
+    assert [s.t for s in h.fired("tailgating")] == [T0 + 11.5]
+
+
+def test_a_live_tailgater_fires_settle_s_after_it_was_received() -> None:
+    # Live, the receive bound adds only the message's transit (0.1 s here) to the device-time settle.
+    h = _tailgate_hub(SETTLE)
+    h.deliver("fgate-b1", "access_granted", T0 + 10, T0 + 10.1, **GRANT_IN)
+    h.deliver("fgate-b1", "passage", T0 + 11, T0 + 11.1, **PASS)
+    h.deliver("fgate-b1", "passage", T0 + 11.5, T0 + 11.6, **PASS)
+    h.tick(T0 + 11.5 + SETTLE)
+    assert not h.fired("tailgating")
+    h.tick(T0 + 11.6 + SETTLE)
+    assert [s.t for s in h.fired("tailgating")] == [T0 + 11.5]
+
+
+def test_a_redelivered_passage_in_the_other_workers_batch_counts_once() -> None:
+    # QoS 1 hands the same passage (device, seq) to both workers: one tailgater, not two.
+    h = _tailgate_hub(SETTLE)
+    second = h.event(env("fgate-b1", "passage", T0 + 11.5, **PASS))
+    h.tick(DRAIN)
+    h.process([h.event(env("fgate-b1", "access_granted", T0 + 10, **GRANT_IN)),
+               h.event(env("fgate-b1", "passage", T0 + 11, **PASS)), second], DRAIN)
+    h.process([second], DRAIN + 1.0)  # the other worker's copy
+    h.settle(DRAIN + 30)
+    assert [s.t for s in h.fired("tailgating")] == [T0 + 11.5]
+
+
+def test_a_drained_opening_whose_grant_commits_later_is_no_forced_door() -> None:
+    h = _hub(SETTLE)
+    h.deliver("door-b1", "door_opened", T0 + 13, DRAIN, door="main")
+    h.tick(DRAIN + 1.5)
+    h.deliver("door-b1", "access_granted", T0 + 12, DRAIN + 2.0, **GRANT)
+    h.deliver("door-b1", "door_closed", T0 + 17, DRAIN + 2.0, door="main")
+    h.settle(DRAIN + 30)
+    assert not h.fired("door_forced_open")
+
+
+def test_a_drained_exit_that_commits_after_the_next_entry_is_no_anti_passback() -> None:
+    h = _passback(SETTLE)
+    card = {"door": "g1", "credential_ref": "a11ce000a11ce000", "method": "card", "direction": "in"}
+    _batch(h, DRAIN, ("gate-g1", "access_granted", T0 + 10, card), ("gate-g1", "access_granted", T0 + 16, card))
+    h.tick(DRAIN + 1.5)
+    _card(h, "out", T0 + 13, DRAIN + 2.0)
+    h.settle(DRAIN + 30)
+    assert not h.fired("anti_passback")

@@ -189,6 +189,7 @@ class Engine:
         With `clocks` and the time the batch was `received`, each event is put on its device's corrected time.
         """
         events = list(events)
+        self.ctx.received = received
         if clocks is not None and received is not None:
             store.prefetch(clocks.prefetch(events, store))
             events = [clocks.correct(ev, received, store) for ev in events]

@@ -128,6 +128,9 @@ class Ctx:
             for cam in cams:
                 seen.setdefault(cam, []).append(door)
         self.doors_seen_by = {k: tuple(v) for k, v in seen.items()}
+        # When the events being fed were received (the hub's clock; set by the engine's caller): a settle is due
+        # no sooner than settle_s after it, even when device time runs ahead of the wall clock (a backlog).
+        self.received: float | None = None
 
     def place(self, device_id: str) -> Place:
         """The place of a device; unregistered devices land in the 'unassigned' grid."""

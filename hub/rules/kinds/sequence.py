@@ -14,6 +14,10 @@ times an opening whose grant comes within settle_s after it, judges an opening w
 closed, and raises each threshold settle_s after it (at its own time), so a closing before it that another
 worker still holds prevents it; repeat_without judges a second entry settle_s later, so an exit between the two
 that arrives meanwhile excuses it.
+
+A settle is due settle_s after the later of the event's device time and the time the hub received it
+(Ctx.received): in a backlog drain device time runs ahead of the wall clock, and a settle on device time alone
+would be due before the other worker's batch, holding the grant or exit, commits.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ class Sequence(Rule):
             # Another worker may still hold the grant that allowed it: judge when the opening has settled.
             if d.get("opened") is None:
                 d["opened"] = ev.t
-            st.due = ev.t + self.spec.settle_s
+            st.due = self._settle_at(ev.t)
             return []
         return self._forced(st, key, ev.t)
 
@@ -135,7 +139,7 @@ class Sequence(Rule):
             if settle and "open_since" not in d:
                 d["unauth"] = ev.t  # forced, or its grant is still on the way from another worker
                 self.remember(st, ev)
-                st.due = ev.t + settle
+                st.due = self._settle_at(ev.t)
             return []  # forced: held_open times authorized openings only
         if "open_since" in d:
             if settle and ev.t > d["open_since"]:
@@ -243,7 +247,7 @@ class Sequence(Rule):
             self.remember(st, ev)
             if self.spec.settle_s:
                 # The exit between the two may still come from another worker: judged when the entry settled.
-                self._set_repeats(st, [*(repeats or []), [ev.t, last_t]])
+                self._set_repeats(st, [*(repeats or []), [ev.t, last_t, self._settle_at(ev.t)]])
                 return []
             return self._repeated(st, key, ev.t)
         return []
@@ -258,24 +262,28 @@ class Sequence(Rule):
         """repeat_without with settle_s: the entries still settling ([entry, previous entry]) and their timer."""
         if repeats:
             st.data["repeats"] = repeats
-            st.due = min(r[0] for r in repeats) + self.spec.settle_s
+            st.due = min(self._repeat_due(r) for r in repeats)
         else:
             st.data.pop("repeats", None)
             st.data.pop("refs", None)
             st.due = None
+
+    def _repeat_due(self, r: list[float]) -> float:
+        """A settling repeat's due ([entry, previous entry, due]; one stored before the received bound: 2)."""
+        return r[2] if len(r) > 2 else r[0] + self.spec.settle_s
 
     def _settle_repeats(self, st: State, key: str, now: float) -> list[Signal]:
         """repeat_without with settle_s: entries no exit arrived for are repeats (anti-passback)."""
         out: list[Signal] = []
         keep = []
         for r in st.data.pop("repeats"):
-            if r[0] + self.spec.settle_s <= now:
+            if self._repeat_due(r) <= now:
                 out.extend(self._repeated(st, key, r[0]))
             else:
                 keep.append(r)
         if keep:
             st.data["repeats"] = keep
-            st.due = min(r[0] for r in keep) + self.spec.settle_s
+            st.due = min(self._repeat_due(r) for r in keep)
         return out
 
     def _count_per_grant(self, st: State, key: str, ev: Event) -> list[Signal]:
@@ -323,7 +331,7 @@ class Sequence(Rule):
         self.remember(st, ev)
         if self.spec.settle_s:
             # Its grant may still come from another worker: judged when the passage has settled.
-            d.setdefault("unpaid", []).append([ev.t, extra, people])
+            d.setdefault("unpaid", []).append([ev.t, extra, people, self._settle_at(ev.t)])
             st.due = self._next_due(d, st.due)
             return []
         return self._tailgated(st, key, ev.t, extra, people)
@@ -333,6 +341,15 @@ class Sequence(Rule):
         st.data.pop("refs", None)
         st.data["active"] = False
         return out
+
+    def _settle_at(self, t: float) -> float:
+        """When an event at device time t has settled: settle_s after it, and after the hub received it."""
+        received = self.ctx.received
+        return max(t, t if received is None else received) + self.spec.settle_s
+
+    def _due_of(self, entry: list[float]) -> float:
+        """A settling entry's due ([t, ..., due]; one stored before the received bound has only its time)."""
+        return entry[3] if len(entry) > 3 else entry[0] + self.spec.settle_s
 
     def _pay(self, d: dict[str, Any], granted: float, allowance: float) -> float:
         """A grant that came after passages it allows pays for them; returns the allowance left."""
@@ -351,7 +368,7 @@ class Sequence(Rule):
 
     def _next_due(self, d: dict[str, Any], due: float | None) -> float | None:
         """The earlier of `due` and the first unpaid passage's settle."""
-        settles = [u[0] + self.spec.settle_s for u in d.get("unpaid", ())]
+        settles = [self._due_of(u) for u in d.get("unpaid", ())]
         return min([*settles, *([] if due is None else [due])], default=None)
 
     def _settle_passages(self, st: State, key: str, now: float) -> list[Signal]:
@@ -359,11 +376,11 @@ class Sequence(Rule):
         d = st.data
         out: list[Signal] = []
         keep = []
-        for t, extra, people in d.pop("unpaid"):
-            if t + self.spec.settle_s <= now:
-                out.extend(self._tailgated(st, key, t, int(extra), int(people)))
+        for u in d.pop("unpaid"):
+            if self._due_of(u) <= now:
+                out.extend(self._tailgated(st, key, u[0], int(u[1]), int(u[2])))
             else:
-                keep.append([t, extra, people])
+                keep.append(u)
         if keep:
             d["unpaid"] = keep
         last_grant = d.get("last_grant")
