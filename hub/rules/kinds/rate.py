@@ -9,6 +9,10 @@ from hub.rules.kinds.base import Rule, wants
 
 _RECHECK_S = 300.0  # how often a window with no new events is looked at again (e.g. low water use)
 _EPS = 1e-3  # envelope stamps keep microseconds; float sums of them are not exact
+# A reading with a lower seq than one of its device's kept samples, and stamped no later than this after it, is
+# the older one (two workers put one device's readings on their own clocks, a batch apart); later than this, it
+# is a device whose counter restarted.
+_ORDER_S = 30.0
 
 
 class Rate(Rule):
@@ -38,17 +42,50 @@ class Rate(Rule):
             samples.append([ev.t, 1.0, ident])
             samples.sort(key=lambda x: x[0])  # a late delivery slots in at its own time
         else:
-            if samples and ev.t < samples[-1][0]:
-                return []  # older than a reading already seen: it says nothing about now (a repeat is harmless)
+            v = float(v)
+            newer = self._newer(samples, ev)
+            if newer is None:
+                return []  # the same reading again (both workers got it)
+            if newer:
+                return self._insert(st, ev, v, newer)
+            t = ev.t
+            if samples and t < samples[-1][0]:
+                last = samples[-1]
+                if not (len(last) > 3 and last[2] == ev.device_id and last[3] < ev.seq):
+                    return []  # older than a reading already seen: it says nothing about now
+                t = last[0]  # newer by its device's seq, though on another worker's clock: it is now
             if s.aggregate == "drop":
                 # Only a falling staircase matters for max-minus-current: drop samples no higher than the new one.
-                while samples and samples[-1][1] <= float(v):
+                while samples and samples[-1][1] <= v:
                     samples.pop()
-            samples.append([ev.t, float(v)])
+            samples.append([t, v, ev.device_id, ev.seq])
+            ev = ev.at(t) if t != ev.t else ev
         if ev.device is not None:
             d["interval"] = ev.device.interval_s
         self.remember(st, ev)
         return self._evaluate(st, self.key_of(ev), ev.t)
+
+    def _newer(self, samples: list[list[Any]], ev: Event) -> list[list[Any]] | None:
+        """The kept samples its device took after this reading (by seq), or None if one is this reading."""
+        out = []
+        for x in samples:
+            if len(x) > 3 and x[2] == ev.device_id:
+                if x[3] == ev.seq:
+                    return None
+                if x[3] > ev.seq and ev.t <= x[0] + _ORDER_S:
+                    out.append(x)
+        return out
+
+    def _insert(self, st: State, ev: Event, v: float, newer: list[list[Any]]) -> list[Signal]:
+        """A reading that reached us after its device's later ones: judged in the device's own order."""
+        samples: list[list[Any]] = st.data["samples"]
+        if self.spec.aggregate != "drop" or any(x[1] >= v for x in newer):
+            return []  # a later reading no lower than it: in order, it would have been dropped from the staircase
+        at = samples.index(newer[0])
+        # In order it came before `newer`: samples before it no higher than it would have been dropped.
+        samples[:] = [x for x in samples[:at] if x[1] > v] + [[newer[0][0], v, ev.device_id, ev.seq]] + samples[at:]
+        self.remember(st, ev)
+        return self._evaluate(st, self.key_of(ev), samples[-1][0])
 
     def on_timer(self, st: State, key: str, now: float) -> list[Signal]:
         """Re-evaluate as the window slides."""
@@ -86,10 +123,11 @@ class Rate(Rule):
         if not samples:
             return None
         if s.aggregate == "drop":
-            return max(v for _, v in samples) - samples[-1][1]
+            # Rounded: 0.45 - 0.40 is 0.04999... in floats, and a drop of exactly the value must reach it.
+            return round(max(x[1] for x in samples) - samples[-1][1], 9)
         if samples[0][0] > now - s.window_s:
             return None  # no baseline yet: we have not watched a whole window
-        return samples[-1][1] - samples[0][1]
+        return round(samples[-1][1] - samples[0][1], 9)
 
     def _evaluate(self, st: State, key: str, now: float) -> list[Signal]:
         d = st.data
