@@ -1,4 +1,4 @@
-"""One device's readings split between two hub workers: the rules judge them in the device's own order."""
+"""One device's messages split between two hub workers: the rules judge them in the device's own order."""
 
 from __future__ import annotations
 
@@ -97,3 +97,42 @@ def test_a_counter_restarted_by_a_reboot_is_not_taken_for_an_old_reading() -> No
     h.deliver(HYD, "hydrant_pressure", T0 + 10, T0 + 10.1, pressure_mpa=0.42)
     h.process([h.event(env(HYD, "hydrant_pressure", T0 + 70, seq=0, pressure_mpa=0.36))], T0 + 70.1)
     assert [s.t for s in h.fired("hydrant_pressure_drop")] == [T0 + 70]
+
+
+GATE = "fgate-b1"
+GRANT_IN = {"door": "main", "credential_ref": "a11ce000a11ce000", "method": "card", "direction": "in"}
+PASS = {"door": "main", "direction": "in", "count": 1}
+
+
+def _gate(h: Hub, received: float, *msgs: tuple[str, float, int]) -> None:
+    """One worker's batch of the gate's (body type, device time, seq) messages."""
+    h.tick(received)
+    h.process([h.event(env(GATE, b, t, seq=seq, **(GRANT_IN if b == "access_granted" else PASS)))
+               for b, t, seq in msgs], received)
+
+
+def test_a_grant_committed_later_on_the_other_workers_clock_still_pays_for_its_passage() -> None:
+    # Grant, passage, grant, passage a few seconds apart; B commits the second grant 2.5 s after A's batch: on
+    # B's clock it is newer than the passage it allowed (beyond the 2 s order slack), yet older by the gate's seq.
+    a, b = _workers()
+    _gate(a, DRAIN, ("access_granted", T0 + 10, 1), ("passage", T0 + 11, 2), ("passage", T0 + 14, 4))
+    _gate(b, DRAIN + 2.5, ("access_granted", T0 + 13, 3))
+    a.settle(DRAIN + 40)
+    assert not [s for h in (a, b) for s in h.fired("tailgating")]
+
+
+def test_a_grant_committed_first_but_stamped_later_by_its_worker_still_pays_for_its_passage() -> None:
+    a, b = _workers()
+    _gate(b, DRAIN + 2.5, ("access_granted", T0 + 13, 3))
+    _gate(a, DRAIN, ("access_granted", T0 + 10, 1), ("passage", T0 + 11, 2), ("passage", T0 + 14, 4))
+    a.settle(DRAIN + 40)
+    assert not [s for h in (a, b) for s in h.fired("tailgating")]
+
+
+def test_a_real_tailgater_split_between_workers_still_fires() -> None:
+    # Two passages on one grant; the second passage comes from the other worker, later on its clock.
+    a, b = _workers()
+    _gate(a, DRAIN, ("access_granted", T0 + 10, 1), ("passage", T0 + 11, 2))
+    _gate(b, DRAIN + 2.5, ("passage", T0 + 11.5, 3))
+    b.settle(DRAIN + 40)
+    assert len([s for h in (a, b) for s in h.fired("tailgating")]) == 1

@@ -31,6 +31,10 @@ _AUTH = ("access_granted", "exit_request")
 _DOOR = ("door_opened", "door_closed")
 # A grant logged a moment after the passage it allowed (controller and sensor clocks differ) still allows it.
 _ORDER_SLACK_S = 2.0
+# A grant and a passage of one device are ordered by its seq when their times are at most this far apart: two
+# workers put one device's messages on their own clocks (a drained backlog at each batch's receive time), so a
+# grant committed by the other worker can look seconds newer than the passage it allowed.
+_SEQ_ORDER_S = 30.0
 
 
 class Sequence(Rule):
@@ -296,12 +300,12 @@ class Sequence(Rule):
         seen.append(ident)
         del seen[:-32]
         # Unused allowances: [grant time, passages left]; a passage spends the oldest one still valid.
-        grants: list[list[float]] = [g for g in d.get("grants", []) if ev.t - g[0] <= w]
+        grants: list[list[Any]] = [g for g in d.get("grants", []) if ev.t - g[0] <= w]
         if ev.type == "access_granted":
             if ev.get("direction") == "in":
-                left = self._pay(d, ev.t, float(self.spec.max_count))
+                left = self._pay(d, ev, float(self.spec.max_count))
                 if left > 0:
-                    grants.append([ev.t, left])
+                    grants.append([ev.t, left, ev.device_id, ev.seq])
                 grants.sort(key=lambda g: g[0])
             d["grants"] = grants
             d["last_grant"] = max(ev.t, d.get("last_grant", ev.t))
@@ -320,7 +324,7 @@ class Sequence(Rule):
         people = int(ev.get("count") or 1)
         extra = 0
         for _ in range(people):
-            usable = [g for g in grants if g[0] <= ev.t + _ORDER_SLACK_S and g[1] > 0]
+            usable = [g for g in grants if g[1] > 0 and (g[0] <= ev.t + _ORDER_SLACK_S or self._before(g, ev))]
             if usable:
                 usable[0][1] -= 1
             else:
@@ -331,7 +335,7 @@ class Sequence(Rule):
         self.remember(st, ev)
         if self.spec.settle_s:
             # Its grant may still come from another worker: judged when the passage has settled.
-            d.setdefault("unpaid", []).append([ev.t, extra, people, self._settle_at(ev.t)])
+            d.setdefault("unpaid", []).append([ev.t, extra, people, self._settle_at(ev.t), ev.device_id, ev.seq])
             st.due = self._next_due(d, st.due)
             return []
         return self._tailgated(st, key, ev.t, extra, people)
@@ -347,17 +351,26 @@ class Sequence(Rule):
         received = self.ctx.received
         return max(t, t if received is None else received) + self.spec.settle_s
 
-    def _due_of(self, entry: list[float]) -> float:
-        """A settling entry's due ([t, ..., due]; one stored before the received bound has only its time)."""
+    def _due_of(self, entry: list[Any]) -> float:
+        """A settling entry's due ([t, extra, people, due, device, seq]; one stored before has only its time)."""
         return entry[3] if len(entry) > 3 else entry[0] + self.spec.settle_s
 
-    def _pay(self, d: dict[str, Any], granted: float, allowance: float) -> float:
+    @staticmethod
+    def _before(g: list[Any], ev: Event) -> bool:
+        """Grant g ([t, left, device, seq]) came before ev by their device's own seq (times near enough)."""
+        return len(g) > 3 and g[2] == ev.device_id and g[3] < ev.seq and g[0] - ev.t <= _SEQ_ORDER_S
+
+    def _pay(self, d: dict[str, Any], grant: Event, allowance: float) -> float:
         """A grant that came after passages it allows pays for them; returns the allowance left."""
         unpaid = d.get("unpaid")
         if not unpaid:
             return allowance
+        granted = grant.t
         for u in unpaid:
-            if allowance > 0 and granted <= u[0] + _ORDER_SLACK_S and u[0] - granted <= self.spec.window_s:
+            # Older than the passage by time, or by its device's seq though another worker's clock says newer.
+            ordered = granted <= u[0] + _ORDER_SLACK_S or (
+                len(u) > 5 and u[4] == grant.device_id and grant.seq < u[5] and granted - u[0] <= _SEQ_ORDER_S)
+            if allowance > 0 and ordered and u[0] - granted <= self.spec.window_s:
                 spent = min(u[1], allowance)
                 u[1] -= spent
                 allowance -= spent
