@@ -136,3 +136,36 @@ def test_a_real_tailgater_split_between_workers_still_fires() -> None:
     _gate(b, DRAIN + 2.5, ("passage", T0 + 11.5, 3))
     b.settle(DRAIN + 40)
     assert len([s for h in (a, b) for s in h.fired("tailgating")]) == 1
+
+
+DOOR = "door-b1"
+GRANT = {"door": "main", "credential_ref": "a11ce000a11ce000", "method": "card", "direction": "in"}
+
+
+def _door(h: Hub, received: float, *msgs: tuple[str, float, int]) -> None:
+    """One worker's batch of the door's (body type, device time, seq) messages."""
+    h.tick(received)
+    h.process([h.event(env(DOOR, b, t, seq=seq, **(GRANT if b == "access_granted" else {"door": "main"})))
+               for b, t, seq in msgs], received)
+
+
+def test_a_door_grant_on_the_other_workers_clock_still_authorizes_its_opening_in_either_commit_order() -> None:
+    # bench scale: a door_forced_open whose grant looked 0.082 s newer than the opening (the other worker's clock).
+    for grant_first in (False, True):
+        a, b = _workers()
+        if grant_first:
+            _door(b, DRAIN + 0.5, ("access_granted", T0 + 10, 1))
+        _door(a, DRAIN, ("door_opened", T0 + 11, 2), ("door_closed", T0 + 15, 3))
+        if not grant_first:
+            _door(b, DRAIN + 0.5, ("access_granted", T0 + 10, 1))
+        a.settle(DRAIN + 40)
+        assert not [s for h in (a, b) for s in h.fired("door_forced_open")], grant_first
+
+
+def test_a_forced_door_split_between_workers_still_fires() -> None:
+    # The grant is newer by seq: it does not authorize the opening before it.
+    a, b = _workers()
+    _door(a, DRAIN, ("door_opened", T0 + 11, 2), ("door_closed", T0 + 15, 3))
+    _door(b, DRAIN + 0.5, ("access_granted", T0 + 20, 4))
+    a.settle(DRAIN + 40)
+    assert len([s for h in (a, b) for s in h.fired("door_forced_open")]) == 1

@@ -37,6 +37,11 @@ _ORDER_SLACK_S = 2.0
 _SEQ_ORDER_S = 30.0
 
 
+def _seq_before(device: str, seq: int, t: float, other: list[Any] | None, other_t: float) -> bool:
+    """Whether (device, seq) at t came before `other` ([device, seq] at other_t) by their device's own seq."""
+    return other is not None and other[0] == device and seq < other[1] and t - other_t <= _SEQ_ORDER_S
+
+
 class Sequence(Rule):
     """One of the door/credential patterns above."""
 
@@ -67,10 +72,14 @@ class Sequence(Rule):
     def _unauthorized_open(self, st: State, key: str, ev: Event) -> list[Signal]:
         d = st.data
         if ev.type in _AUTH:
+            if ev.t >= d.get("auth", ev.t):
+                d["auth_ref"] = [ev.device_id, ev.seq]
             d["auth"] = max(ev.t, d.get("auth", ev.t))
             opened = d.get("opened")
-            if opened is not None and 0 <= opened - ev.t <= self.spec.window_s:
+            if opened is not None and (0 <= opened - ev.t <= self.spec.window_s
+                                       or _seq_before(ev.device_id, ev.seq, ev.t, d.get("opened_ref"), opened)):
                 d.pop("opened")  # the grant of an opening still settling: authorized after all
+                d.pop("opened_ref", None)
                 d.pop("closed", None)
             return []
         if ev.type == "door_closed":
@@ -82,11 +91,15 @@ class Sequence(Rule):
             return out
         if self._authorized(d, ev.t):
             return []
+        auth, ref = d.get("auth"), d.get("auth_ref")
+        if auth is not None and ref and _seq_before(ref[0], ref[1], auth, [ev.device_id, ev.seq], ev.t):
+            return []  # its grant, older by the device's seq, though another worker's clock put it later
         self.remember(st, ev)
         if self.spec.settle_s:
             # Another worker may still hold the grant that allowed it: judge when the opening has settled.
             if d.get("opened") is None:
                 d["opened"] = ev.t
+                d["opened_ref"] = [ev.device_id, ev.seq]
             st.due = self._settle_at(ev.t)
             return []
         return self._forced(st, key, ev.t)
@@ -104,6 +117,7 @@ class Sequence(Rule):
         """unauthorized_open with settle_s: an opening no grant arrived for fires (and clears if it closed)."""
         d = st.data
         opened = d.pop("opened")
+        d.pop("opened_ref", None)
         closed = d.pop("closed", None)
         out = self._forced(st, key, opened)
         if closed is not None:
