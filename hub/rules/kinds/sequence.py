@@ -38,8 +38,8 @@ _SEQ_ORDER_S = 30.0
 
 
 def _seq_before(device: str, seq: int, t: float, other: list[Any] | None, other_t: float) -> bool:
-    """Whether (device, seq) at t came before `other` ([device, seq] at other_t) by their device's own seq."""
-    return other is not None and other[0] == device and seq < other[1] and t - other_t <= _SEQ_ORDER_S
+    """Whether (device, seq) at t, stamped up to _SEQ_ORDER_S after `other` ([device, seq]) at other_t, came first."""
+    return other is not None and other[0] == device and seq < other[1] and 0 <= t - other_t <= _SEQ_ORDER_S
 
 
 class Sequence(Rule):
