@@ -31,12 +31,12 @@ from prometheus_client import start_http_server
 from commhub import topics
 from commhub.config import Config
 from commhub.mqtt import HUB_ACCOUNT, connect, make_client
-from commhub.topics import Channel, TopicParts
+from commhub.topics import Channel
 from commhub.wire import DeadLetter, Envelope
 from hub.ingest.dedup import Deduplicator
 from hub.ingest.message import Accepted, Sink
 from hub.ingest.mqttread import PacketReader
-from hub.ingest.validate import Validator, safe_topic
+from hub.ingest.validate import Route, Validator, safe_topic
 from hub.metrics import HubMetrics
 from hub.store.drain import Drainer
 from hub.store.influx import make_transport
@@ -394,7 +394,11 @@ class Worker:
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         self._last_message_at = time.monotonic()
-        self._on_publish(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+        # paho's msg.topic raises for a topic that is not UTF-8 (MQTT forbids one; a broker should refuse it),
+        # and the error would end this loop. Replacement characters, which no topic level admits, make it a
+        # dead letter that is acknowledged like any other, instead of a redelivery every reconnect.
+        topic = msg._topic.decode("utf-8", "replace")
+        self._on_publish(topic, bytes(msg.payload), msg.mid, msg.qos)
 
     def _received_now(self) -> float:
         """The receive time of a message: distinct microseconds for every message this worker receives."""
@@ -534,17 +538,18 @@ class Worker:
             left.pop(0)
 
     def _classify(self, item: _Inbound) -> Accepted | DeadLetter | None:
-        parts = self.validator.parse_topic(item.topic)
-        if isinstance(parts, TopicParts):
-            if parts.channel is Channel.CMD:
+        route = self.validator.route(item.topic)
+        if type(route) is Route:
+            channel = route.parts.channel
+            if channel is Channel.CMD:
                 return None  # our own commands to devices
-            if parts.channel is Channel.SNAP:
-                problem = self.snapshots.save(parts, item.payload)
+            if channel is Channel.SNAP:
+                problem = self.snapshots.save(route.parts, item.payload)
                 if problem is None:
                     self.metrics.snapshots.inc()
                     return None
                 return self.validator.reject("snapshot", problem, item.topic, item.payload, item.received_at)
-        return self.validator.check(item.topic, item.payload, item.received_at)
+        return self.validator.check(item.topic, item.payload, item.received_at, route)
 
     def _publish_dead(self, dead: list[DeadLetter]) -> None:
         if not dead or self._client is None:
