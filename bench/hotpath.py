@@ -5,15 +5,17 @@ network loop hands them over, without MQTT or InfluxDB (the spool is written and
 it). The garbage collector is set up as `commhub hub` sets it up once started (hub.runtime.tune_gc), unless
 gc_tuned is False.
 
-One pass over 40,000 messages swung by 30 µs a message run to run, on the same code. What moved it (measured,
-docs/performance.md round 4): the first pass in a process pays for lazily built pydantic and SQLAlchemy paths
-and first-touch page faults (6,000 in the first rules-on pass, none after), and the machine's load inflates
-CPU time itself (shared caches, preemptions) by up to a third in one pass, in bursts of a few batches. So a
+One pass over 40,000 messages swung by 20-30 µs a message run to run, on the same code. Measured (round 4 of
+docs/performance.md): process_time counted no other thread (the path runs on one), and neither the spool's
+fsync (0.7-3 µs a message of system time, the same with fsync off) nor the collector (2.5-5 µs rules on, with
+hub.runtime's tuning) moves much between passes. What does: the first pass in a process pays for lazily built
+paths (12,000 page faults and 165 collections in the first rules-on pass, 10 and 24 after), and above all the
+machine's load, which inflates CPU time itself (shared caches, preemptions) in bursts: the same pass took 62
+and then 89 µs a message back to back, and one batch in ten costs 30-50 % more than the median batch. So a
 measurement is several rounds over the same feed after a warm-up round, each round on a fresh worker and a
-fresh rule-state store (the same work each time), the rule settings alternating inside each round so a change
-of load hits both alike, and per-batch thread CPU time. Besides the median and min of the rounds' totals it
-reports the *floor*: for every batch the least CPU it took in any round, summed. A burst of load inflates a
-batch in one round, not the same batch in every round, so the floor holds within a few µs under load.
+fresh rule-state store (the same work each time), the settings alternating inside each round so a change of
+load hits all alike, timed by this thread's CPU clock per batch. The median round is the figure; the min and
+the *floor* (for every batch the least CPU it took in any round, summed) show how much load inflated it.
 """
 
 from __future__ import annotations

@@ -160,3 +160,14 @@ def test_tune_gc_freezes_start_up_objects_and_collects_young_objects_less_often(
     # ...are still counted as young: no collection ran (at CPython's 700, one would have; the margin is for
     # objects another thread frees meanwhile, which lower the count)
     assert gc.get_count()[0] >= len(made) // 2
+
+
+def test_bench_rounds_report_the_median_round_and_each_batch_s_least_cpu() -> None:
+    from bench.hotpath import Rounds
+    r = Rounds(messages=2000)
+    r.add([0.010, 0.030])  # 20 µs a message
+    r.add([0.020, 0.020])  # 20
+    r.add([0.050, 0.040])  # 45: a burst of load
+    assert r.rounds == pytest.approx([20.0, 20.0, 45.0])
+    assert r.median == pytest.approx(20.0) and r.least == pytest.approx(20.0)
+    assert r.floor == pytest.approx(15.0)  # batch 1 at its least (0.010) plus batch 2 at its least (0.020)
