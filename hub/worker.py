@@ -388,9 +388,17 @@ class Worker:
 
     def _on_publish(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         # One received PUBLISH into the pending batch: the buffered reader's hand-over, and paho's (_on_message).
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             self._pending_since = time.monotonic()
-        self._pending.append(_Inbound(topic, payload, mid, qos, self._generation, self._received_now()))
+        # Distinct receive times, 2 µs apart at least (a float and datetime round to the nearest µs): a dead
+        # letter is a point stamped with it (series: reason, worker), and two in one microsecond would overwrite
+        # each other in InfluxDB; the buffered reader takes many messages within a microsecond or two.
+        t = time.time()
+        if t < self._last_received + 2e-6:
+            t = self._last_received + 2e-6
+        self._last_received = t
+        pending.append(_Inbound(topic, payload, mid, qos, self._generation, t))
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         self._last_message_at = time.monotonic()
@@ -399,17 +407,6 @@ class Worker:
         # dead letter that is acknowledged like any other, instead of a redelivery every reconnect.
         topic = msg._topic.decode("utf-8", "replace")
         self._on_publish(topic, bytes(msg.payload), msg.mid, msg.qos)
-
-    def _received_now(self) -> float:
-        """The receive time of a message: distinct microseconds for every message this worker receives."""
-        # A dead letter is a point stamped with it (series: reason, worker), and two in one microsecond would
-        # overwrite each other in InfluxDB; the buffered reader takes many messages within a microsecond or
-        # two. Steps of 2 µs, since a float and datetime round to the nearest microsecond.
-        t = time.time()
-        if t < self._last_received + 2e-6:
-            t = self._last_received + 2e-6
-        self._last_received = t
-        return t
 
     # ---- processing ---------------------------------------------------------------------------------
 
