@@ -64,19 +64,19 @@ def test_short_clip_at_half_scale_beats_the_baseline(shared_data: Path) -> None:
     assert ours.motion_recall >= 0.9
     # The baseline's HOG cannot see people under its 128 px window: measured MAE 3.47, bias -3.47 (5.1
     # present per frame). Ours runs the learned detector (SSDLite) on its full searches, which sees people
-    # partly hidden in this dense group, and counts tracks: measured MAE 0.56, bias -0.56 with the shipped
-    # defaults (1.56 / -1.33 with HOG's full searches, the detector before it). The MAE bound is the issue's
-    # target, 1.0 (the measurement plus one person in more than a third of the 36 frames); the run is
-    # deterministic (one OpenCV thread, the same frames), so the bound does not depend on the machine's speed.
-    # The bias target (+-0.5) is not met on this clip: -1.1 is the measurement plus the same margin.
+    # partly hidden in this dense group, and counts tracks, with the occluded state for people hidden behind
+    # others: measured MAE 0.28, bias -0.28 with the shipped defaults (0.56 / -0.56 before the occluded state,
+    # 1.56 / -1.33 with HOG's full searches). The bounds are the targets, MAE 1.0 and bias within
+    # +-0.5: the run is deterministic (one OpenCV thread, the same frames), so they do not depend on the
+    # machine's speed. A return of the hidden people's error (-0.56) fails the bias bound.
     assert ours.mae < base.mae - 1.0
     assert ours.mae <= 1.0
-    assert -1.1 <= ours.bias <= 0.5
+    assert -0.5 <= ours.bias <= 0.5
     # The start: with HOG the count built up over the first second or two (bias -3.08 over the first third
     # of the frames: HOG found 1 of the 6 people on the first frame). The learned detector finds 5 of 6 on
-    # the first frame: measured -1.08 over the first third. -1.75 is the measurement plus two thirds of a
-    # person; a return to the slow build-up fails it.
-    assert ours.bias_first >= -1.75
+    # the first frame, and the occluded state keeps two people hidden behind the nearest one: measured -0.42
+    # over the first third (-1.08 before the occluded state). -1.0 is the measurement plus about half a person.
+    assert ours.bias_first >= -1.0
     # Detection at IoU 0.5 over the runs the detector made; half of ours are refresh runs that only re-find
     # tracked people, which lowers recall per run and raises precision: measured ours P 0.98 R 0.45 (P 1.00,
     # R 0.44 with HOG's full searches), the baseline P 0.91 R 0.29.

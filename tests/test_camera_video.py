@@ -106,8 +106,9 @@ def test_person_count_error(tud: dict[str, tuple[ClipRun, dict[int, list[GtBox]]
         print(f"\n{name}: person count MAE {tracked:.2f} tracked, {raw:.2f} raw, {mean_gt:.1f} people per frame")
         # One detector run finds part of a crowd (raw MAE measured 2.0-2.7: half the runs are HOG refresh runs
         # that only re-find tracked people, and the learned detector's full searches find about 70 % of the
-        # people); the tracker carries people over missed runs: measured 0.76 Stadtmitte, 0.56 Campus (0.84
-        # and 1.50 with HOG's full searches). The bound is the target, 1.0; tracking must help. The full
+        # people); the tracker carries people over missed runs and people hidden behind others (the occluded
+        # state): measured 0.71 Stadtmitte, 0.28 Campus (0.76 and 0.56 before the occluded state, 0.84 and 1.50
+        # with HOG's full searches). The bound is the target, 1.0; tracking must help. The full
         # evaluation, at three scales and beside the baseline, is in test_camera_evaluate.py.
         assert tracked <= 1.0
         assert tracked < raw
@@ -159,11 +160,12 @@ def test_line_crossings_against_ground_truth(tud: dict[str, tuple[ClipRun, dict[
         # object took the side its track was first seen on: a track in the group was confirmed on the line,
         # after its person had crossed). The one missed (frame 21) is a person at the back of the group whose
         # track took the box of the person in front for a while. No crossing may be invented or have the wrong
-        # direction.
+        # direction. Campus must keep its 3 of 4: the occluded state moves hidden people's boxes on, and a box
+        # moved across the line must not lose or invent a crossing there (still 3 of 4 with it).
         if name == "TUD-Stadtmitte":
             assert not unmatched
         else:
-            assert len(ours) >= 2
+            assert len(truth) - len(unmatched) >= 3
 
 
 def test_indoor_intrusions_one_per_person(indoor: ClipRun) -> None:

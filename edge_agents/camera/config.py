@@ -145,11 +145,28 @@ class TrackSettings(_Model):
     count_hold_s: float = Field(default=3.0, gt=0,
                                 description="A tracked person is counted (persons, crowd) until unseen this long "
                                             "(keep it above detect.refresh_s, or people standing still flicker).")
+    occlusion_hold_s: float = Field(
+        default=4.0, gt=0,
+        description="A track that lost its detection behind another person's track is counted (occluded) and "
+                    "kept this long after its last detection (keep it at least count_hold_s).")
+    occlusion_cover: float = Field(default=0.5, gt=0, le=1,
+                                   description="Part of a lost track's predicted box another person's box must "
+                                               "cover for it to be occluded rather than lost in the open.")
+    max_speed: float = Field(default=1.5, gt=0,
+                             description="Fastest an occluded track's box is moved, in its heights per second.")
     update_s: float = Field(default=10.0, gt=0, description="Periodic update of a tracked object.")
     zone_exit_s: float = Field(default=1.0, ge=0, description="Time outside a zone before a person has left it.")
     crowd_hold_s: float = Field(default=2.0, ge=0, description="A zone count must hold this long to be reported.")
     line_margin: float = Field(default=0.02, ge=0, le=0.5,
                                description="Distance from a line (fraction of the frame diagonal) that decides a side.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrackSettings:
+        if self.occlusion_hold_s < self.count_hold_s:
+            raise ValueError(f"occlusion_hold_s ({self.occlusion_hold_s:g}) must be at least count_hold_s "
+                             f"({self.count_hold_s:g}): a person hidden behind another is held no shorter than "
+                             f"one lost in the open")
+        return self
 
 
 class TamperSettings(_Model):
