@@ -69,11 +69,11 @@ class Event:
         return cls(env.device_id, kind, env.body.type, env.ts.timestamp() if t is None else t, env.seq, env.body,
                    place, device, env.historical)
 
-    def at(self, t: float) -> Event:
-        """The same event at another time (a corrected device clock)."""
+    def at(self, t: float, late: bool | None = None) -> Event:
+        """The same event at another time (a corrected device clock), and late when said so."""
         # Positional, not dataclasses.replace(), which inspects the fields on every call.
         return Event(self.device_id, self.kind, self.type, t, self.seq, self.body, self.place, self.device,
-                     self.historical, self.late)
+                     self.historical, self.late if late is None else late)
 
     def get(self, name: str) -> Any:
         """A body field, or None."""
@@ -180,6 +180,11 @@ def matches(ms: tuple[Match, ...], ev: Event) -> bool:
         if _match(m, ev):
             return True
     return False
+
+
+def may_match(ms: tuple[Match, ...], kind: str, body_type: str) -> bool:
+    """Whether any matcher could accept some event of this device kind and body type (its `where` aside)."""
+    return any(body_type in m.type and (not m.kinds or kind in m.kinds) for m in ms)
 
 
 def _match(m: Match, ev: Event) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.rules.event import OPS, Event, Signal, State
-from hub.rules.kinds.base import Rule, wants
+from hub.rules.kinds.base import Rule, takes_when, wants
 
 _RECHECK_S = 300.0  # how often a window with no new events is looked at again (e.g. low water use)
 _EPS = 1e-3  # envelope stamps keep microseconds; float sums of them are not exact
@@ -13,6 +13,10 @@ _EPS = 1e-3  # envelope stamps keep microseconds; float sums of them are not exa
 
 class Rate(Rule):
     """Keep [t, value] samples for one window and compare the aggregate with a value."""
+
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only what `when` could match (cares asks for a match first)."""
+        return takes_when(self.spec, kind, body_type)
 
     def cares(self, ev: Event) -> bool:
         """A matching event with the field (on_event ignores anything else before touching the state)."""

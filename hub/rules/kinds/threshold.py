@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.rules.event import OPS, Event, Signal, State
-from hub.rules.kinds.base import Rule, wants
+from hub.rules.kinds.base import Rule, takes_when, wants
 
 
 class Threshold(Rule):
@@ -24,6 +24,10 @@ class Threshold(Rule):
         if s.clear is not None:
             out["clear"] = s.clear
         return out
+
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only what `when` could match (cares asks for a match first)."""
+        return takes_when(self.spec, kind, body_type)
 
     def cares(self, ev: Event) -> bool:
         """A matching event with the field (on_event ignores anything else before touching the state)."""
