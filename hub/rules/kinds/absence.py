@@ -40,10 +40,12 @@ class Absence(Rule):
 
     def keys(self, ev: Event) -> list[str]:
         """The device's key, plus its agent's key for births and the agent's own states (offline rules)."""
-        if self.spec.offline_state and ev.kind == "agent":
+        spec = self.spec
+        if spec.offline_state and ev.kind == "agent":
             return [AGENT + ev.device_id] if ev.type in ("state", "birth") else []
-        out = super().keys(ev)
-        if self.spec.offline_state and ev.type == "birth" and ev.get("agent"):
+        # Rule.keys without its calls for the usual key (every message comes here).
+        out = super().keys(ev) if spec.key != "device" else [ev.device_id] if ev.device_id and self.watches(ev) else []
+        if spec.offline_state and ev.type == "birth" and ev.get("agent"):
             out.append(AGENT + str(ev.get("agent")))
         return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.event import OPS, Event, Signal, State
+from hub.rules.event import OPS, Event, Signal, State, matches
 from hub.rules.kinds.base import Rule, takes_when, wants
 
 _RECHECK_S = 300.0  # how often a window with no new events is looked at again (e.g. low water use)
@@ -20,7 +20,7 @@ class Rate(Rule):
 
     def cares(self, ev: Event) -> bool:
         """A matching event with the field (on_event ignores anything else before touching the state)."""
-        return wants(self.spec, ev) and (self.spec.field is None or ev.get(self.spec.field) is not None)
+        return matches(self.spec.when, ev) and (self.spec.field is None or ev.get(self.spec.field) is not None)
 
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """Add a sample and evaluate."""

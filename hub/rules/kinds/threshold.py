@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.event import OPS, Event, Signal, State
+from hub.rules.event import OPS, Event, Signal, State, matches
 from hub.rules.kinds.base import Rule, takes_when, wants
 
 
@@ -31,7 +31,7 @@ class Threshold(Rule):
 
     def cares(self, ev: Event) -> bool:
         """A matching event with the field (on_event ignores anything else before touching the state)."""
-        return wants(self.spec, ev) and ev.get(self.spec.field) is not None
+        return matches(self.spec.when, ev) and ev.get(self.spec.field) is not None
 
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """Track pending/active/clearing from one reading."""
