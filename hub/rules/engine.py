@@ -378,7 +378,8 @@ class Engine:
             log.exception("rule %s failed on %s seq %d", rule.id, ev.device_id, ev.seq)
             store.discard(rule.id, key)
             return []
-        fanout = st.data.pop("fanout", None) if isinstance(rule, Absence) else None
+        absence = isinstance(rule, Absence)
+        fanout = st.data.pop("fanout", None) if absence else None
         if ev.late and st.due is not None:
             st.data[REPLAY] = True  # judged once the backlog is in, not between two of its messages
         elif st.due is None:
@@ -386,7 +387,7 @@ class Engine:
         store.save(rule.id, key, st)
         if fanout is not None:
             self._fan_out(rule, st, fanout, store)  # type: ignore[arg-type]
-        if self.write_back_s and isinstance(rule, Absence):
+        if absence and self.write_back_s:
             self._learn(rule.id, key, st)
             if self._touches:
                 with self._touch_lock:  # an older sign of life in memory has nothing left to say
@@ -414,12 +415,12 @@ class Engine:
         """Keep a plain sign of life in memory when its subject's deadline is far away; True when kept."""
         if ev.type in ("birth", "state"):
             return False
-        due = self._quiet.get((rule.id, key))
+        k = (rule.id, key)
+        due = self._quiet.get(k)
         if due is None or due - ev.t <= self.margin:
             return False
         if rule.spec.when and not matches(rule.spec.when, ev):
             return True  # not activity for this rule: on_event would change nothing
-        k = (rule.id, key)
         with self._touch_lock:
             prev = self._touches.get(k)
             if prev is None or ev.t >= prev.t:
