@@ -59,11 +59,14 @@ def test_own_states_come_from_memory_and_another_workers_change_is_read_again(
 
     _entry(b, "out", 30)  # the other worker: a's cached state is stale now
     _entry(a, "in", 30)  # in after an out: no violation (a stale "in" would have raised anti-passback)
+    a.wait(4)  # a repeat entry is judged once it settled (settle_s 3)
     assert a.alerts(rule="anti_passback") == []
     assert a.sink.store.cache.resets >= 1 and reads.n > before  # the version check emptied the cache
 
     _entry(b, "in", 30)  # a real violation, seen by b
+    b.wait(4)
     _entry(a, "in", 30)  # and another, seen by a: the same alert, raised once
+    a.wait(4)
     alerts = a.alerts(rule="anti_passback")
     assert len(alerts) == 1 and alerts[0]["count"] == 2, alerts
 
@@ -90,6 +93,7 @@ def test_a_database_failing_mid_batch_leaves_nothing_uncommitted_in_the_cache(
     monkeypatch.undo()
 
     a.sink.handle(batch)  # redelivered: the violation is judged on the committed state, and raised once
+    a.wait(4)  # once it settled (settle_s 3)
     alerts = a.alerts(rule="anti_passback")
     assert len(alerts) == 1 and alerts[0]["count"] == 1, alerts
     with a.sink.db.connect() as conn:

@@ -362,7 +362,6 @@ class Tx:
         if not todo:
             return
         conn = self.conn
-        pg = conn.dialect.name == "postgresql"
         for i in range(0, len(todo), 400):
             chunk = todo[i:i + 400]
             if self.optimistic:
@@ -375,7 +374,7 @@ class Tx:
                     self._states[(row[0], row[1])] = (row[2], row[3])
                     self._versions[(row[0], row[1])] = row[4]
                 continue
-            if not pg:
+            if conn.dialect.name != "postgresql":
                 # Committed by this process and unchanged since (the version says so): no query, no decode.
                 for pair, (obj, text, due) in self._cached().take(chunk).items():
                     self._states[pair] = (text, due)
@@ -390,14 +389,9 @@ class Tx:
                 for row in conn.exec_driver_sql(_SQLITE_SELECT + where, params):
                     self._states[(row[0], row[1])] = (row[2], row[3])
                 continue
-            # Placeholders make a racing worker wait on our row locks instead of losing an update.
-            conn.execute(insert(conn, RS).on_conflict_do_nothing(index_elements=["rule", "key"]),
-                         [{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
-            stmt = locked(conn, select(RS.c.rule, RS.c.key, RS.c.data, RS.c.due)
-                          .where(_keys_in(chunk)).order_by(*_key_order(pg)))
             for r, k in chunk:
                 self._states[(r, k)] = (None, None)
-            for row in conn.execute(stmt):
+            for row in self._lock(chunk, RS.c.data, RS.c.due)[1]:
                 self._states[(row[0], row[1])] = (row[2], row[3])
 
     def load(self, rule: str, key: str) -> State | None:
@@ -514,32 +508,42 @@ class Tx:
             self._versions.pop(k, None)
             self._dirty.discard(k)
 
-    def _claim(self, gone: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
-        """Lock the rows about to be written; StateConflict if one changed since it was read.
+    def _lock(self, keys: list[tuple[str, str]], *columns: Any) -> tuple[set[tuple[str, str]], list[Any]]:
+        """Lock the rule state rows of these keys (sorted), 400 at a time: the keys whose row we inserted (as
+        placeholders) and the rows (rule, key, *columns).
 
-        The same two steps as prefetch's locked read, so every transaction takes rule state locks in one
-        order: placeholders for missing keys (sorted), then FOR UPDATE on all of them (sorted). Device clock
-        offsets are not checked: each worker keeps its own estimate in memory and stores it only for a restart,
-        so the last writer's is as good as any (in a backlog drain they change every batch).
+        One way for every locking read, so every transaction takes rule state locks in one order: per chunk,
+        placeholders for missing keys, then FOR UPDATE on all of them, both in key order. A placeholder makes a
+        racing worker wait on our lock instead of losing an update; a racing insert of the same key makes ours
+        wait for it, then do nothing. SQLite needs neither (BEGIN IMMEDIATE).
+        """
+        conn = self.conn
+        pg = conn.dialect.name == "postgresql"
+        added: set[tuple[str, str]] = set()
+        rows: list[Any] = []
+        for i in range(0, len(keys), 400):
+            chunk = keys[i:i + 400]
+            if pg:
+                stmt = (insert(conn, RS).values([{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
+                        .on_conflict_do_nothing(index_elements=["rule", "key"]).returning(RS.c.rule, RS.c.key))
+                added.update((r[0], r[1]) for r in conn.execute(stmt))
+            # ORDER BY under FOR UPDATE: PostgreSQL locks the rows in this order.
+            rows.extend(conn.execute(locked(conn, select(RS.c.rule, RS.c.key, *columns).where(_keys_in(chunk))
+                                            .order_by(*_key_order(pg)))))
+        return added, rows
+
+    def _claim(self, gone: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
+        """Lock the rows about to be written (as a locked read does); StateConflict if one changed since it was
+        read.
+
+        Device clock offsets are not checked: each worker keeps its own estimate in memory and stores it only
+        for a restart, so the last writer's is as good as any (in a backlog drain they change every batch).
         """
         keys = sorted({*gone, *((r["rule"], r["key"]) for r in rows)} - self._mine)
         if not keys:
             return
-        conn = self.conn
-        added: set[tuple[str, str]] = set()
-        current: dict[tuple[str, str], str] = {}
-        for i in range(0, len(keys), 400):
-            chunk = keys[i:i + 400]
-            # A racing insert of the same key makes ours wait for it, then do nothing.
-            stmt = (insert(conn, RS).values([{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
-                    .on_conflict_do_nothing(index_elements=["rule", "key"]).returning(RS.c.rule, RS.c.key))
-            added.update((r[0], r[1]) for r in conn.execute(stmt))
-        for i in range(0, len(keys), 400):
-            chunk = keys[i:i + 400]
-            # ORDER BY under FOR UPDATE: PostgreSQL locks the rows in this order.
-            stmt = (select(RS.c.rule, RS.c.key, _XMIN).where(_keys_in(chunk))
-                    .order_by(*_key_order(True)).with_for_update())
-            current.update({(r[0], r[1]): r[2] for r in conn.execute(stmt)})
+        added, locked_rows = self._lock(keys, _XMIN)
+        current: dict[tuple[str, str], str] = {(r[0], r[1]): r[2] for r in locked_rows}
         stale = [k for k in keys if k in self._versions and k[0] != CLOCK_RULE
                  and ((k in added) != (self._versions[k] is None)
                       or (k not in added and current.get(k) != self._versions[k]))]

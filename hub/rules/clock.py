@@ -131,6 +131,10 @@ class DeviceClocks:
             with self._lock:
                 self._dirty |= dirty
 
+    def write_back_at(self) -> float:
+        """When the offsets kept in memory are next due to be written (inf: none is)."""
+        return self._last_write_back + self.write_back_s if self._dirty else float("inf")
+
     @property
     def pending_write_back(self) -> int:
         """Devices whose latest offset is only in memory."""
