@@ -67,8 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure_hub(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int = 1,
                 db: str = "bench", rules: bool = False, after: After | None = None,
-                alerts: dict[str, Any] | None = None, **hub: Any) -> dict[str, float]:
-    """Drain the backlog queue() publishes with `workers` hub processes on one shared subscription."""
+                alerts: dict[str, Any] | None = None, started: Callable[[list[HubProc]], None] | None = None,
+                **hub: Any) -> dict[str, float]:
+    """Drain the backlog queue() publishes with `workers` hub processes on one shared subscription.
+
+    With `started`, the drain is timed from when the first hub is connected (no message is taken before), not
+    from the hubs' start, and started(hubs) is called then: the hubs' start-up (imports, migrations, seeds) is
+    then outside the time, except what a later hub's overlaps the drain.
+    """
     cfg_path = hubrun.hub_config(broker, influx, workdir, db, rules, alerts, **hub)
     hubs = [HubProc(cfg_path, f"bench-{db}-{i}", workdir / f"hub-{db}-{i}.log") for i in range(workers)]
     for h in hubs:  # the first start creates the persistent sessions, so the backlog queues for them
@@ -85,6 +91,11 @@ def measure_hub(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue,
     try:
         def total(name: str) -> float:
             return sum(h.metric(name) for h in hubs)
+        if started is not None:
+            wait_for(lambda: any(h.metric("commhub_mqtt_connected") == 1.0 for h in hubs), DRAIN_TIMEOUT_S,
+                     f"hub {db}: a worker connected", 0.02)
+            started(hubs)
+            t0 = time.perf_counter()
         # CPU from the moment each measuring process is connected, per message counted from then on. It was
         # this process's total minus the *first* process's start-up: two start-ups differ by up to a second
         # of CPU under load, ±15 µs a message of a 30,000-message run (rules off read 15 to 51 µs).

@@ -5,7 +5,12 @@ Workers share alert state through SQL, so by default the bench starts a PostgreS
 cluster on a free loopback port, as the tests do) and gives each worker count a fresh database; `--db-url`
 measures an existing server instead (the runs then share its tables), `--sqlite` a SQLite file per run.
 
-Per worker count it prints the stored rate, the CPU per message summed over every worker process (from /proc,
+The drain is timed from the first worker's MQTT connection (the workers' start-up is not the drain's) to the
+last message stored and ruled. Per worker count it prints where the machine's CPU went over the drain (every
+process from /proc: each worker, mosquitto, influxd, PostgreSQL with all its backends, the bench; the publishers,
+which run before the drain, apart; the machine's busy and idle cores from /proc/stat and the other work on it),
+the CPU per message of each part, batch sizes per worker, transactions and conflicts per 1,000 messages, the
+ceiling the idle cores allow, the stored rate, the CPU per message summed over every worker process (from /proc,
 start-up excluded; also net of the workers' idle CPU over the drain, measured after it), and the contention
 the database saw during the drain: transactions committed and rolled back and deadlocks (`pg_stat_database`),
 backend-seconds spent waiting for a lock (`pg_stat_activity` sampled every 0.1 s), lock waits longer than
@@ -29,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import feed as feeds
-from bench import hubrun
+from bench import hubrun, machine
 from bench.hubrun import HubProc, cpu_seconds, measure_raw
 from bench.ingest import FILTER, Queue, measure_hub
 from commhub.config import load
@@ -222,15 +227,36 @@ def _split(msgs: Sequence[tuple[str, bytes]], url: str, workdir: Path, sinks: in
 
 
 def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int, rules: bool,
-             alerts: dict[str, Any], watch: _PgWatch | None, waits: dict[int, str]) -> dict[str, float]:
+             alerts: dict[str, Any], watch: _PgWatch | None, waits: dict[int, str],
+             services: dict[str, int]) -> dict[str, float]:
+    start: list[machine.Snapshot] = []
+    publishers: list[float] = []
+
     def queued() -> int:
+        before = machine.children_cpu()
         n = queue()
-        if watch is not None:
-            watch.start()  # the drain starts right after the backlog is queued
+        # The publishers (mosquitto_pub, our children) have exited: their CPU is in our children's rusage. They
+        # run before the drain (a backlog), so they are accounted apart from it.
+        publishers.append(machine.children_cpu() - before)
         return n
 
+    def _trees(hubs: list[HubProc]) -> dict[str, int]:
+        return {**services, **{f"worker{i}": h.pid for i, h in enumerate(hubs)}}
+
+    def started(hubs: list[HubProc]) -> None:
+        # The drain starts when the first worker is connected (its start-up is not the drain's).
+        start.append(machine.Snapshot.take(_trees(hubs)))
+        if watch is not None:
+            watch.start()
+
     def after(hubs: list[HubProc]) -> dict[str, float]:
-        out: dict[str, float] = {}
+        # Every process's CPU over the drain, read first thing as it ends.
+        end = machine.Snapshot.take(_trees(hubs))
+        out: dict[str, float] = {f"machine_{k}": v for k, v in machine.account(start[0], end).items()}
+        out["machine_cpu_s_publishers_before_drain"] = publishers[0]
+        for i, h in enumerate(hubs):
+            out[f"worker{i}_msgs"] = h.metric("commhub_messages_in_total")
+            out[f"worker{i}_batches"] = h.metric("commhub_alert_batches_handled_total")
         # The rules' own CPU (thread time of the sink's batches and timer passes), read as the drain ends.
         out["rules_handle_cpu_s"] = sum(h.metric("commhub_alert_handle_cpu_seconds_total") for h in hubs)
         out["rules_timer_cpu_s"] = sum(h.metric("commhub_alert_timer_cpu_seconds_total") for h in hubs)
@@ -255,7 +281,7 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
         return out
 
     return measure_hub(broker, influx, workdir, queued, workers=workers, db=f"w{workers}", rules=rules,
-                       after=after, alerts=alerts)
+                       after=after, alerts=alerts, started=started)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -307,8 +333,11 @@ def run(args: argparse.Namespace) -> int:
                 url = args.db_url
                 watch = _PgWatch(url, None) if url.startswith("postgresql") else None
             alerts = {"db_url": url} if url else {}
+            services = {"mosquitto": _pid(broker.proc), "influxd": _pid(influx.proc)}
+            if pg is not None:
+                services["postgres"] = _pid(pg.proc)
             results[w] = _measure(broker, influx, workdir, queue(f"w{w}"), w, rules, alerts,
-                                  watch if rules else None, waits)
+                                  watch if rules else None, waits, services)
             if pg is not None and rules and args.idle_s > 0:
                 import psycopg
                 with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
@@ -364,6 +393,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"in_process_{w}_sinks_taking_turns_rules_batch_cpu_us_per_msg: {us:.1f}")
     if split:
         print(f"in_process_rules_batch_cpu_ratio_2_to_1: {split[2] / split[1]:.2f}")
+    for w, res in results.items():
+        _print_machine(w, res)
+    if results:
+        _print_ceiling(counts, results)
     ok = all(res["points_in_influxdb"] == n for res in results.values())
     print(f"all_accounted_for: {'yes' if ok else 'NO'}")
     base = results[counts[0]]
@@ -376,6 +409,67 @@ def run(args: argparse.Namespace) -> int:
         print(f"ratio_{w}_to_{counts[0]}: {results[w]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     print(f"ratio: {results[counts[-1]]['msgs_per_s'] / base['msgs_per_s']:.2f}")
     return 0 if ok else 1
+
+
+def _pid(proc: Any) -> int:
+    if proc is None:
+        raise RuntimeError("a service of the bench is not running")
+    return int(proc.pid)
+
+
+def _print_machine(w: int, res: dict[str, float]) -> None:
+    """Where the drain's CPU went: every process, the machine's idle cores, and the hub's work per message."""
+    n = res["messages"]
+    p = f"workers_{w}_"
+    print(f"{p}drain_wall_s: {res['machine_wall_s']:.1f}")
+    names = sorted(k[len("machine_cpu_s_"):] for k in res if k.startswith("machine_cpu_s_"))
+    for name in names:
+        print(f"{p}cpu_s_{name}: {res[f'machine_cpu_s_{name}']:.2f}")
+    print(f"{p}machine_busy_cores: {res['machine_busy_cores']:.2f}")
+    print(f"{p}machine_idle_cores: {res['machine_idle_cores']:.2f}")
+    print(f"{p}our_cores: {res['machine_our_cores']:.2f}")
+    workers = sum(res[f"machine_cpu_s_worker{i}"] for i in range(w))
+    # Per message, every part of the pipeline over the drain (from the first worker's connection: a later
+    # worker's start-up that overlaps it is counted).
+    for name, cpu in (("workers", workers), *((k, res[f"machine_cpu_s_{k}"]) for k in ("mosquitto", "influxd",
+                                                                                         "postgres", "bench")
+                                             if f"machine_cpu_s_{k}" in res)):
+        print(f"{p}{name}_cpu_us_per_msg: {cpu / n * 1e6:.1f}")
+    for i in range(w):
+        batches = res.get(f"worker{i}_batches", 0.0)
+        if batches > 0:
+            print(f"{p}worker{i}_msgs_per_batch: {res[f'worker{i}_msgs'] / batches:.1f}")
+    if "hub_batch_tx" in res:
+        print(f"{p}batch_tx_per_1000_msgs: {res['hub_batch_tx'] / n * 1000:.1f}")
+        conflicts = res["hub_batches_redone"] + sum(res[f"hub_retries_{c}"] for c in _RETRIES)
+        print(f"{p}conflicts_per_1000_msgs: {conflicts / n * 1000:.2f}")
+        print(f"{p}stale_keys_per_1000_msgs: {sum(res[f'hub_stale_{c}'] for c in _STALE) / n * 1000:.2f}")
+    if "pg_xact_commit" in res and "machine_cpu_s_postgres" in res:
+        xacts = res["pg_xact_commit"] + res["pg_xact_rollback"]
+        print(f"{p}pg_xact_per_1000_msgs: {xacts / n * 1000:.1f}")
+        if xacts:
+            print(f"{p}pg_cpu_us_per_xact: {res['machine_cpu_s_postgres'] / xacts * 1e6:.0f}")
+
+
+def _print_ceiling(counts: list[int], results: dict[int, dict[str, float]]) -> None:
+    """What this machine allows: with one worker's run, the cores left idle bound what a second worker adds."""
+    one = results[counts[0]]
+    ours, idle = one["machine_our_cores"], one["machine_idle_cores"]
+    # At the same CPU per message everywhere (workers, broker, influxd, PostgreSQL, bench), more workers can at
+    # most add the idle cores to what the run used.
+    bound = (ours + idle) / ours if ours > 0 else 0.0
+    print(f"ceiling_ratio_from_idle_cores: {bound:.2f}")
+    verdict = "no" if idle < 0.6 else "possibly"
+    print(f"ceiling_1_6x_reachable_here: {verdict} (the {counts[0]}-worker drain left {idle:.2f} cores idle; "
+          f"other work on the machine used {one['machine_cpu_s_other_work'] / one['machine_wall_s']:.2f} cores)")
+    for w in counts[1:]:
+        r = results[w]
+        for name in ("workers", "postgres", "mosquitto", "influxd"):
+            key = "machine_cpu_s_" + ("worker" if name == "workers" else name)
+            a = sum(v for k, v in one.items() if k.startswith(key)) / one["messages"]
+            b = sum(v for k, v in r.items() if k.startswith(key)) / r["messages"]
+            if a > 0:
+                print(f"{name}_cpu_per_msg_ratio_{w}_to_{counts[0]}: {b / a:.2f}")
 
 
 def _ending_now(msgs: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:

@@ -84,6 +84,7 @@ class AlertingSink:
         # Contention evidence for /metrics and `bench scale`: transactions rolled back and run again, by cause.
         self.retries: dict[str, int] = {"conflict": 0, "deadlock": 0, "serialization": 0, "other": 0}
         self.batches = 0  # batch transactions committed
+        self.handled = 0  # batches handed to the sink (their size is the worker's batch size)
         self.most_attempts = 0  # the most attempts one transaction needed
         self.redone = 0  # batches whose stale keys were fed again in the same transaction
         self.stale_keys: dict[str, int] = {"absence": 0, "correlation": 0, "other": 0}  # found stale, by kind
@@ -134,6 +135,8 @@ class AlertingSink:
                       lambda: sum(w.given_up for w in self.webhooks))
         metrics.gauge("commhub_alert_tx_batches_total", "Batch transactions the alert store committed",
                       lambda: self.batches)
+        metrics.gauge("commhub_alert_batches_handled_total", "Batches the worker handed to the alerting sink",
+                      lambda: self.handled)
         metrics.gauge("commhub_alert_tx_redone_total",
                       "Batches whose rule states another worker changed meanwhile, fed again in the same transaction",
                       lambda: self.redone)
@@ -155,6 +158,7 @@ class AlertingSink:
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
         cpu0 = time.thread_time()
+        self.handled += 1
         try:
             self._handle(batch)
         finally:
@@ -250,7 +254,11 @@ class AlertingSink:
             except StateConflict as e:
                 self._count_stale(e.stale)
                 tx.forget(e.stale)
-                if attempt == _REDOS or not redo(e.stale):
+                if attempt == _REDOS:
+                    raise
+                # The other worker's states, read in one query rather than one per key as the redo loads them.
+                tx.prefetch(e.stale)
+                if not redo(e.stale):
                     raise
                 redone = True
         raise AssertionError("unreachable")  # the last attempt returns or raises
@@ -323,9 +331,8 @@ class AlertingSink:
         if not self._opened:
             return True
         now = self.clock()
-        since = time.monotonic() - self._checked_at
-        return now >= self._next_due or now >= self.engine.write_back_at() or since >= RECHECK_S or \
-            (since >= self.cfg.alerts.state_write_back_s and self.clocks.pending_write_back > 0)
+        return now >= min(self._next_due, self.engine.write_back_at(), self.clocks.write_back_at()) or \
+            time.monotonic() - self._checked_at >= RECHECK_S
 
     def stop(self) -> None:
         """Stop the timer, then the notifiers; undelivered notices stay in the outbox."""

@@ -249,7 +249,7 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
     "door_forced_open": ("door:door-b1/d1", [msg("door-b1", "door_opened", door="d1"), wait(4)],
                          [_grant("door-b1"), msg("door-b1", "door_opened", 3, door="d1"),
                           msg("door-b1", "door_closed", 5, door="d1"), wait(4)]),
-    "door_held_open": ("door:door-b1/d1", [_grant("door-b1"), msg("door-b1", "door_opened", 1, door="d1"), wait(31)],
+    "door_held_open": ("door:door-b1/d1", [_grant("door-b1"), msg("door-b1", "door_opened", 1, door="d1"), wait(34)],
                        [_grant("door-b1"), msg("door-b1", "door_opened", 1, door="d1"),
                         msg("door-b1", "door_closed", 28, door="d1"), wait(60)]),
     "invalid_credential_burst": ("door:door-b1/d1",
@@ -257,7 +257,8 @@ SCENARIOS: dict[str, tuple[str, list[Step], list[Step]]] = {
                                       reason="unknown_credential") for dt in (0, 20, 20)],
                                  [msg("door-b1", "access_denied", dt, door="d1", method="card",
                                       reason="unknown_credential") for dt in (0, 35, 35)]),
-    "anti_passback": (f"ref:{PASSER}", [_grant("gate-g1", direction="in"), _grant("gate-g1", 60, direction="in")],
+    "anti_passback": (f"ref:{PASSER}", [_grant("gate-g1", direction="in"), _grant("gate-g1", 60, direction="in"),
+                                        wait(4)],  # judged once the second entry settled (settle_s 3)
                       [_grant("gate-g1", direction="in"), _grant("gate-g1", 30, direction="out"),
                        _grant("gate-g1", 30, direction="in")]),
     "tailgating": ("door:gate-g1/t1", [_grant("gate-g1", door="t1"), msg("gate-g1", "passage", 1, door="t1", count=2),

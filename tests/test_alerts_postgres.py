@@ -11,7 +11,20 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from alerts_helpers import SCENARIOS, T0, FakeClock, Postgres, Rig, SinkDriver, env, make_config, msg, race, wait
+from alerts_helpers import (
+    SCENARIOS,
+    T0,
+    FakeClock,
+    Postgres,
+    Rig,
+    SinkDriver,
+    accepted,
+    env,
+    make_config,
+    msg,
+    race,
+    wait,
+)
 from hub_helpers import wait_for
 from sqlalchemy import text
 
@@ -93,6 +106,37 @@ def test_lifecycle_escalation_and_restart_on_postgres(tmp_path: Path, db: str) -
     d.stop()
     assert len(held) == 1 and held[0]["severity"] == "medium"  # fired once, raised once at 5 min
     assert forced["state"] == "escalated" and forced["route"]["recipients"][0]["role"] == "police_liaison"
+
+
+def test_a_door_held_open_settles_when_its_messages_reach_two_workers_out_of_order(tmp_path: Path, db: str) -> None:
+    # Two sinks on one database, as two workers on one shared subscription: each gets part of a door's messages,
+    # and the later batch commits first.
+    cfg = make_config(tmp_path, db_url=db, tick_s=60)
+    clock = FakeClock(T0)
+    a, b = SinkDriver(cfg, clock).start(), SinkDriver(cfg, clock).start()
+    grant = {"door": "d1", "credential_ref": "a11ce000a11ce000", "method": "card"}
+
+    def on(d: SinkDriver, device: str, body_type: str, dt: float, **fields: Any) -> None:
+        d.sink.handle([accepted(cfg, env(device, body_type, T0 + dt, **fields))])
+
+    clock.t = T0 + 6
+    # door-b1: granted, opened and closed 5 s later; the closing commits before the opening (a false alarm).
+    on(a, "door-b1", "access_granted", 0, **grant)
+    on(a, "door-b1", "door_closed", 5, door="d1")
+    on(b, "door-b1", "door_opened", 1, door="d1")
+    # door-b2: granted, opened and left open; the opening commits before its grant (a missed alarm).
+    on(b, "door-b2", "door_opened", 1, door="d1")
+    on(a, "door-b2", "access_granted", 0, **grant)
+    b.wait(26)  # T0 + 32: the hold is over, its settle is not
+    before = a.alerts(rule="door_held_open")
+    a.wait(10)
+    held = a.alerts(rule="door_held_open")
+    forced = a.alerts(rule="door_forced_open")
+    a.stop()
+    b.stop()
+    assert before == []
+    assert [(r["device_id"], r["count"], r["opened_at"]) for r in held] == [("door-b2", 1, T0 + 34)]
+    assert forced == []  # each opening had its grant
 
 
 @pytest.mark.broker

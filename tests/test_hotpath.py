@@ -16,6 +16,7 @@ from hub.ingest.message import Accepted
 from hub.ingest.validate import Validator
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event, Signal
+from hub.rules.kinds.absence import Absence
 from hub.rules.spec import load_rules
 from hub.runtime import YOUNG_THRESHOLD, tune_gc
 from hub.store.lineproto import line
@@ -102,8 +103,10 @@ def test_skipping_events_a_rule_ignores_changes_no_signal_and_no_state(cfg: Conf
     events = _events(cfg, ctx, accepted)
     filtered = Engine(pack, ctx, cfg.alerts.state_write_back_s)
     plain = Engine(pack, ctx, cfg.alerts.state_write_back_s)
-    for body_type in {ev.type for ev in events}:  # the same routes with no cares() filter at all
-        plain._routes[body_type] = tuple((rule, False, defers) for rule, _, defers in plain._route(body_type))
+    for kind, body_type in {(ev.kind, ev.type) for ev in events}:  # every rule of the type, no filter at all
+        plain._routes.setdefault(kind, {})[body_type] = tuple(
+            (rule, False, bool(plain.write_back_s) and isinstance(rule, Absence))
+            for rule in (*plain.by_type.get(body_type, ()), *plain.any_type))
     got, got_states, got_steps = _run(filtered, events)
     want, want_states, want_steps = _run(plain, events)
     assert got == want

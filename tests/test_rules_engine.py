@@ -65,7 +65,7 @@ def test_threshold_dips_shorter_than_hold_never_fire() -> None:
 def test_held_open_raises_severity_and_clears_on_close() -> None:
     h = RulesDriver()
     h.run([msg("door-b1", "access_granted", door="d1", credential_ref="a11ce000a11ce000", method="card"),
-           msg("door-b1", "door_opened", 1, door="d1"), wait(31)])
+           msg("door-b1", "door_opened", 1, door="d1"), wait(34)])
     assert [s.severity for s in h.fired("door_held_open")] == ["low"]
     h.wait(300)
     assert [s.severity for s in h.fired("door_held_open")] == ["low", "medium"]

@@ -13,10 +13,9 @@ from hub.rules.spec import RulePack
 SETTLE = 3.0
 
 
-def _hub(settle: float) -> Hub:
+def _hub(settle: float, rule: str = "door_forced_open") -> Hub:
     h = Hub()
-    rules = tuple(r.model_copy(update={"settle_s": settle}) if r.id == "door_forced_open" else r
-                  for r in h.pack.rules)
+    rules = tuple(r.model_copy(update={"settle_s": settle}) if r.id == rule else r for r in h.pack.rules)
     h.pack = RulePack(rules=rules)
     h.engine = Engine(h.pack, h.ctx)
     h.engine.seed(h.store, T0)
@@ -116,3 +115,116 @@ def test_a_tailgater_fires_at_its_passage_time_after_the_settle_and_a_newer_gran
     h.deliver("fgate-b1", "access_granted", T0 + 14.2, T0 + 14.3, **GRANT_IN)  # the next visitor's, later
     h.settle(T0 + 40)
     assert [s.t for s in h.fired("tailgating")] == [T0 + 11.5]
+
+
+HOLD_S = 30.0
+
+
+def _held(settle: float) -> Hub:
+    return _hub(settle, "door_held_open")
+
+
+def test_a_closing_that_comes_before_its_opening_raises_no_held_open_once_settled() -> None:
+    # Two workers: the grant and the closing commit first, the opening (4 s before the closing) a moment later.
+    for settle, fired in ((SETTLE, 0), (0.0, 1)):  # without settle_s: a false "held open"
+        h = _held(settle)
+        h.deliver("door-b1", "access_granted", T0 + 10, T0 + 10.1, **GRANT)
+        h.deliver("door-b1", "door_closed", T0 + 15, T0 + 15.1, door="main")
+        h.deliver("door-b1", "door_opened", T0 + 11, T0 + 15.3, door="main")
+        h.settle(T0 + 11 + HOLD_S + SETTLE + 5)
+        assert len(h.fired("door_held_open")) == fired, settle
+
+
+def test_an_opening_whose_grant_comes_after_it_is_still_timed_once_settled() -> None:
+    # The opening commits before its grant (1 s older): without settle_s the opening counts as forced, and
+    # a door then held open is missed.
+    for settle, fired in ((SETTLE, 1), (0.0, 0)):
+        h = _held(settle)
+        h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.2, door="main")
+        h.deliver("door-b1", "access_granted", T0 + 10, T0 + 11.4, **GRANT)
+        h.settle(T0 + 11 + HOLD_S + SETTLE + 5)
+        assert len(h.fired("door_held_open")) == fired, settle
+        assert all(s.t == T0 + 11 + HOLD_S and s.refs for s in h.fired("door_held_open"))
+        assert all(s.t == T0 + 11 + HOLD_S for s in h.fired("door_held_open"))
+
+
+def test_a_closing_inside_the_hold_that_comes_after_the_hold_raises_nothing() -> None:
+    # The closing (29 s after the opening) reaches the rules 2 s after the hold ended, from the other worker.
+    h = _held(SETTLE)
+    h.deliver("door-b1", "access_granted", T0 + 10, T0 + 10.1, **GRANT)
+    h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.1, door="main")
+    h.settle(T0 + 11 + HOLD_S + 1)
+    h.deliver("door-b1", "door_closed", T0 + 11 + HOLD_S - 1, T0 + 11 + HOLD_S + 2, door="main")
+    h.settle(T0 + 11 + HOLD_S + SETTLE + 5)
+    assert not h.fired("door_held_open")
+
+
+def test_a_held_open_door_fires_at_its_hold_time_after_the_settle_steps_up_and_clears() -> None:
+    h = _held(SETTLE)
+    h.deliver("door-b1", "access_granted", T0 + 10, T0 + 10.1, **GRANT)
+    h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.1, door="main")
+    h.settle(T0 + 11 + HOLD_S + SETTLE - 0.5)
+    assert not h.fired("door_held_open")  # still settling: a closing may come from the other worker
+    h.settle(T0 + 11 + HOLD_S + SETTLE + 1)
+    assert [s.t for s in h.fired("door_held_open")] == [T0 + 11 + HOLD_S]
+    h.settle(T0 + 11 + 300 + SETTLE + 1)
+    assert [(s.t, s.severity) for s in h.fired("door_held_open")] == [(T0 + 11 + HOLD_S, "low"),
+                                                                      (T0 + 11 + 300, "medium")]
+    h.deliver("door-b1", "door_closed", T0 + 400, T0 + 400.1, door="main")
+    assert h.signals[-1].rule == "door_held_open" and h.signals[-1].action == "clear"
+
+
+def test_an_old_closing_after_a_new_opening_does_not_clear_it() -> None:
+    # The closing of the previous opening arrives after the next opening (each on another worker).
+    h = _held(SETTLE)
+    h.deliver("door-b1", "access_granted", T0 + 10, T0 + 10.1, **GRANT)
+    h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.1, door="main")
+    h.deliver("door-b1", "access_granted", T0 + 19, T0 + 19.1, **GRANT)
+    h.deliver("door-b1", "door_opened", T0 + 20, T0 + 20.1, door="main")  # re-opened: the first closing is late
+    h.deliver("door-b1", "door_closed", T0 + 15, T0 + 20.3, door="main")
+    h.settle(T0 + 20 + HOLD_S + SETTLE + 1)
+    assert [s.t for s in h.fired("door_held_open")] == [T0 + 20 + HOLD_S]
+
+
+def test_a_held_open_door_survives_a_restart_mid_settle() -> None:
+    h = _held(SETTLE)
+    h.deliver("door-b1", "access_granted", T0 + 10, T0 + 10.1, **GRANT)
+    h.deliver("door-b1", "door_opened", T0 + 11, T0 + 11.1, door="main")
+    h.settle(T0 + 11 + HOLD_S + 1)
+    h.engine = Engine(h.pack, h.ctx)  # a new process on the same stored state
+    h.engine.seed(h.store, T0 + 11 + HOLD_S + 1.5)
+    h.settle(T0 + 11 + HOLD_S + SETTLE + 1)
+    assert [s.t for s in h.fired("door_held_open")] == [T0 + 11 + HOLD_S]
+
+
+def _passback(settle: float) -> Hub:
+    return _hub(settle, "anti_passback")
+
+
+def _card(h: Hub, direction: str, t: float, received: float) -> None:
+    h.deliver("gate-g1", "access_granted", t, received, door="g1", credential_ref="a11ce000a11ce000", method="card",
+              direction=direction)
+
+
+def test_an_exit_that_comes_after_the_next_entry_is_no_anti_passback_once_settled() -> None:
+    # In, out, in 3 s apart; the exit reaches the rules after the second entry (another worker's batch).
+    for settle, fired in ((SETTLE, 0), (0.0, 1)):  # without settle_s: a false anti-passback
+        h = _passback(settle)
+        _card(h, "in", T0 + 10, T0 + 10.1)
+        _card(h, "in", T0 + 16, T0 + 16.1)
+        _card(h, "out", T0 + 13, T0 + 16.3)
+        h.settle(T0 + 16 + SETTLE + 5)
+        assert len(h.fired("anti_passback")) == fired, settle
+
+
+def test_a_repeat_entry_fires_at_its_own_time_after_the_settle_and_a_later_exit_does_not_excuse_it() -> None:
+    h = _passback(SETTLE)
+    _card(h, "in", T0 + 10, T0 + 10.1)
+    _card(h, "in", T0 + 50, T0 + 50.1)
+    h.tick(T0 + 50 + SETTLE - 0.5)
+    assert not h.fired("anti_passback")  # still settling
+    _card(h, "out", T0 + 52, T0 + 52.2)  # after the repeat: it does not excuse it
+    h.settle(T0 + 50 + SETTLE + 2)
+    _card(h, "in", T0 + 90, T0 + 90.1)  # an entry after an exit is fine
+    h.settle(T0 + 90 + SETTLE + 2)
+    assert [s.t for s in h.fired("anti_passback")] == [T0 + 50]

@@ -98,7 +98,9 @@ class SequenceRule(_Rule):
         "repeat_without: a second read of the same credential at the same reader this soon is one read."))
     settle_s: float = Field(default=0.0, ge=0, le=60, description=(
         "unauthorized_open, count_per_grant: wait this long (engine clock) for a grant older than the opening "
-        "or passage before firing. "
+        "or passage before firing; held_open: for a grant or a closing older than the hold's end (each "
+        "threshold is raised this much later, at its own time); repeat_without: for an exit between two "
+        "entries. "
         "0 fires at once, right when one worker sees each door's messages in order; several workers on a "
         "round-robin shared subscription may get a door's grant after its opening."))
 

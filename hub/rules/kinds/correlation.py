@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from hub.rules.event import Event, Place, Signal, State, add_ref, matches
+from hub.rules.event import Event, Place, Signal, State, add_ref, matches, may_match
 from hub.rules.kinds.base import Rule
 
 
 class Correlation(Rule):
     """Count distinct devices per place within a window; fire once the count reaches min_devices."""
+
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only what `also` could match (keys() gives no key to any other event)."""
+        return bool(self.spec.also) and may_match(self.spec.also, kind, body_type)
 
     def keys(self, ev: Event) -> list[str]:
         """Raw events in `also` count by their place, or (key door) at every door their camera covers."""

@@ -9,7 +9,11 @@
   adds its own allowance, so a queue (grant, grant, passage, passage) is fine.
 
 With settle_s, unauthorized_open and count_per_grant judge an opening or passage with no grant only settle_s
-later: a grant older than it that arrives meanwhile (from another hub worker) still allows it.
+later: a grant older than it that arrives meanwhile (from another hub worker) still allows it. held_open then
+times an opening whose grant comes within settle_s after it, judges an opening whose closing came first as
+closed, and raises each threshold settle_s after it (at its own time), so a closing before it that another
+worker still holds prevents it; repeat_without judges a second entry settle_s later, so an exit between the two
+that arrives meanwhile excuses it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ class Sequence(Rule):
         if p == "count_per_grant":
             return {"access_granted", "passage"}
         return {*_AUTH, *_DOOR}
+
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only the watched kinds (keys() gives no key to any other)."""
+        return not self.spec.kinds or kind in self.spec.kinds
 
     def keys(self, ev: Event) -> list[str]:
         """Subject by door, or by credential for anti-passback."""
@@ -101,57 +109,108 @@ class Sequence(Rule):
 
     def _held_open(self, st: State, key: str, ev: Event) -> list[Signal]:
         d = st.data
+        settle = self.spec.settle_s
         if ev.type in _AUTH:
-            d["auth"] = ev.t
+            d["auth"] = max(ev.t, d.get("auth", ev.t))
+            unauth = d.get("unauth")
+            if unauth is not None and 0 <= unauth - ev.t <= self.spec.window_s and "open_since" not in d:
+                # The grant of an opening still settling: it is timed from its own opening after all.
+                del d["unauth"]
+                return self._opened(st, key, unauth)
             return []
         if ev.type == "door_closed":
             since = d.get("open_since")
-            out = []
-            if since is not None and not d.get("active") and ev.t - since >= self.spec.hold_s:
-                # Its opening and closing came late together (a replay): it was held open all the same.
-                out = self.fire(st, key, since + self.spec.hold_s, hold_s=self.spec.hold_s,
-                                open_s=round(ev.t - since, 1))
-                for s in self.spec.steps[d.get("step", 0):] if out else ():
-                    if ev.t - since >= s.after_s:
-                        out.append(self.signal("fire", st, key, since + s.after_s, s.severity, after_s=s.after_s,
-                                               open_s=round(ev.t - since, 1)))
-            out = [*out, *self.clear(st, key, ev.t)]
-            for k in ("open_since", "step", "place"):
-                d.pop(k, None)
-            st.due = None
+            if settle and (since is None or ev.t < since):
+                # Its opening may still come from another worker (or this is an older opening's closing, late):
+                # remembered, so that opening is judged as closed by then.
+                d["shut"] = max(ev.t, d.get("shut", ev.t))
+                if since is None:
+                    d.pop("unauth", None)
+                    st.due = None
+                    return self.clear(st, key, ev.t)
+                return []
+            out = self._closed(st, key, ev.t)
+            reopened = d.pop("reopened", None)
+            if reopened is not None and reopened > ev.t:
+                out = [*out, *self._opened(st, key, reopened)]  # the opening we took for "already open"
             return out
         auth = d.get("auth")
-        if auth is None or not 0 <= ev.t - auth <= self.spec.window_s or "open_since" in d:
-            return []  # forced, or already open: held_open times authorized openings only
-        d["open_since"] = ev.t
+        if auth is None or not 0 <= ev.t - auth <= self.spec.window_s:
+            if settle and "open_since" not in d:
+                d["unauth"] = ev.t  # forced, or its grant is still on the way from another worker
+                self.remember(st, ev)
+                st.due = ev.t + settle
+            return []  # forced: held_open times authorized openings only
+        if "open_since" in d:
+            if settle and ev.t > d["open_since"]:
+                d["reopened"] = ev.t  # or the closing between the two is still on its way from another worker
+            return []  # already open
         self.remember(st, ev)
-        st.due = ev.t + self.spec.hold_s
+        return self._opened(st, key, ev.t)
+
+    def _opened(self, st: State, key: str, t: float) -> list[Signal]:
+        """An authorized opening at t: time it (or, its closing already known, judge it closed)."""
+        d = st.data
+        shut = d.pop("shut", None)
+        d["open_since"] = t
+        if shut is not None and shut >= t:
+            return self._closed(st, key, shut)
+        st.due = t + self.spec.hold_s + self.spec.settle_s
         return []
 
+    def _closed(self, st: State, key: str, t: float) -> list[Signal]:
+        """held_open: the door closed at t; raised after all if it was open hold_s (a replay), then cleared."""
+        d = st.data
+        since = d.get("open_since")
+        out = []
+        if since is not None and not d.get("active") and t - since >= self.spec.hold_s:
+            # Its opening and closing came late together (a replay): it was held open all the same.
+            out = self.fire(st, key, since + self.spec.hold_s, hold_s=self.spec.hold_s, open_s=round(t - since, 1))
+            for s in self.spec.steps[d.get("step", 0):] if out else ():
+                if t - since >= s.after_s:
+                    out.append(self.signal("fire", st, key, since + s.after_s, s.severity, after_s=s.after_s,
+                                           open_s=round(t - since, 1)))
+        out = [*out, *self.clear(st, key, t)]
+        for k in ("open_since", "step", "unauth", *(() if "reopened" in d else ("place",))):
+            d.pop(k, None)
+        st.due = None
+        return out
+
     def on_timer(self, st: State, key: str, now: float) -> list[Signal]:
-        """held_open: fire at hold_s, then raise severity at each step."""
+        """held_open: fire at hold_s, then raise severity at each step (each settle_s later, at its own time)."""
         st.due = None
         d = st.data
         if d.get("opened") is not None:
             return self._settled(st, key, now)
         if d.get("unpaid"):
             return self._settle_passages(st, key, now)
+        if d.get("repeats"):
+            return self._settle_repeats(st, key, now)
+        settle = self.spec.settle_s
+        if d.pop("unauth", None) is not None and "open_since" not in d:
+            for k in ("place", *(() if d.get("active") else ("refs",))):
+                d.pop(k, None)  # no grant came: a forced opening, door_forced_open's business
         since = d.get("open_since")
         if self.spec.pattern != "held_open" or since is None:
             return self._expire(st, now)
         out: list[Signal] = []
         open_s = now - since
-        if not d.get("active") and open_s >= self.spec.hold_s:
-            out = self.fire(st, key, now, hold_s=self.spec.hold_s, open_s=round(open_s, 1))
+        # With settle_s each threshold is judged settle_s after it, at its own time: a closing before it may
+        # still come from another worker.
+        if not d.get("active") and open_s >= self.spec.hold_s + settle:
+            at = since + self.spec.hold_s if settle else now
+            out = self.fire(st, key, at, hold_s=self.spec.hold_s, open_s=round(at - since, 1))
         step = d.get("step", 0)
-        while d.get("active") and step < len(self.spec.steps) and open_s >= self.spec.steps[step].after_s:
+        while d.get("active") and step < len(self.spec.steps) and open_s >= self.spec.steps[step].after_s + settle:
             s = self.spec.steps[step]
             step += 1
             d["step"] = step
-            out = [*out, self.signal("fire", st, key, now, s.severity, after_s=s.after_s,
-                                     open_s=round(open_s, 1))]
-        if step < len(self.spec.steps):
-            st.due = since + self.spec.steps[step].after_s
+            at = since + s.after_s if settle else now
+            out = [*out, self.signal("fire", st, key, at, s.severity, after_s=s.after_s, open_s=round(at - since, 1))]
+        if not d.get("active"):
+            st.due = since + self.spec.hold_s + settle
+        elif step < len(self.spec.steps):
+            st.due = since + self.spec.steps[step].after_s + settle
         return out
 
     def _expire(self, st: State, now: float) -> list[Signal]:
@@ -170,6 +229,13 @@ class Sequence(Rule):
         ident = f"{ev.device_id}#{ev.seq}"
         if ident == d.get("last"):
             return []  # a redelivered message
+        repeats = d.get("repeats")
+        if repeats and direction != "in":
+            # An exit between two entries still settling, from another worker: those were no repeat after all.
+            kept = [r for r in repeats if not r[1] <= ev.t <= r[0]]
+            if len(kept) != len(repeats):
+                self._set_repeats(st, kept)
+                return []
         if direction == "in" and last == "in" and last_t is not None and last_dev == ev.device_id \
                 and abs(ev.t - last_t) <= self.spec.debounce_s:
             d["t"] = max(ev.t, last_t)
@@ -179,11 +245,42 @@ class Sequence(Rule):
         d["dir"], d["t"], d["dev"], d["last"] = direction, ev.t, ev.device_id, ident
         if direction == "in" and last == "in" and last_t is not None and ev.t - last_t <= self.spec.window_s:
             self.remember(st, ev)
-            out = self.fire(st, key, ev.t, window_s=self.spec.window_s)
-            d.pop("refs", None)
-            d["active"] = False  # each repeat is its own violation; the alert store merges re-fires
-            return out
+            if self.spec.settle_s:
+                # The exit between the two may still come from another worker: judged when the entry settled.
+                self._set_repeats(st, [*(repeats or []), [ev.t, last_t]])
+                return []
+            return self._repeated(st, key, ev.t)
         return []
+
+    def _repeated(self, st: State, key: str, t: float) -> list[Signal]:
+        out = self.fire(st, key, t, window_s=self.spec.window_s)
+        st.data.pop("refs", None)
+        st.data["active"] = False  # each repeat is its own violation; the alert store merges re-fires
+        return out
+
+    def _set_repeats(self, st: State, repeats: list[list[float]]) -> None:
+        """repeat_without with settle_s: the entries still settling ([entry, previous entry]) and their timer."""
+        if repeats:
+            st.data["repeats"] = repeats
+            st.due = min(r[0] for r in repeats) + self.spec.settle_s
+        else:
+            st.data.pop("repeats", None)
+            st.data.pop("refs", None)
+            st.due = None
+
+    def _settle_repeats(self, st: State, key: str, now: float) -> list[Signal]:
+        """repeat_without with settle_s: entries no exit arrived for are repeats (anti-passback)."""
+        out: list[Signal] = []
+        keep = []
+        for r in st.data.pop("repeats"):
+            if r[0] + self.spec.settle_s <= now:
+                out.extend(self._repeated(st, key, r[0]))
+            else:
+                keep.append(r)
+        if keep:
+            st.data["repeats"] = keep
+            st.due = min(r[0] for r in keep) + self.spec.settle_s
+        return out
 
     def _count_per_grant(self, st: State, key: str, ev: Event) -> list[Signal]:
         d = st.data
