@@ -31,12 +31,12 @@ from prometheus_client import start_http_server
 from commhub import topics
 from commhub.config import Config
 from commhub.mqtt import HUB_ACCOUNT, connect, make_client
-from commhub.topics import Channel, TopicParts
+from commhub.topics import Channel
 from commhub.wire import DeadLetter, Envelope
 from hub.ingest.dedup import Deduplicator
 from hub.ingest.message import Accepted, Sink
 from hub.ingest.mqttread import PacketReader
-from hub.ingest.validate import Validator, safe_topic
+from hub.ingest.validate import Route, Validator, safe_topic
 from hub.metrics import HubMetrics
 from hub.store.drain import Drainer
 from hub.store.influx import make_transport
@@ -388,24 +388,25 @@ class Worker:
 
     def _on_publish(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         # One received PUBLISH into the pending batch: the buffered reader's hand-over, and paho's (_on_message).
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             self._pending_since = time.monotonic()
-        self._pending.append(_Inbound(topic, payload, mid, qos, self._generation, self._received_now()))
-
-    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._last_message_at = time.monotonic()
-        self._on_publish(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
-
-    def _received_now(self) -> float:
-        """The receive time of a message: distinct microseconds for every message this worker receives."""
-        # A dead letter is a point stamped with it (series: reason, worker), and two in one microsecond would
-        # overwrite each other in InfluxDB; the buffered reader takes many messages within a microsecond or
-        # two. Steps of 2 µs, since a float and datetime round to the nearest microsecond.
+        # Distinct receive times, 2 µs apart at least (a float and datetime round to the nearest µs): a dead
+        # letter is a point stamped with it (series: reason, worker), and two in one microsecond would overwrite
+        # each other in InfluxDB; the buffered reader takes many messages within a microsecond or two.
         t = time.time()
         if t < self._last_received + 2e-6:
             t = self._last_received + 2e-6
         self._last_received = t
-        return t
+        pending.append(_Inbound(topic, payload, mid, qos, self._generation, t))
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        self._last_message_at = time.monotonic()
+        # paho's msg.topic raises for a topic that is not UTF-8 (MQTT forbids one; a broker should refuse it),
+        # and the error would end this loop. Replacement characters, which no topic level admits, make it a
+        # dead letter that is acknowledged like any other, instead of a redelivery every reconnect.
+        topic = msg._topic.decode("utf-8", "replace")
+        self._on_publish(topic, bytes(msg.payload), msg.mid, msg.qos)
 
     # ---- processing ---------------------------------------------------------------------------------
 
@@ -534,17 +535,18 @@ class Worker:
             left.pop(0)
 
     def _classify(self, item: _Inbound) -> Accepted | DeadLetter | None:
-        parts = self.validator.parse_topic(item.topic)
-        if isinstance(parts, TopicParts):
-            if parts.channel is Channel.CMD:
+        route = self.validator.route(item.topic)
+        if type(route) is Route:
+            channel = route.parts.channel
+            if channel is Channel.CMD:
                 return None  # our own commands to devices
-            if parts.channel is Channel.SNAP:
-                problem = self.snapshots.save(parts, item.payload)
+            if channel is Channel.SNAP:
+                problem = self.snapshots.save(route.parts, item.payload)
                 if problem is None:
                     self.metrics.snapshots.inc()
                     return None
                 return self.validator.reject("snapshot", problem, item.topic, item.payload, item.received_at)
-        return self.validator.check(item.topic, item.payload, item.received_at)
+        return self.validator.check(item.topic, item.payload, item.received_at, route)
 
     def _publish_dead(self, dead: list[DeadLetter]) -> None:
         if not dead or self._client is None:

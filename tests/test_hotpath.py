@@ -16,6 +16,7 @@ from hub.ingest.message import Accepted
 from hub.ingest.validate import Validator
 from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Ctx, Event, Signal
+from hub.rules.kinds.absence import Absence
 from hub.rules.spec import load_rules
 from hub.runtime import YOUNG_THRESHOLD, tune_gc
 from hub.store.lineproto import line
@@ -102,8 +103,10 @@ def test_skipping_events_a_rule_ignores_changes_no_signal_and_no_state(cfg: Conf
     events = _events(cfg, ctx, accepted)
     filtered = Engine(pack, ctx, cfg.alerts.state_write_back_s)
     plain = Engine(pack, ctx, cfg.alerts.state_write_back_s)
-    for body_type in {ev.type for ev in events}:  # the same routes with no cares() filter at all
-        plain._routes[body_type] = tuple((rule, False, defers) for rule, _, defers in plain._route(body_type))
+    for kind, body_type in {(ev.kind, ev.type) for ev in events}:  # every rule of the type, no filter at all
+        plain._routes.setdefault(kind, {})[body_type] = tuple(
+            (rule, False, bool(plain.write_back_s) and isinstance(rule, Absence))
+            for rule in (*plain.by_type.get(body_type, ()), *plain.any_type))
     got, got_states, got_steps = _run(filtered, events)
     want, want_states, want_steps = _run(plain, events)
     assert got == want
@@ -160,3 +163,14 @@ def test_tune_gc_freezes_start_up_objects_and_collects_young_objects_less_often(
     # ...are still counted as young: no collection ran (at CPython's 700, one would have; the margin is for
     # objects another thread frees meanwhile, which lower the count)
     assert gc.get_count()[0] >= len(made) // 2
+
+
+def test_bench_rounds_report_the_median_round_and_each_batch_s_least_cpu() -> None:
+    from bench.hotpath import Rounds
+    r = Rounds(messages=2000)
+    r.add([0.010, 0.030])  # 20 µs a message
+    r.add([0.020, 0.020])  # 20
+    r.add([0.050, 0.040])  # 45: a burst of load
+    assert r.rounds == pytest.approx([20.0, 20.0, 45.0])
+    assert r.median == pytest.approx(20.0) and r.least == pytest.approx(20.0)
+    assert r.floor == pytest.approx(15.0)  # batch 1 at its least (0.010) plus batch 2 at its least (0.020)

@@ -135,3 +135,32 @@ def test_unregistered_device_lands_in_unassigned_grid() -> None:
     ev = Event.from_envelope(e, "panic_button", h.ctx.place("ghost-1"), None)
     sigs = h.engine.process([ev], h.store)
     assert [s.place.grid for s in sigs] == ["unassigned"]
+
+
+def test_a_camera_flooding_a_door_keeps_the_correlation_state_small_and_the_incident_still_forms() -> None:
+    # A hostile (or broken) lobby camera sends a "person, new" every half second for the whole window: the
+    # evidence kept is one entry per device (and member), not one per event, yet a forced door still makes one
+    # incident with that camera.
+    h = RulesDriver()
+    for i in range(400):
+        h.send("cam-b1", "camera_object", 0.5, event_id=f"e{i}", phase="new", label="person", score=0.9)
+    st = h.store.states[("forced_entry_incident", "door-b1")]
+    assert len(st.data["seen"]) == 1 and st.data["seen"][0][0] == h.clock()  # the newest, not the first
+    assert not h.fired("forced_entry_incident")
+    h.send("door-b1", "door_opened", 1, door="d1")
+    h.wait(4)  # door_forced_open settles 3 s
+    inc = h.fired("forced_entry_incident", "door:door-b1")
+    assert len(inc) == 1 and ("door_forced_open", "door:door-b1/d1") in inc[0].members
+    assert len(h.store.states[("forced_entry_incident", "door-b1")].data["seen"]) == 2
+
+
+def test_a_correlation_keeps_the_newest_evidence_when_an_older_event_arrives_late() -> None:
+    h = RulesDriver()
+    h.send("cam-b1", "camera_object", 0, event_id="e1", phase="new", label="person", score=0.9)
+    newest = h.clock()
+    h.send("cam-b1", "camera_object", 0, at=newest - 50, event_id="e0", phase="new", label="person", score=0.9)
+    st = h.store.states[("forced_entry_incident", "door-b1")]
+    assert [x[0] for x in st.data["seen"]] == [newest]  # a late, older event does not shorten the evidence
+    h.send("door-b1", "door_opened", 55, door="d1")  # 55 s after the newest: still inside its 60 s window
+    h.wait(4)  # door_forced_open settles 3 s (and fires at the opening's own time)
+    assert h.fired("forced_entry_incident", "door:door-b1")

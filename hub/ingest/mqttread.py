@@ -72,7 +72,11 @@ class PacketReader:
         on_publish = self.on_publish
         while n - pos >= 2:
             cmd = buf[pos]
-            body_at, length = _varint(buf, pos + 1, n)
+            length = buf[pos + 1]
+            if length < 128:  # a packet under 128 bytes: its length is one byte (most of a feed's messages)
+                body_at = pos + 2
+            else:
+                body_at, length = _varint(buf, pos + 1, n)
             if body_at < 0:
                 if body_at == _TOO_LONG:
                     self._protocol_error("a remaining length longer than 4 bytes")
@@ -109,9 +113,13 @@ class PacketReader:
             mid = (buf[j] << 8) | buf[j + 1]
             j += 2
         if self.v5:
-            j, plen = _varint(buf, j, end)
-            if j < 0:
-                return False
+            if j < end and buf[j] == 0:  # no properties, as nearly always: skip _varint
+                j += 1
+                plen = 0
+            else:
+                j, plen = _varint(buf, j, end)
+                if j < 0:
+                    return False
             if plen:
                 if j + plen > end or self._has_alias(buf, j, j + plen):
                     return False

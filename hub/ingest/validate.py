@@ -82,7 +82,7 @@ def _describe(err: Any) -> str:
     return f"{path}: {kind}" + (f" ({limits})" if limits else "")
 
 
-class _Route:
+class Route:
     """What a cached topic admits: its parts, its registry entry, and the body types it may carry."""
 
     __slots__ = ("accepts", "device", "parts")
@@ -111,22 +111,29 @@ class Validator:
         self.site = site
         self.discovery = discovery
         self.cache_bytes = cache_bytes
-        self._topics: dict[str, _Route] = {}
+        self._topics: dict[str, Route] = {}
         self._cached_bytes = 0
 
     def parse_topic(self, topic: str) -> TopicParts | Refusal:
         """Parsed parts of a topic the community model admits, or the refusal (cached when admitted)."""
-        route = self._route(topic)
+        route = self.route(topic)
         return route if isinstance(route, Refusal) else route.parts
 
-    def _route(self, topic: str) -> _Route | Refusal:
+    def set_registry(self, registry: dict[str, Device]) -> None:
+        """Take a new community model's devices (a reload): cached topics held the old entries, so go."""
+        self.registry = registry
+        self._topics.clear()
+        self._cached_bytes = 0
+
+    def route(self, topic: str) -> Route | Refusal:
+        """What a topic admits (cached when admitted), or the refusal; check() takes it, saving a lookup."""
         cached = self._topics.get(topic)
         if cached is not None:
             return cached
         verdict = self._parse(topic)
         if isinstance(verdict, Refusal):
             return verdict
-        route = _Route(verdict, self.registry.get(verdict.device_id))
+        route = Route(verdict, self.registry.get(verdict.device_id))
         size = len(topic) + _ENTRY_BYTES
         if self._cached_bytes + size > self.cache_bytes:
             self._topics.clear()
@@ -166,9 +173,11 @@ class Validator:
                                              f"not a {parts.device_kind}"))
         return parts
 
-    def check(self, topic: str, payload: bytes, received_at: float) -> Accepted | DeadLetter:
-        """Validate one envelope message (evt, tele, state, birth)."""
-        route = self._topics.get(topic) or self._route(topic)
+    def check(self, topic: str, payload: bytes, received_at: float,
+              route: Route | Refusal | None = None) -> Accepted | DeadLetter:
+        """Validate one envelope message (evt, tele, state, birth); `route` is route(topic) if known."""
+        if route is None:
+            route = self._topics.get(topic) or self.route(topic)
         if isinstance(route, Refusal):
             return self.reject(route.reason, route.detail, topic, payload, received_at)
         try:

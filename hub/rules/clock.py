@@ -88,7 +88,9 @@ class DeviceClocks:
                 if self._dirty:
                     with self._lock:
                         self._dirty.discard(ev.device_id)
-            else:
+            elif ev.device_id not in self._dirty:
+                # Marked already: no lock. write_back() swaps the set before it copies the dicts, so a mark
+                # seen in the set it then takes is copied after this change.
                 with self._lock:
                     self._dirty.add(ev.device_id)
         if ev.kind == "agent" and ev.type == "state" and ev.get("status") == "offline" and not ev.get("clean"):
@@ -96,14 +98,16 @@ class DeviceClocks:
             # news of now, and an alert on it counts from when it came.
             return ev.at(max(ev.t, received))
         offset = float(est or 0.0)
-        if ev.type not in _OWN and (ev.historical or o < offset - LATE_S):
-            ev = ev.at(ev.t)  # a new Event: nothing changes one once built
-            ev.late = True
+        late = ev.late or (ev.type not in _OWN and (ev.historical or o < offset - LATE_S))
         if -self.tolerance_s <= offset <= self.tolerance_s:
-            return ev
-        if abs(offset) > self.bound_s:
-            return ev.at(received)
-        return ev.at(ev.t - offset)
+            t = ev.t
+            if late == ev.late:
+                return ev
+        elif abs(offset) > self.bound_s:
+            t = received
+        else:
+            t = ev.t - offset
+        return ev.at(t, late)  # one new Event at most: nothing changes one once built
 
     def write_back(self, store: StateStore, now: float, force: bool = False) -> int:
         """Store the offsets that changed (every write_back_s, and at stop); returns how many."""

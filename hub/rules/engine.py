@@ -160,8 +160,9 @@ class Engine:
             if isinstance(rule, Correlation):
                 for member in rule.spec.members:
                     self.correlations[member].append(rule)
-        # Per body type, the rules to ask: (rule, whether it filters with cares(), whether it may defer).
-        self._routes: dict[str, tuple[tuple[Rule, bool, bool], ...]] = {}
+        # Per device kind and body type, the rules to ask: (rule, whether it filters with cares(), whether it may
+        # defer). Derived from the pack alone (a reloaded pack is a new Engine); the kind is each message's own.
+        self._routes: dict[str, dict[str, tuple[tuple[Rule, bool, bool], ...]]] = {}
         self.hold = Reorder(ctx)  # late messages for the order-sensitive rules, until their replay settles
         # Devices with late messages held, and the time of the first recent message that joined them (this
         # process's view: a restart starts empty, while the timers still release what the store holds).
@@ -215,9 +216,10 @@ class Engine:
                 # 20 s are not late): it joins the hold, so it cannot overtake the older ones.
                 self._plan_late(ev, add)
                 continue
-            route = routes.get(ev.type)
+            by_kind = routes.get(ev.kind)
+            route = None if by_kind is None else by_kind.get(ev.type)
             if route is None:
-                route = self._route(ev.type)
+                route = self._route(ev.kind, ev.type)
             for rule, filters, defers in route:
                 if filters and not rule.cares(ev):
                     continue  # the rule would ignore it: no state to read or write
@@ -231,7 +233,7 @@ class Engine:
         # Absence is order-tolerant (a late sign of life never moves a deadline back) and must not wait, lest a
         # deadline pass while the replay is held; every other rule gets the message in order, from the hold.
         held = False
-        for rule, filters, defers in self._route(ev.type):
+        for rule, filters, defers in self._route(ev.kind, ev.type):
             if filters and not rule.cares(ev):
                 continue
             if not isinstance(rule, Absence):
@@ -263,20 +265,21 @@ class Engine:
             self._holding.pop(key, None)
         work: list[tuple[Event, Rule, str]] = []
         for ev in events:
-            for rule, filters, _defers in self._route(ev.type):
+            for rule, filters, _defers in self._route(ev.kind, ev.type):
                 if isinstance(rule, Absence) or (filters and not rule.cares(ev)):
                     continue  # absence had it when it came
                 work.extend((ev, rule, key) for key in rule.keys(ev))
         return self.run(work, store) if work else []
 
-    def _route(self, body_type: str) -> tuple[tuple[Rule, bool, bool], ...]:
-        """The rules one body type goes to, worked out once per type (a few dozen types)."""
-        route = self._routes.get(body_type)
+    def _route(self, kind: str, body_type: str) -> tuple[tuple[Rule, bool, bool], ...]:
+        """The rules one device kind's body type goes to, worked out once per pair (a few hundred at most)."""
+        by_kind = self._routes.setdefault(kind, {})
+        route = by_kind.get(body_type)
         if route is not None:
             return route
         route = tuple((rule, type(rule).cares is not Rule.cares, bool(self.write_back_s) and isinstance(rule, Absence))
-                      for rule in (*self.by_type.get(body_type, ()), *self.any_type))
-        self._routes[body_type] = route
+                      for rule in (*self.by_type.get(body_type, ()), *self.any_type) if rule.takes(kind, body_type))
+        by_kind[body_type] = route
         return route
 
     def run(self, work: list[tuple[Event, Rule, str]], store: StateStore) -> list[Signal]:
@@ -376,7 +379,8 @@ class Engine:
             log.exception("rule %s failed on %s seq %d", rule.id, ev.device_id, ev.seq)
             store.discard(rule.id, key)
             return []
-        fanout = st.data.pop("fanout", None) if isinstance(rule, Absence) else None
+        absence = isinstance(rule, Absence)
+        fanout = st.data.pop("fanout", None) if absence else None
         if ev.late and st.due is not None:
             st.data[REPLAY] = True  # judged once the backlog is in, not between two of its messages
         elif st.due is None:
@@ -384,7 +388,7 @@ class Engine:
         store.save(rule.id, key, st)
         if fanout is not None:
             self._fan_out(rule, st, fanout, store)  # type: ignore[arg-type]
-        if self.write_back_s and isinstance(rule, Absence):
+        if absence and self.write_back_s:
             self._learn(rule.id, key, st)
             if self._touches:
                 with self._touch_lock:  # an older sign of life in memory has nothing left to say
@@ -412,12 +416,12 @@ class Engine:
         """Keep a plain sign of life in memory when its subject's deadline is far away; True when kept."""
         if ev.type in ("birth", "state"):
             return False
-        due = self._quiet.get((rule.id, key))
+        k = (rule.id, key)
+        due = self._quiet.get(k)
         if due is None or due - ev.t <= self.margin:
             return False
         if rule.spec.when and not matches(rule.spec.when, ev):
             return True  # not activity for this rule: on_event would change nothing
-        k = (rule.id, key)
         with self._touch_lock:
             prev = self._touches.get(k)
             if prev is None or ev.t >= prev.t:

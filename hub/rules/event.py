@@ -69,11 +69,11 @@ class Event:
         return cls(env.device_id, kind, env.body.type, env.ts.timestamp() if t is None else t, env.seq, env.body,
                    place, device, env.historical)
 
-    def at(self, t: float) -> Event:
-        """The same event at another time (a corrected device clock)."""
+    def at(self, t: float, late: bool | None = None) -> Event:
+        """The same event at another time (a corrected device clock), and late when said so."""
         # Positional, not dataclasses.replace(), which inspects the fields on every call.
         return Event(self.device_id, self.kind, self.type, t, self.seq, self.body, self.place, self.device,
-                     self.historical, self.late)
+                     self.historical, self.late if late is None else late)
 
     def get(self, name: str) -> Any:
         """A body field, or None."""
@@ -179,17 +179,27 @@ def _coverage(community: Community) -> dict[str, tuple[str, ...]]:
 
 def matches(ms: tuple[Match, ...], ev: Event) -> bool:
     """Whether any matcher accepts the event."""
-    for m in ms:  # noqa: SIM110 (a loop, not any(genexpr): it runs for several rules per message)
-        if _match(m, ev):
+    # Type and kind tested here and the body's fields read straight from its dict: this runs for several rules
+    # per message, and most matchers are turned away by type or kind.
+    body_type = ev.type
+    kind = ev.kind
+    for m in ms:
+        if body_type not in m.type or (m.kinds and kind not in m.kinds):
+            continue
+        if not m.where or _where(m.where, ev.body.__dict__):
             return True
     return False
 
 
-def _match(m: Match, ev: Event) -> bool:
-    if ev.type not in m.type or (m.kinds and ev.kind not in m.kinds):
-        return False
-    for name, cond in m.where.items():
-        value = ev.get(name)
+def may_match(ms: tuple[Match, ...], kind: str, body_type: str) -> bool:
+    """Whether any matcher could accept some event of this device kind and body type (its `where` aside)."""
+    return any(body_type in m.type and (not m.kinds or kind in m.kinds) for m in ms)
+
+
+def _where(where: dict[str, Any], fields: dict[str, Any]) -> bool:
+    """Whether a body's field values (as Event.get reads them) meet every condition."""
+    for name, cond in where.items():
+        value = fields.get(name)
         if isinstance(cond, dict):
             for op, ref in cond.items():
                 if value is None or not OPS[op](value, ref):

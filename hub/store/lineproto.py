@@ -18,7 +18,7 @@ _MEAS = re.compile(r"([, ])")
 _KEY = re.compile(r"([,= ])")
 _MEAS_NEEDS = re.compile(r"[, \n]")
 _KEY_NEEDS = re.compile(r"[,= \n]")
-_STR_TABLE = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+STR_TABLE = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 
 
 class LineProtocolError(ValueError):
@@ -62,7 +62,7 @@ def _fmt_float(value: float) -> str:
 
 
 def _fmt_str(value: str) -> str:
-    return '"' + value.translate(_STR_TABLE) + '"'
+    return '"' + value.translate(STR_TABLE) + '"'
 
 
 # Exact-type dispatch (bool before int matters, and type() tells them apart); subclasses take the slow path.

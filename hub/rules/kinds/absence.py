@@ -30,12 +30,22 @@ class Absence(Rule):
             return False
         return super().watches(ev)
 
+    def takes(self, kind: str, body_type: str) -> bool:
+        """An agent's own messages (offline rules), else only the watched kinds (as keys and watches)."""
+        if self.spec.offline_state and kind == "agent":
+            return body_type in ("state", "birth")
+        if self.spec.offline_state and body_type == "birth":
+            return True  # a device's birth names its agent, whose key it also touches
+        return not self.spec.kinds or kind in self.spec.kinds
+
     def keys(self, ev: Event) -> list[str]:
         """The device's key, plus its agent's key for births and the agent's own states (offline rules)."""
-        if self.spec.offline_state and ev.kind == "agent":
+        spec = self.spec
+        if spec.offline_state and ev.kind == "agent":
             return [AGENT + ev.device_id] if ev.type in ("state", "birth") else []
-        out = super().keys(ev)
-        if self.spec.offline_state and ev.type == "birth" and ev.get("agent"):
+        # Rule.keys without its calls for the usual key (every message comes here).
+        out = super().keys(ev) if spec.key != "device" else [ev.device_id] if ev.device_id and self.watches(ev) else []
+        if spec.offline_state and ev.type == "birth" and ev.get("agent"):
             out.append(AGENT + str(ev.get("agent")))
         return out
 

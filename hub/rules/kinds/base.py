@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.event import Ctx, Event, Place, Signal, State, add_ref, matches, subject_key
+from hub.rules.event import Ctx, Event, Place, Signal, State, add_ref, matches, may_match, subject_key
 from hub.rules.spec import Match
 
 
@@ -29,6 +29,11 @@ class Rule:
     def cares(self, ev: Event) -> bool:
         """False only when on_key_event would change no state and signal nothing, whatever the state is."""
         # The engine asks before it loads any state: an event the rule ignores costs no load and no save.
+        return True
+
+    def takes(self, kind: str, body_type: str) -> bool:
+        """False only when no event of this device kind and body type gets a key that cares() lets through."""
+        # Decided once per (kind, type) by the engine, so a message is not offered to rules that would drop it.
         return True
 
     def keys(self, ev: Event) -> list[str]:
@@ -89,6 +94,11 @@ class Rule:
     def key_of(self, ev: Event) -> str:
         """The single key of an event (rules with one key per event)."""
         return subject_key(self.spec.key, ev, self.ctx) or ev.device_id
+
+
+def takes_when(spec: Any, kind: str, body_type: str) -> bool:
+    """Whether the rule's `when` could match an event of this kind and type (for rules that need it to)."""
+    return may_match(spec.when, kind, body_type)
 
 
 def wants(spec: Any, ev: Event) -> bool:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from hub.rules.event import Event, Place, Signal, State, add_ref, matches
+from hub.rules.event import Event, Place, Signal, State, add_ref, matches, may_match
 from hub.rules.kinds.base import Rule
 
 
 class Correlation(Rule):
     """Count distinct devices per place within a window; fire once the count reaches min_devices."""
+
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only what `also` could match (keys() gives no key to any other event)."""
+        return bool(self.spec.also) and may_match(self.spec.also, kind, body_type)
 
     def keys(self, ev: Event) -> list[str]:
         """Raw events in `also` count by their place, or (key door) at every door their camera covers."""
@@ -43,8 +47,20 @@ class Correlation(Rule):
     def _add(self, st: State, key: str, place: Place, t: float, device: str, ref: dict[str, object],
              member: list[str] | None) -> list[Signal]:
         d = st.data
-        seen = [x for x in d.get("seen", []) if t - x[0] <= self.spec.window_s]
-        seen.append([t, device, member])
+        # One entry per (device, member), the newest: the count is of distinct devices, and a camera sending an
+        # event a second would otherwise grow the state (and every batch's encode of it) with the window.
+        window, newer = self.spec.window_s, False
+        seen = []
+        for x in d.get("seen", []):
+            if t - x[0] > window:
+                continue
+            if x[1] == device and x[2] == member:
+                if x[0] < t:
+                    continue
+                newer = True  # a late, older event does not shorten the evidence
+            seen.append(x)
+        if not newer:
+            seen.append([t, device, member])
         d["seen"] = seen
         d["refs"] = add_ref(d.get("refs", []), ref)
         if self.spec.key == "door":

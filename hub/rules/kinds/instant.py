@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from hub.rules.event import Event, Signal, State, matches
+from hub.rules.event import Event, Signal, State, matches, may_match
 from hub.rules.kinds.base import Rule
 
 
 class Instant(Rule):
     """Fire on `when`; clear on `clear_when`."""
+
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only what `when` or `clear_when` could match (as cares)."""
+        spec = self.spec
+        return may_match(spec.when, kind, body_type) or may_match(spec.clear_when, kind, body_type)
 
     def cares(self, ev: Event) -> bool:
         """An event it fires or clears on (on_event does nothing with any other)."""

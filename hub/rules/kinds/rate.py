@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.event import OPS, Event, Signal, State
-from hub.rules.kinds.base import Rule, wants
+from hub.rules.event import OPS, Event, Signal, State, matches
+from hub.rules.kinds.base import Rule, takes_when, wants
 
 _RECHECK_S = 300.0  # how often a window with no new events is looked at again (e.g. low water use)
 _EPS = 1e-3  # envelope stamps keep microseconds; float sums of them are not exact
@@ -18,9 +18,13 @@ _ORDER_S = 30.0
 class Rate(Rule):
     """Keep [t, value] samples for one window and compare the aggregate with a value."""
 
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only what `when` could match (cares asks for a match first)."""
+        return takes_when(self.spec, kind, body_type)
+
     def cares(self, ev: Event) -> bool:
         """A matching event with the field (on_event ignores anything else before touching the state)."""
-        return wants(self.spec, ev) and (self.spec.field is None or ev.get(self.spec.field) is not None)
+        return matches(self.spec.when, ev) and (self.spec.field is None or ev.get(self.spec.field) is not None)
 
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """Add a sample and evaluate."""

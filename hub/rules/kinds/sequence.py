@@ -54,6 +54,10 @@ class Sequence(Rule):
             return {"access_granted", "passage"}
         return {*_AUTH, *_DOOR}
 
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only the watched kinds (keys() gives no key to any other)."""
+        return not self.spec.kinds or kind in self.spec.kinds
+
     def keys(self, ev: Event) -> list[str]:
         """Subject by door, or by credential for anti-passback."""
         if self.spec.kinds and ev.kind not in self.spec.kinds:

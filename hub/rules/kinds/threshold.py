@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.event import OPS, Event, Signal, State
-from hub.rules.kinds.base import Rule, wants
+from hub.rules.event import OPS, Event, Signal, State, matches
+from hub.rules.kinds.base import Rule, takes_when, wants
 
 
 class Threshold(Rule):
@@ -25,9 +25,13 @@ class Threshold(Rule):
             out["clear"] = s.clear
         return out
 
+    def takes(self, kind: str, body_type: str) -> bool:
+        """Only what `when` could match (cares asks for a match first)."""
+        return takes_when(self.spec, kind, body_type)
+
     def cares(self, ev: Event) -> bool:
         """A matching event with the field (on_event ignores anything else before touching the state)."""
-        return wants(self.spec, ev) and ev.get(self.spec.field) is not None
+        return matches(self.spec.when, ev) and ev.get(self.spec.field) is not None
 
     def on_event(self, st: State, ev: Event) -> list[Signal]:
         """Track pending/active/clearing from one reading."""
