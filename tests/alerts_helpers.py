@@ -585,3 +585,20 @@ class Rig:
                     return n
             time.sleep(0.005)
         return None
+
+
+def run_in_batches(engine: Engine, events: list[Event]) -> tuple[list[tuple[str, str, str, float]], MemoryStates, int]:
+    """Feed batches of 250 and tick after each, as the hub does; (signals, final states, steps taken)."""
+    store = MemoryStates()
+    engine.seed(store, events[0].t - 1)
+    out: list[Signal] = []
+    steps = 0
+    for i in range(0, len(events), 250):
+        batch = events[i:i + 250]
+        work = engine.plan(batch)
+        steps += len(work)
+        out += engine.run(work, store)
+        now = max(ev.t for ev in batch)
+        out += engine.write_back(store, now, force=True)
+        out += engine.tick(store, now)
+    return [(s.action, s.rule, s.subject, s.t) for s in out], store, steps

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alerts_helpers import run_in_batches
 
 from bench import feed as feeds
 from commhub.config import Config, load
 from hub.ingest.message import Accepted
 from hub.ingest.validate import Validator
-from hub.rules.engine import Engine, MemoryStates
-from hub.rules.event import Ctx, Event, Signal
+from hub.rules.engine import Engine
+from hub.rules.event import Ctx, Event
 from hub.rules.kinds.absence import Absence
 from hub.rules.spec import load_rules
 from hub.runtime import YOUNG_THRESHOLD, tune_gc
@@ -79,24 +80,6 @@ def _events(cfg: Config, ctx: Ctx, accepted: list[Accepted]) -> list[Event]:
             for a in accepted]
 
 
-def _run(engine: Engine, events: list[Event]) -> tuple[list[tuple[str, str, str, float]], MemoryStates, int]:
-    """Feed batches of 250 and tick after each, as the hub does; (signals, final states, steps taken)."""
-    store = MemoryStates()
-    t0 = events[0].t - 1
-    engine.seed(store, t0)
-    out: list[Signal] = []
-    steps = 0
-    for i in range(0, len(events), 250):
-        batch = events[i:i + 250]
-        work = engine.plan(batch)
-        steps += len(work)
-        out += engine.run(work, store)
-        now = max(ev.t for ev in batch)
-        out += engine.write_back(store, now, force=True)
-        out += engine.tick(store, now)
-    return [(s.action, s.rule, s.subject, s.t) for s in out], store, steps
-
-
 def test_skipping_events_a_rule_ignores_changes_no_signal_and_no_state(cfg: Config, accepted: list[Accepted]) -> None:
     pack = load_rules(REPO / "configs" / "rules.yaml")
     ctx = Ctx(cfg.community)
@@ -107,8 +90,8 @@ def test_skipping_events_a_rule_ignores_changes_no_signal_and_no_state(cfg: Conf
         plain._routes.setdefault(kind, {})[body_type] = tuple(
             (rule, False, bool(plain.write_back_s) and isinstance(rule, Absence))
             for rule in (*plain.by_type.get(body_type, ()), *plain.any_type))
-    got, got_states, got_steps = _run(filtered, events)
-    want, want_states, want_steps = _run(plain, events)
+    got, got_states, got_steps = run_in_batches(filtered, events)
+    want, want_states, want_steps = run_in_batches(plain, events)
     assert got == want
     assert {k: (s.data, s.due) for k, s in got_states.states.items()} == \
         {k: (s.data, s.due) for k, s in want_states.states.items()}

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from alerts_helpers import community
+from alerts_helpers import community, run_in_batches
 
 from bench import feed as feeds
 from commhub.config import Config, load
@@ -51,22 +51,6 @@ def _unpruned(engine: Engine, events: list[Event]) -> Engine:
     return engine
 
 
-def _run(engine: Engine, events: list[Event]) -> tuple[list[tuple[str, str, str, float]], MemoryStates, int]:
-    store = MemoryStates()
-    engine.seed(store, events[0].t)
-    out = []
-    steps = 0
-    for i in range(0, len(events), 250):
-        batch = events[i:i + 250]
-        work = engine.plan(batch)
-        steps += len(work)
-        out += engine.run(work, store)
-        now = max(ev.t for ev in batch)
-        out += engine.write_back(store, now, force=True)
-        out += engine.tick(store, now)
-    return [(s.action, s.rule, s.subject, s.t) for s in out], store, steps
-
-
 def test_devices_changing_kind_and_unknown_types_get_what_every_rule_would_make_of_them(
         cfg: Config, events: list[Event]) -> None:
     # A community reloaded mid-feed: half the devices of each kind now report as another kind (a door
@@ -86,8 +70,8 @@ def test_devices_changing_kind_and_unknown_types_get_what_every_rule_would_make_
             hostile.append(Event(ev.device_id, ev.kind, body.type, ev.t, ev.seq + 1, body, ev.place, ev.device))
     ctx = Ctx(cfg.community)
     pack = load_rules(RULES)
-    got, got_states, got_steps = _run(Engine(pack, ctx, cfg.alerts.state_write_back_s), hostile)
-    want, want_states, want_steps = _run(_unpruned(Engine(pack, ctx, cfg.alerts.state_write_back_s), hostile),
+    got, got_states, got_steps = run_in_batches(Engine(pack, ctx, cfg.alerts.state_write_back_s), hostile)
+    want, want_states, want_steps = run_in_batches(_unpruned(Engine(pack, ctx, cfg.alerts.state_write_back_s), hostile),
                                          hostile)
     assert got == want
     assert {k: (s.data, s.due) for k, s in got_states.states.items()} == \
