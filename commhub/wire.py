@@ -32,7 +32,9 @@ class Layer(StrEnum):
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # No Infinity or NaN (JSON has neither; `1e999` parses to inf): InfluxDB cannot store them, and a rule would
+    # compare against them. They are refused at the schema, with the field named.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class _Body(_Wire):

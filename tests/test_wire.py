@@ -48,6 +48,13 @@ def test_timestamps_are_utc_and_aware() -> None:
      "between 1970"),
     (b'{"schema":1,"device_id":"bad id","ts":"2026-01-01T00:00:00Z","seq":1,"body":{"type":"panic_press"}}',
      "device_id"),
+    # Infinity passes a lower bound alone (total_l: ge=0); no float may be infinite or NaN.
+    (b'{"schema":1,"device_id":"w","ts":"2026-01-01T00:00:00Z","seq":1,"body":{"type":"water_meter",'
+     b'"total_l":1e999,"flow_l":0}}', "total_l\n.*finite number"),
+    (b'{"schema":1,"device_id":"w","ts":"2026-01-01T00:00:00Z","seq":1,"body":{"type":"water_meter",'
+     b'"total_l":Infinity,"flow_l":0}}', "total_l"),
+    (b'{"schema":1,"device_id":"w","ts":"2026-01-01T00:00:00Z","seq":1,"body":{"type":"water_meter",'
+     b'"total_l":1,"flow_l":NaN}}', "flow_l"),
 ])
 def test_strict_validation(payload: bytes, match: str) -> None:
     with pytest.raises(ValidationError, match=match):
