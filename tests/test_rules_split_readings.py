@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from alerts_helpers import T0, env
 from test_rules_late import Hub
 
@@ -104,11 +106,17 @@ GRANT_IN = {"door": "main", "credential_ref": "a11ce000a11ce000", "method": "car
 PASS = {"door": "main", "direction": "in", "count": 1}
 
 
-def _gate(h: Hub, received: float, *msgs: tuple[str, float, int]) -> None:
-    """One worker's batch of the gate's (body type, device time, seq) messages."""
-    h.tick(received)
-    h.process([h.event(env(GATE, b, t, seq=seq, **(GRANT_IN if b == "access_granted" else PASS)))
-               for b, t, seq in msgs], received)
+def _batches(device: str, others: dict[str, object]) -> Callable[..., None]:
+    """A sender of one worker's batch of the device's (body type, device time, seq) messages: a grant carries
+    GRANT_IN, every other body `others`."""
+    def send(h: Hub, received: float, *msgs: tuple[str, float, int]) -> None:
+        h.tick(received)
+        h.process([h.event(env(device, b, t, seq=seq, **(GRANT_IN if b == "access_granted" else others)))
+                   for b, t, seq in msgs], received)
+    return send
+
+
+_gate = _batches(GATE, PASS)
 
 
 def test_a_grant_committed_later_on_the_other_workers_clock_still_pays_for_its_passage() -> None:
@@ -139,14 +147,7 @@ def test_a_real_tailgater_split_between_workers_still_fires() -> None:
 
 
 DOOR = "door-b1"
-GRANT = {"door": "main", "credential_ref": "a11ce000a11ce000", "method": "card", "direction": "in"}
-
-
-def _door(h: Hub, received: float, *msgs: tuple[str, float, int]) -> None:
-    """One worker's batch of the door's (body type, device time, seq) messages."""
-    h.tick(received)
-    h.process([h.event(env(DOOR, b, t, seq=seq, **(GRANT if b == "access_granted" else {"door": "main"})))
-               for b, t, seq in msgs], received)
+_door = _batches(DOOR, {"door": "main"})
 
 
 def test_a_door_grant_on_the_other_workers_clock_still_authorizes_its_opening_in_either_commit_order() -> None:
