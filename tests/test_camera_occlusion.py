@@ -7,6 +7,7 @@ frame edge or behind something that is not a person keeps the ordinary hold (cou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -59,6 +60,16 @@ def _ids_near(tr: Tracker, box: BoxT) -> list[int]:
     return [t.id for t in tr.tracks if abs(t.box[0] - box[0]) <= 0.25 * box[2] and t.box[1] == box[1]]
 
 
+def _frames(a: Walker, b: Walker, seconds: float, clip: bool = False) -> Iterator[tuple[float, list[Detection], bool]]:
+    """Each detector run's time, detections and whether B was found: A always, B when not covered by A."""
+    for k in range(int(seconds * RATE) + 1):
+        ts = k / RATE
+        dets = [Detection(a.box(ts), 1.0)]
+        seen = _seen(b.box(ts), [a.box(ts)])
+        if seen:
+            dets.append(Detection(_clip(b.box(ts)) if clip else b.box(ts), 1.0))
+        yield ts, dets, seen
+
 def test_a_walker_hidden_behind_another_is_counted_throughout_and_keeps_their_id() -> None:
     # Near walker A (220 px tall) walks right; far walker B (140 px: farther away, feet higher) walks left
     # behind A. B's box is inside A's much taller box while hidden: the part-of-a-person rule alone (before the
@@ -68,13 +79,8 @@ def test_a_walker_hidden_behind_another_is_counted_throughout_and_keeps_their_id
     tr = Tracker(SETTINGS, FRAME)
     hidden = 0
     occluded_seen = False
-    for k in range(int(5.0 * RATE) + 1):
-        ts = k / RATE
-        dets = [Detection(a.box(ts), 1.0)]
-        if _seen(b.box(ts), [a.box(ts)]):
-            dets.append(Detection(b.box(ts), 1.0))
-        else:
-            hidden += 1
+    for ts, dets, seen in _frames(a, b, 5.0):
+        hidden += not seen
         tr.update(dets, ts)
         assert len(tr.counted) == 2, (ts, [(t.id, t.box, t.occluder) for t in tr.tracks])
         occluded_seen = occluded_seen or any(t.occluder is not None for t in tr.tracks)
@@ -92,12 +98,8 @@ def test_a_walker_overtaken_for_longer_than_the_ordinary_hold_is_held_as_occlude
     a, b = Walker(100, 60, 200, 90, 220), Walker(230, 30, 226, 56, 140)
     tr = Tracker(SETTINGS, FRAME)
     hidden = []
-    for k in range(int(7.0 * RATE) + 1):
-        ts = k / RATE
-        dets = [Detection(a.box(ts), 1.0)]
-        if _seen(b.box(ts), [a.box(ts)]):
-            dets.append(Detection(b.box(ts), 1.0))
-        else:
+    for ts, dets, seen in _frames(a, b, 7.0):
+        if not seen:
             hidden.append(ts)
         tr.update(dets, ts)
         assert len(tr.counted) == 2, ts
@@ -111,11 +113,8 @@ def test_a_walker_leaving_at_the_frame_edge_behind_another_is_not_held() -> None
     a, b = Walker(540, 0, 200, 100, 220), Walker(380, 100, 230, 56, 140)
     tr = Tracker(SETTINGS, FRAME)
     last_seen = None
-    for k in range(int(5.0 * RATE) + 1):
-        ts = k / RATE
-        dets = [Detection(a.box(ts), 1.0)]
-        if _seen(b.box(ts), [a.box(ts)]):
-            dets.append(Detection(_clip(b.box(ts)), 1.0))
+    for ts, dets, seen in _frames(a, b, 5.0, clip=True):
+        if seen:
             last_seen = ts
         tr.update(dets, ts)
         held = [t for t in tr.tracks if t.id == 2]
