@@ -342,7 +342,10 @@ class Sequence(Rule):
         people = int(ev.get("count") or 1)
         extra = 0
         for _ in range(people):
-            usable = [g for g in grants if g[1] > 0 and (g[0] <= ev.t + _ORDER_SLACK_S or self._before(g, ev))]
+            # Older than the passage by time, or by its device's seq ([t, left, device, seq]).
+            usable = [g for g in grants if g[1] > 0 and (
+                g[0] <= ev.t + _ORDER_SLACK_S
+                or (len(g) > 3 and _seq_before(g[2], g[3], g[0], [ev.device_id, ev.seq], ev.t)))]
             if usable:
                 usable[0][1] -= 1
             else:
@@ -373,11 +376,6 @@ class Sequence(Rule):
         """A settling entry's due ([t, extra, people, due, device, seq]; one stored before has only its time)."""
         return entry[3] if len(entry) > 3 else entry[0] + self.spec.settle_s
 
-    @staticmethod
-    def _before(g: list[Any], ev: Event) -> bool:
-        """Grant g ([t, left, device, seq]) came before ev by their device's own seq (times near enough)."""
-        return len(g) > 3 and g[2] == ev.device_id and g[3] < ev.seq and g[0] - ev.t <= _SEQ_ORDER_S
-
     def _pay(self, d: dict[str, Any], grant: Event, allowance: float) -> float:
         """A grant that came after passages it allows pays for them; returns the allowance left."""
         unpaid = d.get("unpaid")
@@ -387,7 +385,7 @@ class Sequence(Rule):
         for u in unpaid:
             # Older than the passage by time, or by its device's seq though another worker's clock says newer.
             ordered = granted <= u[0] + _ORDER_SLACK_S or (
-                len(u) > 5 and u[4] == grant.device_id and grant.seq < u[5] and granted - u[0] <= _SEQ_ORDER_S)
+                len(u) > 5 and _seq_before(grant.device_id, grant.seq, granted, u[4:6], u[0]))
             if allowance > 0 and ordered and u[0] - granted <= self.spec.window_s:
                 spent = min(u[1], allowance)
                 u[1] -= spent
