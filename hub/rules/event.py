@@ -14,6 +14,10 @@ from commhub.wire import Envelope
 from hub.rules.spec import Hours, KeyBy, Match
 
 MAX_REFS = 10  # triggering events kept per signal/alert
+# Two of one device's messages stamped at most this far apart are ordered by the device's seq, not their times:
+# two hub workers put one device's messages on their own clocks (a drained backlog at each batch's receive
+# time), a batch apart. Farther apart, a lower seq is a device whose counter restarted.
+SEQ_ORDER_S = 30.0
 
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.event import OPS, Event, Signal, State, matches
+from hub.rules.event import OPS, SEQ_ORDER_S, Event, Signal, State, matches
 from hub.rules.kinds.base import Rule, takes_when, wants
 
 _RECHECK_S = 300.0  # how often a window with no new events is looked at again (e.g. low water use)
 _EPS = 1e-3  # envelope stamps keep microseconds; float sums of them are not exact
-# A reading with a lower seq than one of its device's kept samples, and stamped no later than this after it, is
-# the older one (two workers put one device's readings on their own clocks, a batch apart); later than this, it
-# is a device whose counter restarted.
-_ORDER_S = 30.0
 
 
 class Rate(Rule):
@@ -76,7 +72,7 @@ class Rate(Rule):
             if len(x) > 3 and x[2] == ev.device_id:
                 if x[3] == ev.seq:
                     return None
-                if x[3] > ev.seq and ev.t <= x[0] + _ORDER_S:
+                if x[3] > ev.seq and ev.t <= x[0] + SEQ_ORDER_S:
                     out.append(x)
         return out
 

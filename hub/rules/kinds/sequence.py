@@ -24,22 +24,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.event import Event, Signal, State, subject_key
+from hub.rules.event import SEQ_ORDER_S, Event, Signal, State, subject_key
 from hub.rules.kinds.base import Rule
 
 _AUTH = ("access_granted", "exit_request")
 _DOOR = ("door_opened", "door_closed")
 # A grant logged a moment after the passage it allowed (controller and sensor clocks differ) still allows it.
 _ORDER_SLACK_S = 2.0
-# A grant and a passage of one device are ordered by its seq when their times are at most this far apart: two
-# workers put one device's messages on their own clocks (a drained backlog at each batch's receive time), so a
-# grant committed by the other worker can look seconds newer than the passage it allowed.
-_SEQ_ORDER_S = 30.0
 
 
 def _seq_before(device: str, seq: int, t: float, other: list[Any] | None, other_t: float) -> bool:
-    """Whether (device, seq) at t, stamped up to _SEQ_ORDER_S after `other` ([device, seq]) at other_t, came first."""
-    return other is not None and other[0] == device and seq < other[1] and 0 <= t - other_t <= _SEQ_ORDER_S
+    """Whether (device, seq) at t, stamped up to SEQ_ORDER_S after `other` ([device, seq]) at other_t, came first."""
+    return other is not None and other[0] == device and seq < other[1] and 0 <= t - other_t <= SEQ_ORDER_S
 
 
 class Sequence(Rule):
