@@ -476,10 +476,12 @@ class Worker:
         accepted: list[Accepted] = []
         dead: list[DeadLetter] = []
         duplicates = 0
+        # Bound once a batch: these run for every message.
+        classify, first_time, build = self._classify, self.dedup.first_time, self.points.build
         try:
             for item in held.items:
                 try:
-                    result = self._classify(item)
+                    result = classify(item)
                 except OSError:
                     raise  # the disk, not the message: hold the batch
                 except Exception as e:
@@ -489,11 +491,11 @@ class Worker:
                                                    item.payload, item.received_at)
                 if isinstance(result, Accepted):
                     env = result.envelope
-                    if not self.dedup.first_time(env.device_id, env.seq, restart=env.body.type == "birth"):
+                    if not first_time(env.device_id, env.seq, env.body.type == "birth"):
                         duplicates += 1
                         continue
                     try:
-                        lines.append(self.points.build(result))
+                        lines.append(build(result))
                     except Exception as e:
                         # Valid by the schema yet not storable (1e999, 2**70...): this message only, and its
                         # seq is not kept as seen, so a corrected resend is not taken for a duplicate.

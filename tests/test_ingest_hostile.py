@@ -20,9 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from commhub import topics
 from commhub.community import Device
 from commhub.config import Config, load
-from commhub.wire import body_channel
+from commhub.wire import KIND_LAYER, DeviceKind, body_channel
 from hub.ingest.mqttread import PacketReader
-from hub.store.points import PointBuilder
 from hub.worker import Worker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,43 +99,37 @@ def test_poison_values_inside_a_good_batch_are_dead_lettered_and_the_good_ones_s
         ["1", "2", "4"]  # the spool still holds the first batch: nothing drains it here
 
 
-def test_a_re_registered_device_gets_its_new_tags_at_once(cfg: Config, tmp_path: Path) -> None:
+def test_a_topic_that_changes_kind_gets_its_own_route_and_tags_never_the_cached_ones(cfg: Config,
+                                                                                   tmp_path: Path) -> None:
+    # A registered gas detector is a gas detector whatever its topic says; an unregistered device (discovery on)
+    # is what its topic says, message by message: its cached tag set (layer, device_kind) must follow it.
     w = _worker(cfg, tmp_path, discovery=True)
-    gas = _device(cfg, "gas")
-    assert w.process_batch([_msg(cfg, gas, {"type": "gas_reading", "lel_pct": 1.0}, 1)], NOW)
-    # The community model is reloaded: the detector moved to another building, and an unknown one is added.
-    moved = gas.model_copy(update={"building": "b99", "grid": "g9"})
-    newcomer = gas.model_copy(update={"id": "gas-new-1"})
-    registry = {**cfg.community.device_index(), gas.id: moved}
-    assert w.process_batch([_msg(cfg, newcomer, {"type": "gas_reading", "lel_pct": 1.0}, 1)], NOW)
-    w.validator.set_registry({**registry, newcomer.id: newcomer})
-    assert w.process_batch([_msg(cfg, gas, {"type": "gas_reading", "lel_pct": 2.0}, 2),
-                            _msg(cfg, gas, {"type": "heartbeat", "uptime_s": 5.0}, 3),
-                            _msg(cfg, newcomer, {"type": "gas_reading", "lel_pct": 2.0}, 2)], NOW)
-    first, unknown, after, beat, known = _lines(w)
-    assert (_tag(first, "building"), _tag(first, "grid")) == (gas.building, gas.grid)
-    assert (_tag(after, "building"), _tag(after, "grid")) == ("b99", "g9")
-    assert (_tag(beat, "building"), _tag(beat, "grid")) == ("b99", "g9")  # a body type not seen before the move
-    assert (_tag(unknown, "building"), _tag(unknown, "grid")) == ("_unassigned", "_unassigned")
-    assert (_tag(known, "building"), _tag(known, "grid")) == (newcomer.building, newcomer.grid)
-
-
-def test_the_point_builder_never_reuses_tags_built_for_another_registry_entry_or_topic(cfg: Config) -> None:
-    from hub.ingest.validate import Validator
-    gas = _device(cfg, "gas")
-    v = Validator(cfg.mqtt.root, cfg.community.device_index(), "w", cfg.community.site.id)
-    moved = Validator(cfg.mqtt.root, {gas.id: gas.model_copy(update={"building": "b77"})}, "w",
-                      cfg.community.site.id)
-    b = PointBuilder(max_devices=2)
-    m = _msg(cfg, gas, {"type": "gas_reading", "lel_pct": 1.0}, 1)
-    a1, a2 = v.check(*m, NOW), moved.check(*m, NOW)
-    assert _tag(b.build(a1), "building") == gas.building  # type: ignore[arg-type]
-    assert _tag(b.build(a2), "building") == "b77"  # type: ignore[arg-type]
-    assert _tag(b.build(a1), "building") == gas.building  # type: ignore[arg-type]
-    for i, other in enumerate(_device(cfg, "gas", n) for n in (1, 2, 3)):  # past max_devices: the cache restarts
-        b.build(v.check(*_msg(cfg, other, {"type": "gas_reading", "lel_pct": 1.0}, i), NOW))  # type: ignore[arg-type]
-    assert len(b._series) <= 2
-    assert _tag(b.build(a2), "building") == "b77"  # type: ignore[arg-type]
+    w.points.max_devices = 2  # the tag cache restarts under a flood of ids: still no stale entry
+    gas, other = _device(cfg, "gas"), _device(cfg, "gas", 1)
+    reading = {"type": "gas_reading", "lel_pct": 1.0}
+    beat = {"type": "heartbeat", "uptime_s": 5.0}
+    batch = [_msg(cfg, gas, reading, 1),
+             _msg(cfg, gas, beat, 2, kind="water_leak"),  # a registered id under another kind: refused
+             _msg(cfg, gas, reading, 3),
+             _msg(cfg, "stray-1", reading, 1, kind="gas"),
+             _msg(cfg, "stray-1", beat, 2, kind="water_leak"),  # the same unregistered id, now as a water sensor
+             _msg(cfg, "stray-1", reading, 3, kind="gas"),  # and back, in the same batch
+             _msg(cfg, other, reading, 1), _msg(cfg, "stray-2", beat, 1, kind="smoke"),
+             _msg(cfg, "stray-1", beat, 4, kind="water_leak")]  # after the cache restarted
+    assert w.process_batch(batch, NOW)
+    lines = _lines(w)
+    dead = [ln for ln in lines if ln.startswith("hub_dead_letter,")]
+    assert [_tag(ln, "reason") for ln in dead] == ["kind_mismatch"]
+    points = [ln for ln in lines if not ln.startswith("hub_dead_letter,")]
+    kinds = [(_tag(ln, "device_id"), _tag(ln, "device_kind"), _tag(ln, "layer"), _tag(ln, "building"))
+             for ln in points]
+    layer = {k: KIND_LAYER[DeviceKind(k)].value for k in ("gas", "water_leak", "smoke")}
+    stray = [("stray-1", k, layer[k], "_unassigned") for k in ("gas", "water_leak", "gas")]
+    assert kinds == [(gas.id, "gas", gas.effective_layer.value, gas.building)] * 2 + stray + [
+        (other.id, "gas", other.effective_layer.value, other.building),
+        ("stray-2", "smoke", layer["smoke"], "_unassigned"),
+        ("stray-1", "water_leak", layer["water_leak"], "_unassigned")]
+    assert len(w.points._series) <= 2
 
 
 def test_values_at_exactly_their_limits_are_stored_and_one_past_is_dead_lettered(cfg: Config,

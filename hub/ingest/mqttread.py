@@ -31,7 +31,7 @@ _INCOMPLETE, _TOO_LONG = -1, -2
 OnPublish = Callable[[str, bytes, int, int], None]  # (topic, payload, mid, qos)
 
 
-def _varint(buf: bytearray, i: int, end: int) -> tuple[int, int]:
+def _varint(buf: bytes, i: int, end: int) -> tuple[int, int]:
     """(index after it, value) of the MQTT variable byte integer at i; index _INCOMPLETE or _TOO_LONG else."""
     value = 0
     for k in range(4):
@@ -52,7 +52,8 @@ class PacketReader:
         self.sock = sock
         self.on_publish = on_publish
         self.v5 = client.protocol == paho.MQTTv5
-        self._buf = bytearray()
+        self._buf = bytearray()  # the start of a packet the last recv() cut off
+        self._need = 0  # that packet's whole length, when known
 
     def read(self) -> bool:
         """One recv() and every whole packet in the buffer; True when the socket had nothing more for now."""
@@ -65,16 +66,28 @@ class PacketReader:
         if not data:
             self._lost()
             return True
-        buf = self._buf
-        buf += data
+        got = len(data)
+        # Packets are cut from immutable bytes, so a payload is one slice (one copy). A packet cut off by the last
+        # recv() grows in a bytearray until it is whole (a large snapshot takes many recv()s), then is joined.
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                self.client._last_bytes_received = paho.time_func()
+                return got < _CHUNK
+            data = bytes(self._buf)
+        buf = data
         n = len(buf)
         pos = 0
+        self._need = 0
         on_publish = self.on_publish
         while n - pos >= 2:
             cmd = buf[pos]
             length = buf[pos + 1]
-            if length < 128:  # a packet under 128 bytes: its length is one byte (most of a feed's messages)
+            if length < 128:  # a packet under 128 bytes: its length is one byte
                 body_at = pos + 2
+            elif n - pos > 2 and buf[pos + 2] < 128:  # under 16 kB: two bytes (most of a community's messages)
+                length = (length & 127) | (buf[pos + 2] << 7)
+                body_at = pos + 3
             else:
                 body_at, length = _varint(buf, pos + 1, n)
             if body_at < 0:
@@ -84,16 +97,17 @@ class PacketReader:
                 break  # the length itself is not all here yet
             end = body_at + length
             if end > n:
+                self._need = end - pos
                 break
             handled = cmd & 0xF0 == _PUBLISH and self._publish(cmd, buf, body_at, end, on_publish)
             if not handled and not self._to_paho(cmd, buf, pos + 1, body_at, end):
                 return True  # the connection is gone, and this reader with it
             pos = end
-        del buf[:pos]
+        self._buf = bytearray(buf[pos:])
         self.client._last_bytes_received = paho.time_func()  # paho's keepalive counts any byte received
-        return len(data) < _CHUNK
+        return got < _CHUNK
 
-    def _publish(self, cmd: int, buf: bytearray, i: int, end: int, on_publish: OnPublish) -> bool:
+    def _publish(self, cmd: int, buf: bytes, i: int, end: int, on_publish: OnPublish) -> bool:
         """Handle a QoS 0/1 PUBLISH with a plain topic; False leaves the packet to paho."""
         qos = (cmd >> 1) & 3
         if qos == 2 or end - i < 2:
@@ -124,15 +138,15 @@ class PacketReader:
                 if j + plen > end or self._has_alias(buf, j, j + plen):
                     return False
                 j += plen
-        on_publish(topic, bytes(buf[j:end]), mid, qos)
+        on_publish(topic, buf[j:end], mid, qos)
         return True
 
     @staticmethod
-    def _has_alias(buf: bytearray, j: int, end: int) -> bool:
+    def _has_alias(buf: bytes, j: int, end: int) -> bool:
         # A topic alias changes what the topic is; paho resolves those (we never ask for them, so rare).
         return _TOPIC_ALIAS in buf[j:end]
 
-    def _to_paho(self, cmd: int, buf: bytearray, len_at: int, body_at: int, end: int) -> bool:
+    def _to_paho(self, cmd: int, buf: bytes, len_at: int, body_at: int, end: int) -> bool:
         """Let paho handle one whole packet as if it had read it itself; False when the connection is gone."""
         c: Any = self.client
         remaining = end - body_at

@@ -101,7 +101,11 @@ def _accepts(kind: str, channel: str) -> frozenset[str]:
 
 
 class Validator:
-    """Checks topic grammar, the community model, payload schema and the agreement between them."""
+    """Checks topic grammar, the community model, payload schema and the agreement between them.
+
+    The registry is the community model the worker started with: the hub has no reload (a changed model takes
+    a restart, as every other setting does), so a cached route's registry entry is never stale.
+    """
 
     def __init__(self, root: str, registry: dict[str, Device], worker: str, site: str | None = None,
                  discovery: bool = False, cache_bytes: int = 8_000_000) -> None:
@@ -118,12 +122,6 @@ class Validator:
         """Parsed parts of a topic the community model admits, or the refusal (cached when admitted)."""
         route = self.route(topic)
         return route if isinstance(route, Refusal) else route.parts
-
-    def set_registry(self, registry: dict[str, Device]) -> None:
-        """Take a new community model's devices (a reload): cached topics held the old entries, so go."""
-        self.registry = registry
-        self._topics.clear()
-        self._cached_bytes = 0
 
     def route(self, topic: str) -> Route | Refusal:
         """What a topic admits (cached when admitted), or the refusal; check() takes it, saving a lookup."""
@@ -177,7 +175,7 @@ class Validator:
               route: Route | Refusal | None = None) -> Accepted | DeadLetter:
         """Validate one envelope message (evt, tele, state, birth); `route` is route(topic) if known."""
         if route is None:
-            route = self._topics.get(topic) or self.route(topic)
+            route = self.route(topic)
         if isinstance(route, Refusal):
             return self.reject(route.reason, route.detail, topic, payload, received_at)
         try:

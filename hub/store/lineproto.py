@@ -7,7 +7,6 @@ and field keys escape ',', '=' and ' '; a backslash is left as it is there. Stri
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -45,41 +44,11 @@ def escape_key(text: str) -> str:
     return _KEY.sub(r"\\\1", text)
 
 
-def _fmt_bool(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def _fmt_int(value: int) -> str:
-    if not -(2**63) <= value < 2**63:
-        raise LineProtocolError(f"integer {value} does not fit in int64")
-    return f"{value}i"
-
-
-def _fmt_float(value: float) -> str:
-    if math.isnan(value) or math.isinf(value):
-        raise LineProtocolError(f"float {value} cannot be stored")
-    return repr(value)
-
-
-def _fmt_str(value: str) -> str:
-    return '"' + value.translate(STR_TABLE) + '"'
-
-
-# Exact-type dispatch (bool before int matters, and type() tells them apart); subclasses take the slow path.
-FORMAT: dict[type, Callable[[Any], str]] = {bool: _fmt_bool, int: _fmt_int, float: _fmt_float, str: _fmt_str}
 _KEYS: dict[str, str] = {}  # escaped field keys: a few dozen names from the wire models
+_KEY_EQ: dict[str, str] = {}  # the same, with '=' appended
 _MAX_KEYS = 4096
-
-
-def format_value(value: FieldValue) -> str:
-    """Format one field value."""
-    fmt = FORMAT.get(type(value))
-    if fmt is not None:
-        return fmt(value)
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return FORMAT[kind](value)
-    raise LineProtocolError(f"unsupported field type {type(value).__name__}")
+# A value whose type is a subclass of these is written as its base type (after bool, which is an int).
+_BASES = (bool, int, float, str)
 
 
 def field_key(key: str) -> str:
@@ -90,6 +59,57 @@ def field_key(key: str) -> str:
         if len(_KEYS) < _MAX_KEYS:
             _KEYS[key] = escaped
     return escaped
+
+
+def _key_eq(name: str) -> str:
+    out = field_key(name) + "="
+    if len(_KEY_EQ) < _MAX_KEYS:
+        _KEY_EQ[name] = out
+    return out
+
+
+Expand = Callable[[str, Any], Iterable[tuple[str, Any]]]
+
+
+def write_fields(items: Iterable[tuple[str, Any]], skip: str = "", expand: Expand | None = None) -> str:
+    """',key=value' for each (key, value), None dropped: the one place a field value is formatted.
+
+    skip: a string field left out (the body's type, which is the measurement). expand: turns a value of any
+    other type into fields (the schema's nested boxes and lists); without it such a value is an error.
+    One call per point with the exact types dispatched in place: a call per value costs a point about 1.3 µs.
+    """
+    out = ""
+    keq = _KEY_EQ.get
+    for name, value in items:
+        kind = type(value)
+        if kind is float:
+            if value - value != 0.0:  # inf - inf and nan - nan are nan: one subtraction, not isnan and isinf
+                raise LineProtocolError(f"float {value} cannot be stored")
+            out += f",{keq(name) or _key_eq(name)}{value!r}"
+        elif kind is str:
+            if name != skip:
+                out += f",{keq(name) or _key_eq(name)}\"{value.translate(STR_TABLE)}\""
+        elif value is None:
+            continue
+        elif kind is int:
+            if not -(2**63) <= value < 2**63:
+                raise LineProtocolError(f"integer {value} does not fit in int64")
+            out += f",{keq(name) or _key_eq(name)}{value}i"
+        elif kind is bool:
+            out += f",{keq(name) or _key_eq(name)}{'true' if value else 'false'}"
+        elif isinstance(value, _BASES):  # a subclass (an IntEnum, a str enum): as its base type's value
+            base = next(b for b in _BASES if isinstance(value, b))
+            out += write_fields(((name, str.__str__(value) if base is str else base(value)),), skip)
+        elif expand is not None:
+            out += write_fields(expand(name, value))
+        else:
+            raise LineProtocolError(f"unsupported field type {kind.__name__}")
+    return out
+
+
+def format_value(value: FieldValue) -> str:
+    """One field value as written (write_fields' formatting)."""
+    return write_fields((("v", value),))[3:]  # after ",v="
 
 
 def tag_set(tags: Iterable[tuple[str, str]]) -> str:
@@ -104,11 +124,10 @@ def tag_set(tags: Iterable[tuple[str, str]]) -> str:
 
 def field_set(fields: Mapping[str, FieldValue | None]) -> str:
     """The 'k=v,...' field part; None values are dropped."""
-    fmt = FORMAT.get
-    out = ",".join(f"{field_key(k)}={(fmt(type(v)) or format_value)(v)}" for k, v in fields.items() if v is not None)
+    out = write_fields(fields.items())
     if not out:
         raise LineProtocolError("a point needs at least one field")
-    return out
+    return out[1:]
 
 
 def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None],

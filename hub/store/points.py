@@ -13,20 +13,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from commhub.community import Device
 from commhub.wire import KIND_LAYER, DeadLetter, DeviceKind
 from hub.ingest.message import Accepted
 from hub.ingest.validate import safe_topic
-from hub.store.lineproto import (
-    FORMAT,
-    STR_TABLE,
-    LineProtocolError,
-    escape_measurement,
-    field_key,
-    format_value,
-    line,
-    tag_set,
-)
+from hub.store.lineproto import LineProtocolError, escape_measurement, line, tag_set, write_fields
 
 PRECISION = "us"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -42,14 +32,13 @@ def to_us(ts: datetime) -> int:
 
 
 class _Series:
-    """One device's cached tag set, valid for the registry entry and topic it was built from."""
+    """One device's cached tag set, valid for the topic site and kind it was built from."""
 
-    __slots__ = ("device", "heads", "kind", "site", "tags")
+    __slots__ = ("heads", "kind", "site", "tags")
 
-    def __init__(self, site: str, kind: str, device: Device | None, tags: str) -> None:
+    def __init__(self, site: str, kind: str, tags: str) -> None:
         self.site = site
         self.kind = kind
-        self.device = device
         self.tags = tags
         self.heads: dict[str, str] = {}  # body type -> "measurement,tags seq="
 
@@ -58,9 +47,10 @@ class PointBuilder:
     """Turns accepted messages into lines; caches each device's tag set and line heads."""
 
     def __init__(self, max_devices: int = 200_000) -> None:
-        # device id -> its tags and line heads: a message only formats its fields and timestamp. An entry
-        # is used only for the very registry entry (by identity) and topic site and kind it was built from,
-        # so a re-registered device (a new Device, e.g. after a config reload) gets fresh tags at once.
+        # device id -> its tags and line heads: a message only formats its fields and timestamp. The registry
+        # is the community model the worker started with (a changed model takes a restart), so a device's
+        # entry never changes; an entry is used only for the topic site and kind it was built from, since an
+        # unregistered device (an agent, or any device with hub.discovery) may change kind on the wire.
         self._series: dict[str, _Series] = {}
         self.max_devices = max_devices
         self._states: dict[str, int] = {}  # device id -> the newest state point's time (us)
@@ -89,7 +79,7 @@ class PointBuilder:
             layer = KIND_LAYER[DeviceKind(t.device_kind)].value
         tags = tag_set([("site", t.site), ("grid", grid), ("building", building), ("layer", layer),
                         ("device_kind", t.device_kind), ("device_id", t.device_id)])
-        series = _Series(t.site, t.device_kind, d, tags)
+        series = _Series(t.site, t.device_kind, tags)
         if len(self._series) >= self.max_devices:
             self._series.clear()
         self._series[t.device_id] = series
@@ -101,49 +91,26 @@ class PointBuilder:
         body = env.body
         t = msg.topic
         series = self._series.get(t.device_id)
-        if series is None or series.device is not msg.device or series.site != t.site or series.kind != t.device_kind:
+        if series is None or series.kind != t.device_kind or series.site != t.site:
             series = self._new_series(msg)
         body_type = body.type
         head = series.heads.get(body_type)
         if head is None:
             head = series.heads[body_type] = f"{escape_measurement(body_type)}{series.tags} seq="
-        # seq is bounded to int64 by the wire model; fields go straight onto one string (CPython appends in
-        # place), with the common exact types formatted inline rather than through a call each.
+        # seq is bounded to int64 by the wire model.
         out = f"{head}{env.seq}i,historical=true" if env.historical else f"{head}{env.seq}i,historical=false"
-        keq = _KEY_EQ.get
-        for name, value in body.__dict__.items():
-            kind = type(value)
-            if kind is float:
-                if value - value != 0.0:  # inf - inf and nan - nan are nan: not storable
-                    raise LineProtocolError(f"float {value} cannot be stored")
-                out += f",{keq(name) or _key_eq(name)}{value!r}"
-            elif kind is str:
-                if name != "type":
-                    out += f",{keq(name) or _key_eq(name)}\"{value.translate(STR_TABLE)}\""
-            elif value is None:
-                continue
-            elif kind is bool or kind is int:
-                out += f",{keq(name) or _key_eq(name)}{FORMAT[kind](value)}"
-            elif kind is tuple:
-                out += f",{keq(name) or _key_eq(name)}{format_value(','.join(value))}"
-            elif hasattr(value, "__dict__") and not isinstance(value, str | int | float | bool):
-                for sub, v in value.__dict__.items():
-                    if v is not None:
-                        out += f",{field_key(f'{name}_{sub}')}={format_value(v)}"
-            else:
-                out += f",{keq(name) or _key_eq(name)}{format_value(value)}"
+        out += write_fields(body.__dict__.items(), "type", _expand)
         # A state is stamped by _state_us (a will after its agent's online); every other body by its own ts.
         return f"{out} {self._state_us(msg) if body_type == 'state' else to_us(env.ts)}"
 
 
-_KEY_EQ: dict[str, str] = {}  # field name -> "escaped_name=": the wire models' few dozen names
-
-
-def _key_eq(name: str) -> str:
-    out = field_key(name) + "="
-    if len(_KEY_EQ) < 4096:
-        _KEY_EQ[name] = out
-    return out
+def _expand(name: str, value: object) -> list[tuple[str, object]]:
+    """A body value that is no plain field: a list of zones as one string, a nested box as one field a member."""
+    if type(value) is tuple:
+        return [(name, ",".join(value))]
+    if hasattr(value, "__dict__"):
+        return [(f"{name}_{sub}", v) for sub, v in value.__dict__.items()]
+    raise LineProtocolError(f"unsupported field type {type(value).__name__}")
 
 
 def dead_letter_point(dl: DeadLetter, site: str = "") -> str:
