@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +64,25 @@ def test_refuses_what_influx_cannot_store() -> None:
         line("m", {}, {"x": None})
     with pytest.raises(LineProtocolError):
         line("m", {"k": ""}, {"x": 1})
+    with pytest.raises(LineProtocolError):
+        format_value((1, 2))  # type: ignore[arg-type]  # a container is no field value (points joins or expands)
+
+
+def test_subclasses_are_written_as_their_base_type_and_checked_alike() -> None:
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Mode(str, enum.Enum):  # noqa: UP042  # str() of this mix-in is "Mode.AUTO", not its value
+        AUTO = 'a "b"'
+
+    class Big(int):
+        pass
+
+    written = [format_value(v) for v in (Level.HIGH, Mode.AUTO, -float("0"), True)]
+    assert written == ["3i", '"a \\"b\\""', "-0.0", "true"]
+    assert line("m", {}, {"level": Level.HIGH, "mode": Mode.AUTO}) == 'm level=3i,mode="a \\"b\\""'
+    with pytest.raises(LineProtocolError):
+        format_value(Big(2**63))
 
 
 @pytest.mark.services
