@@ -167,6 +167,9 @@ class Engine:
         # Devices with late messages held, and the time of the first recent message that joined them (this
         # process's view: a restart starts empty, while the timers still release what the store holds).
         self._holding: dict[str, float | None] = {}
+        # Per device, the (device time, seq) of its newest message this process planned: a late message that
+        # follows it needs no hold (see _held). A few dozen bytes a device; a restart starts empty.
+        self._last: dict[str, tuple[float, int]] = {}
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
         """Create absence timers for subjects that have never reported; returns how many.
@@ -203,15 +206,9 @@ class Engine:
         routes = self._routes
         holding = self._holding
         events = events if isinstance(events, list) else list(events)
-        for ev in events:
-            if ev.late:
-                # A replay's recent messages may come before its late ones in the same batch: they join the hold.
-                for e in events:
-                    if e.late:
-                        holding.setdefault(e.device_id, None)
-                break
-        for ev in events:
-            if ev.late or (holding and ev.device_id in holding and self._joins(ev)):
+        held = self._held(events)
+        for i, ev in enumerate(events):
+            if (ev.late and held is not None and held[i]) or (holding and ev.device_id in holding and self._joins(ev)):
                 # A recent message of a device whose replay is held is the end of that burst (a replay's last
                 # 20 s are not late): it joins the hold, so it cannot overtake the older ones.
                 self._plan_late(ev, add)
@@ -228,6 +225,39 @@ class Engine:
                         continue
                     add((ev, rule, key))
         return work
+
+    def _held(self, events: list[Event]) -> list[bool] | None:
+        """Which of the batch's late messages go to the hold (None: none is late); notes each device's newest.
+
+        The hold puts a device's late messages in order: a spool replayed over several reconnects or files, or
+        a queue two workers share, each taking some of the device's messages. A broker's queue drained by one
+        worker needs none: it delivers a device's messages in the order they were sent, so a late message that
+        follows its device's last one (the next seq, not older) is fed straight to the rules in the batch's
+        order, unless it is a spool's (historical) or its device has messages held. A gap in the seqs is
+        another worker's share (or a message dropped before the rules): held, as before. Held, every message
+        of a drained backlog rewrote its device's hold row, and released them only after the drain.
+        """
+        last, holding = self._last, self._holding
+        held: list[bool] | None = None
+        for i, ev in enumerate(events):
+            dev = ev.device_id
+            prev = last.get(dev)
+            if prev is None:
+                follows = True  # first seen by this process (a fresh hub, a restart): nothing to overtake here
+                last[dev] = (ev.t, ev.seq)
+            else:
+                follows = ev.seq == prev[1] + 1 and ev.t >= prev[0]
+                if ev.t > prev[0] or (ev.t == prev[0] and ev.seq > prev[1]):
+                    last[dev] = (ev.t, ev.seq)
+            if ev.late:
+                if held is None:
+                    held = [False] * len(events)
+                if not follows or ev.historical or dev in holding:
+                    held[i] = True
+                    # Marked now: its device's later messages in the batch must not overtake it, and its recent
+                    # messages before it join the hold as well (plan's second look).
+                    holding.setdefault(dev, None)
+        return held
 
     def _plan_late(self, ev: Event, add: Callable[[tuple[Event, Rule, str]], None]) -> None:
         # Absence is order-tolerant (a late sign of life never moves a deadline back) and must not wait, lest a
