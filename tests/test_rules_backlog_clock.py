@@ -36,7 +36,7 @@ def _denial(k: int) -> dict[str, Any]:
     return {"door": "main", "credential_ref": f"d{k:015x}", "method": "face", "reason": "unknown_credential"}
 
 
-PASS = {"door": "main", "direction": "in", "count": 1}
+PASS: dict[str, Any] = {"door": "main", "direction": "in", "count": 1}
 
 
 def backlog(span_s: float = 3 * 3600.0 - 60.0) -> list[tuple[str, float, dict[str, Any]]]:
