@@ -285,3 +285,23 @@ def test_a_gap_in_a_devices_seqs_holds_it_and_the_rest_of_its_batch() -> None:
     held = [(e.seq, k) for e, r, k in plan if r.id == HOLD]
     assert held == [(3, GATE), (4, GATE)]
     assert not [e for e, r, _ in plan if r.id == "tailgating"]  # nothing reaches an order-sensitive rule
+
+
+def test_a_gap_on_one_device_holds_every_late_message_for_a_while() -> None:
+    # A gap is another worker's share of the queue: a door's other devices go to the hold too, so its grant and
+    # its opening (from two devices) stay in one order; once the queue is ours alone again, none is held.
+    h = Hub()
+    evs = events(h, backlog()[:6])
+    door = [h.event(env("door-b1", "door_opened", START + 5.0 + i, seq=i + 1, door="main")) for i in range(3)]
+    h.process([evs[0], door[0]], DRAIN)
+    h.engine.ctx.received = DRAIN + 0.1
+    plan = h.engine.plan([h.clocks.correct(e, DRAIN + 0.1, h.store) for e in (evs[2], door[1])])
+    assert [(e.device_id, e.seq) for e, r, _ in plan if r.id == HOLD] == [(GATE, 3), ("door-b1", 2)]
+    h.signals += h.engine.run(plan, h.store)
+    h.tick(DRAIN + 0.1)
+    h.settle(DRAIN + 45.0)  # released, and SHARED_S over; the seqs follow on from here
+    assert not [k for r, k in h.store.states if r == HOLD]
+    h.engine.ctx.received = DRAIN + 45.0
+    plan = h.engine.plan([h.clocks.correct(e, DRAIN + 45.0, h.store) for e in (evs[3], door[2])])
+    assert {e.seq for e, _, _ in plan} == {4, 3} and all(e.late for e, _, _ in plan)
+    assert not [e for e, r, _ in plan if r.id == HOLD]

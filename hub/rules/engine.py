@@ -27,6 +27,9 @@ REPLAY = "replay"  # state flag: the key's timer was set by a late delivery, and
 # How long (on the engine's clock) a timer set by a late delivery waits for the rest of the backlog: a replay
 # arrives as a burst, so a door's opening and closing come within this of each other however late both are.
 REPLAY_GRACE_S = 10.0
+# How long (on the engine's clock) after a late message with a gap in its device's seqs (another worker's share
+# of a queue) every late message is held: a drain's batches come well under a second apart.
+SHARED_S = HOLD_SPAN_S
 
 # The one list of rule kinds.
 KINDS: dict[str, type[Rule]] = {
@@ -170,6 +173,7 @@ class Engine:
         # Per device, the (device time, seq) of its newest message this process planned: a late message that
         # follows it needs no hold (see _held). A few dozen bytes a device; a restart starts empty.
         self._last: dict[str, tuple[float, int]] = {}
+        self._shared_until = 0.0  # on the engine's clock: until then every late message is held (see _held)
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
         """Create absence timers for subjects that have never reported; returns how many.
@@ -230,33 +234,46 @@ class Engine:
         """Which of the batch's late messages go to the hold (None: none is late); notes each device's newest.
 
         The hold puts a device's late messages in order: a spool replayed over several reconnects or files, or
-        a queue two workers share, each taking some of the device's messages. A broker's queue drained by one
-        worker needs none: it delivers a device's messages in the order they were sent, so a late message that
-        follows its device's last one (the next seq, not older) is fed straight to the rules in the batch's
-        order, unless it is a spool's (historical) or its device has messages held. A gap in the seqs is
-        another worker's share (or a message dropped before the rules): held, as before. Held, every message
-        of a drained backlog rewrote its device's hold row, and released them only after the drain.
+        a queue several workers share, each taking some of the device's messages. A broker's queue drained by
+        one worker needs none: it delivers a device's messages in the order they were sent, so a late message
+        that follows its device's last one (the next seq, not older) is fed straight to the rules in the
+        batch's order, unless it is a spool's (historical) or its device has messages held. Held, every message
+        of a drained backlog rewrote its device's hold row and reached the rules only after the drain.
+
+        A gap in a late message's seqs is another worker's share: for SHARED_S after one, every late message is
+        held, so the devices whose messages one door's rules relate (a controller's grant, a contact's opening)
+        are ordered alike; holding some of them while others went straight in raised false door alarms.
         """
         last, holding = self._last, self._holding
-        held: list[bool] | None = None
-        for i, ev in enumerate(events):
+        now = self.ctx.received or 0.0
+        follows: list[bool] = []
+        late = False
+        for ev in events:
             dev = ev.device_id
             prev = last.get(dev)
             if prev is None:
-                follows = True  # first seen by this process (a fresh hub, a restart): nothing to overtake here
+                follows.append(True)  # first seen by this process (a fresh hub, a restart): nothing to overtake
                 last[dev] = (ev.t, ev.seq)
-            else:
-                follows = ev.seq == prev[1] + 1 and ev.t >= prev[0]
-                if ev.t > prev[0] or (ev.t == prev[0] and ev.seq > prev[1]):
-                    last[dev] = (ev.t, ev.seq)
+                late = late or ev.late
+                continue
+            newer = ev.t > prev[0] or (ev.t == prev[0] and ev.seq > prev[1])
+            follows.append(newer and ev.seq == prev[1] + 1)
+            if newer:
+                last[dev] = (ev.t, ev.seq)
             if ev.late:
-                if held is None:
-                    held = [False] * len(events)
-                if not follows or ev.historical or dev in holding:
-                    held[i] = True
-                    # Marked now: its device's later messages in the batch must not overtake it, and its recent
-                    # messages before it join the hold as well (plan's second look).
-                    holding.setdefault(dev, None)
+                late = True
+                if newer and ev.seq != prev[1] + 1:
+                    self._shared_until = now + SHARED_S
+        if not late:
+            return None
+        shared = now < self._shared_until
+        held = [False] * len(events)
+        for i, ev in enumerate(events):
+            if ev.late and (shared or not follows[i] or ev.historical or ev.device_id in holding):
+                held[i] = True
+                # Marked now: its device's later messages in the batch must not overtake it, and its recent
+                # messages before it join the hold as well (plan's second look).
+                holding.setdefault(ev.device_id, None)
         return held
 
     def _plan_late(self, ev: Event, add: Callable[[tuple[Event, Rule, str]], None]) -> None:
