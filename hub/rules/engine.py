@@ -170,9 +170,10 @@ class Engine:
         # Devices with late messages held, and the time of the first recent message that joined them (this
         # process's view: a restart starts empty, while the timers still release what the store holds).
         self._holding: dict[str, float | None] = {}
-        # Per device, the (device time, seq) of its newest message this process planned: a late message that
-        # follows it needs no hold (see _held). A few dozen bytes a device; a restart starts empty.
-        self._last: dict[str, tuple[float, int]] = {}
+        # Per device, the (device time, seq) of its newest message this process planned, and whether its messages
+        # so far are a queue of its own that needs no hold (see _held). A few dozen bytes a device; a restart
+        # starts empty.
+        self._last: dict[str, tuple[float, int, bool]] = {}
         self._shared_until = 0.0  # on the engine's clock: until then every late message is held (see _held)
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
@@ -233,16 +234,17 @@ class Engine:
     def _held(self, events: list[Event]) -> list[bool] | None:
         """Which of the batch's late messages go to the hold (None: none is late); notes each device's newest.
 
-        The hold puts a device's late messages in order: a spool replayed over several reconnects or files, or
-        a queue several workers share, each taking some of the device's messages. A broker's queue drained by
-        one worker needs none: it delivers a device's messages in the order they were sent, so a late message
-        that follows its device's last one (the next seq, not older) is fed straight to the rules in the
-        batch's order, unless it is a spool's (historical) or its device has messages held. Held, every message
-        of a drained backlog rewrote its device's hold row and reached the rules only after the drain.
+        The hold puts a device's late messages in order: a replay after an outage (a spool over several
+        reconnects or files, a queue redelivered) may come in any order, and a queue several workers share
+        gives each some of the device's messages. One case needs none: a device this process first met late (a
+        fresh hub or a restart draining a queue) whose late messages follow one another (each the next seq, not
+        older), as a broker delivers one device's queue to one worker. Those go straight to the rules in the
+        batch's order; held, every message of a drained backlog rewrote its device's hold row and reached the
+        rules only after the drain. A device met live first keeps the hold for its late messages, as before.
 
-        A gap in a late message's seqs is another worker's share: for SHARED_S after one, every late message is
-        held, so the devices whose messages one door's rules relate (a controller's grant, a contact's opening)
-        are ordered alike; holding some of them while others went straight in raised false door alarms.
+        A gap in such a device's seqs is another worker's share: for SHARED_S after one every late message is
+        held, so the devices one door's rules relate (a controller's grant, a contact's opening) stay in one
+        order; holding some of them while others went straight in raised false door alarms with two workers.
         """
         last, holding = self._last, self._holding
         now = self.ctx.received or 0.0
@@ -252,17 +254,22 @@ class Engine:
             dev = ev.device_id
             prev = last.get(dev)
             if prev is None:
-                follows.append(True)  # first seen by this process (a fresh hub, a restart): nothing to overtake
-                last[dev] = (ev.t, ev.seq)
+                # First met by this process: a queue of its own if late (nothing of it seen to overtake).
+                last[dev] = (ev.t, ev.seq, ev.late)
+                follows.append(ev.late)
                 late = late or ev.late
                 continue
             newer = ev.t > prev[0] or (ev.t == prev[0] and ev.seq > prev[1])
-            follows.append(newer and ev.seq == prev[1] + 1)
+            nxt = newer and ev.seq == prev[1] + 1
+            queue = prev[2] and ev.late and nxt  # a queue stays one while its messages come late and in turn
+            follows.append(queue)
             if newer:
-                last[dev] = (ev.t, ev.seq)
+                last[dev] = (ev.t, ev.seq, queue)
+            elif prev[2]:
+                last[dev] = (prev[0], prev[1], False)
             if ev.late:
                 late = True
-                if newer and ev.seq != prev[1] + 1:
+                if prev[2] and newer and not nxt:
                     self._shared_until = now + SHARED_S
         if not late:
             return None
