@@ -8,6 +8,7 @@ device on two clocks (false `tailgating`). These tests build such a backlog and 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
@@ -206,9 +207,13 @@ def test_duplicates_delivered_to_both_workers_count_once() -> None:
     assert fires(a, b) == EXPECTED
 
 
+@functools.cache
+def _maker() -> Hub:
+    return Hub()  # only builds events: its community and rules are read once
+
+
 def _probe(clocks: DeviceClocks, store: MemoryStates, stamped: float, received: float) -> Event:
-    h = Hub()
-    return clocks.correct(h.event(env(GATE, "passage", stamped, **PASS)), received, store)
+    return clocks.correct(_maker().event(env(GATE, "passage", stamped, **PASS)), received, store)
 
 
 def test_a_clock_set_back_an_hour_at_first_sight_is_relearned_and_alerts_are_not_frozen() -> None:
