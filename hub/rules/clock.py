@@ -5,7 +5,10 @@ how far the device's clock is ahead of the hub's. The largest `ts - received` se
 device's offset, once one message came through promptly. A backlog (a hub outage, a broker queue) arrives with
 `ts - received` far below `est`: its messages keep their own time, so windows see them as they happened. A
 clock that was stepped back looks the same at first, but its stamps then advance at the pace of real time
-while a backlog's advance much faster; after `relearn_s` of that, `est` follows the new offset.
+while a backlog's advance much faster; after `relearn_s` of that, `est` follows the new offset. A device first
+seen far behind starts in that state (`est` 0): a fresh hub draining a queue keeps the queue's stamps, and
+every worker gives the device the same offset without sharing it. Only a first sight far ahead is a wrong clock
+at once.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ moment, sorted by their own time. The held messages are rule state (the `_hold` 
 device): written in the batch's transaction, before the broker is acknowledged, so a hub that dies while
 holding them finds them again on restart, and its timer releases them. A replay's last seconds lag too little
 to be late: a device's recent messages join its hold while one is held (up to HOLD_SPAN_S) or when they come
-in the same batch as its late ones (hub.rules.engine). Messages of other devices are never held.
+in the same batch as its late ones (hub.rules.engine). Messages of other devices are never held, nor a queue
+of one device drained by one worker in order (hub.rules.engine.Engine._held).
 """
 
 from __future__ import annotations
