@@ -100,7 +100,7 @@ def _path(cfg: Config, rules: bool) -> Iterator[tuple[Worker, AlertingSink | Non
 
 
 def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bool,
-          prof: cProfile.Profile | None = None) -> list[float]:
+          prof: cProfile.Profile | None = None, batch: int = BATCH) -> list[float]:
     """One pass over the messages on a fresh path: this thread's CPU seconds per batch."""
     thresholds = gc.get_threshold()
     with _path(cfg, rules) as (worker, sink):
@@ -114,9 +114,9 @@ def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bo
         try:
             if prof is not None:
                 prof.enable()
-            for i in range(0, len(items), BATCH):
+            for i in range(0, len(items), batch):
                 c0 = clock()
-                if not worker.process_batch(items[i:i + BATCH], now):
+                if not worker.process_batch(items[i:i + batch], now):
                     raise RuntimeError("a batch was held (spool or sink failing)")
                 if sink is not None:
                     sink.tick()  # the timer thread's work, once a batch (absence write-back, escalation)
@@ -130,25 +130,25 @@ def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bo
 
 
 def measure_rounds(cfg: Config, settings: Mapping[str, tuple[Sequence[tuple[str, bytes]], bool]], rounds: int = 5,
-                   warmup: int = 1, gc_tuned: bool = True) -> dict[str, Rounds]:
+                   warmup: int = 1, gc_tuned: bool = True, batch: int = BATCH) -> dict[str, Rounds]:
     """Per setting name ((messages, rules)): `rounds` measured passes after `warmup` unmeasured ones."""
     items = {name: list(msgs) for name, (msgs, _) in settings.items()}
     out = {name: Rounds(len(items[name])) for name in settings}
     for r in range(warmup + rounds):
         for name, (_, rules) in settings.items():
-            batches = _pass(cfg, items[name], rules, gc_tuned)
+            batches = _pass(cfg, items[name], rules, gc_tuned, batch=batch)
             if r >= warmup:
                 out[name].add(batches)
     return out
 
 
 def profile(cfg: Config, messages: Sequence[tuple[str, bytes]], rules: bool, top: int = 20,
-            sort: str = "tottime") -> str:
+            sort: str = "tottime", batch: int = BATCH) -> str:
     """cProfile's top entries for one pass after a warm-up pass."""
     items = list(messages)
-    _pass(cfg, items, rules, True)
+    _pass(cfg, items, rules, True, batch=batch)
     prof = cProfile.Profile()
-    _pass(cfg, items, rules, True, prof)
+    _pass(cfg, items, rules, True, prof, batch=batch)
     text = io.StringIO()
     pstats.Stats(prof, stream=text).sort_stats(sort).print_stats(top)
     return text.getvalue()

@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --in-process: cProfile's top entries of one pass after a warm-up pass")
     parser.add_argument("--rounds", type=int, default=5, help="with --in-process: measured passes per setting")
     parser.add_argument("--warmup", type=int, default=1, help="with --in-process: unmeasured passes first")
+    parser.add_argument("--batch", type=int, default=1000,
+                        help="with --in-process: messages per batch (1,000: a backlog; a live 2,000 msg/s makes ~40)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
@@ -275,10 +277,11 @@ def run_in_process(args: argparse.Namespace) -> int:
     if args.profile:
         for name, (msgs, rules) in settings.items():
             print(f"profile of {name} (one pass after a warm-up pass):", flush=True)
-            print(hotpath.profile(cfg, msgs, rules), flush=True)
+            print(hotpath.profile(cfg, msgs, rules, batch=args.batch), flush=True)
         return 0
     print(f"rounds: {args.rounds} after {args.warmup} warm-up", flush=True)
-    cost = hotpath.measure_rounds(cfg, settings, args.rounds, args.warmup)
+    print(f"batch: {args.batch}", flush=True)
+    cost = hotpath.measure_rounds(cfg, settings, args.rounds, args.warmup, batch=args.batch)
     for name, r in cost.items():
         print(f"inproc_{name}_rounds_us_per_msg: {' '.join(f'{x:.1f}' for x in r.rounds)}")
         # The median round is the figure to compare; min and floor show how far load inflated it.
