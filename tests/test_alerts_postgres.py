@@ -119,7 +119,7 @@ def test_the_kept_batch_connection_killed_by_the_server_mid_stream_loses_no_pres
         press("panic-b1")
         kept = d.sink.store._batch_conn
         assert kept is not None
-        pid = kept.connection.driver_connection.info.backend_pid
+        pid = kept.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
         press("panic-b1")
         assert d.sink.store._batch_conn is kept
         with d.sink.db.connect() as admin:
