@@ -392,7 +392,7 @@ class Tx:
         # whether it wrote rule state (then it sets the version to _base + 1), whether the cache must be emptied.
         self._cache = store.cache if conn.dialect.name == "sqlite" else None
         # SQLite: the driver's own connection, for the statements every batch sends (the version row, the
-        # upsert): SQLAlchemy's execution path cost 30-50 µs a statement, the query itself a few.
+        # rule-state SELECT and upsert): SQLAlchemy's execution path cost 30-50 µs a statement, the query a few.
         self._raw: Any = conn.connection.driver_connection if self._cache is not None else None
         self._base: int | None = None
         self._wrote = False
@@ -430,7 +430,7 @@ class Tx:
                 where, params = _sqlite_keys_in(chunk)
                 for r, k in chunk:
                     self._states[(r, k)] = (None, None)
-                for row in conn.exec_driver_sql(_SQLITE_SELECT + where, params):
+                for row in self._raw.execute(_SQLITE_SELECT + where, params):
                     self._states[(row[0], row[1])] = (row[2], row[3])
                 continue
             for r, k in chunk:
