@@ -81,6 +81,9 @@ class SpoolConfig(_Section):
     dir: Path = Field(default=Path("run/hub/spool"), description="Spool directory (relative to the config).")
     fsync: bool = Field(default=True, description="fsync each batch before it is acknowledged.")
     max_points_per_write: int = Field(default=5000, ge=1, le=100000, description="Points per HTTP write.")
+    write_linger_ms: float = Field(default=200.0, ge=0, le=5000,
+                                   description="With fewer than max_points_per_write spooled, wait up to this long "
+                                               "after the oldest for more before writing (one write, not one a batch).")
     retry_initial_s: float = Field(default=0.2, gt=0, description="First retry delay after a failed write.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Longest retry delay.")
     max_bytes: int = Field(default=2_000_000_000, ge=0,
