@@ -51,6 +51,9 @@ class Rounds:
     messages: int
     rounds: list[float] = field(default_factory=list)
     batch_min_s: list[float] = field(default_factory=list)
+    # Per round, the alerting sink's own CPU µs per message (its batches and timer passes): the part the rules
+    # cost, which the ingest path's swings (the spool's file system, mostly) do not blur.
+    sink_rounds: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -101,8 +104,9 @@ def _path(cfg: Config, rules: bool) -> Iterator[tuple[Worker, AlertingSink | Non
 
 
 def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bool,
-          prof: cProfile.Profile | None = None, batch: int = BATCH) -> list[float]:
-    """One pass over the messages on a fresh path: this thread's CPU seconds per batch."""
+          prof: cProfile.Profile | None = None, batch: int = BATCH, sink_s: list[float] | None = None) -> list[float]:
+    """One pass over the messages on a fresh path: this thread's CPU seconds per batch (and in sink_s, the
+    alerting sink's CPU seconds in all)."""
     thresholds = gc.get_threshold()
     with _path(cfg, rules) as (worker, sink):
         now = time.time()
@@ -112,6 +116,7 @@ def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bo
             gc.collect()  # the previous pass's garbage is not this one's cost
         clock = time.thread_time  # this thread only: the path is single-threaded, nothing else is counted
         out = []
+        ticks_s = 0.0
         try:
             if prof is not None:
                 prof.enable()
@@ -123,8 +128,12 @@ def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bo
                     # The timer thread's work (absence write-back, escalation), when the hub's timer thread would
                     # go to the database: a timer or write-back is due, or RECHECK_S passed. Ticking after every
                     # batch cost 190 µs a message at batches of 40, three-fifths of the path.
+                    t0 = clock()
                     sink.tick()
+                    ticks_s += clock() - t0
                 out.append(clock() - c0)
+            if sink is not None and sink_s is not None:
+                sink_s.append(sink.handle_cpu_s + ticks_s)
         finally:
             if prof is not None:
                 prof.disable()
@@ -140,9 +149,11 @@ def measure_rounds(cfg: Config, settings: Mapping[str, tuple[Sequence[tuple[str,
     out = {name: Rounds(len(items[name])) for name in settings}
     for r in range(warmup + rounds):
         for name, (_, rules) in settings.items():
-            batches = _pass(cfg, items[name], rules, gc_tuned, batch=batch)
+            sink_s: list[float] = []
+            batches = _pass(cfg, items[name], rules, gc_tuned, batch=batch, sink_s=sink_s)
             if r >= warmup:
                 out[name].add(batches)
+                out[name].sink_rounds.extend(x / len(items[name]) * 1e6 for x in sink_s)
     return out
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -288,6 +289,9 @@ def run_in_process(args: argparse.Namespace) -> int:
         print(f"inproc_{name}_cpu_us_per_msg: {r.median:.1f}")
         print(f"inproc_{name}_cpu_us_per_msg_min: {r.least:.1f}")
         print(f"inproc_{name}_cpu_us_per_msg_floor: {r.floor:.1f}", flush=True)
+        if r.sink_rounds:
+            # The alerting sink alone (batches and timer passes), median round: steadier than the whole path.
+            print(f"inproc_{name}_sink_cpu_us_per_msg: {statistics.median(r.sink_rounds):.1f}", flush=True)
     if "rules_storm" in cost:
         print(f"storm_cost_ratio: {cost['rules_storm'].median / cost['rules_on'].median:.2f}")
     # rules off against rules on, both of this run: the share of the path that is ingest.
