@@ -127,6 +127,10 @@ class HubConfig(_Section):
     batch_max: int = Field(default=2000, ge=1, le=65535, description="Messages per processing batch.")
     batch_wait_ms: float = Field(default=20.0, ge=0,
                                  description="Longest a message waits for its batch while more keep arriving.")
+    batch_gather_ms: float = Field(default=10.0, ge=0,
+                                   description="In a steady stream (a message within this long of the last batch), "
+                                               "a drained socket ends a batch only once its first message waited "
+                                               "this long: fewer, larger batches; after a quiet spell, at once.")
     receive_maximum: int = Field(default=4000, ge=1, le=65535,
                                  description="MQTT 5 receive maximum: un-acked QoS 1 messages in flight.")
     buffered_reader: bool = Field(

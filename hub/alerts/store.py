@@ -194,9 +194,9 @@ class AlertStore:
 
     @contextmanager
     def batch_tx(self, optimistic: bool = False) -> Iterator[Tx]:
-        """tx() on the connection the batch thread keeps between its transactions (one thread only: the
-        worker's batch loop). A transaction that fails leaves nothing behind: it is rolled back, the connection
-        is closed (it may be the broken one), and the next batch starts on a fresh one from the pool."""
+        """tx() on the connection the batch thread (only) keeps between its transactions."""
+        # A transaction that fails leaves nothing behind: it is rolled back, the connection is closed (it may be
+        # the broken one), and the next batch starts on a fresh one from the pool.
         conn = self._batch_conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._batch_conn = self.engine.connect()

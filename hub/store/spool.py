@@ -146,8 +146,8 @@ class Spool:
         self._alarmed = over
 
     def take(self, max_points: int, timeout: float, linger: float = 0.0) -> list[Segment]:
-        """The oldest segments up to about max_points (at least one), waiting up to timeout for any, then up to
-        `linger` after the oldest was spooled for max_points (or a wake())."""
+        """The oldest segments up to about max_points (at least one); waits up to timeout for any, then linger."""
+        # linger: up to that long after the oldest was spooled, for max_points or a wake().
         with self._lock:
             if not self._pending:
                 self._lock.wait(timeout)
