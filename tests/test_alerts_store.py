@@ -245,11 +245,23 @@ def test_condition_that_clears_and_returns_reopens_the_same_alert(driver: SinkDr
     assert trail == ["opened"] + ["resolved", "reopened"] * 4 + ["resolved"]
 
 
-def test_a_device_clock_far_behind_does_not_cut_the_hold_time(driver: SinkDriver) -> None:
+def test_a_device_clock_far_ahead_does_not_cut_the_hold_time(driver: SinkDriver) -> None:
     from alerts_helpers import accepted, env
-    late = env("leak-b2", "water_leak", driver.clock() - 7200, wet=True)  # a device two hours behind
-    driver.sink.handle([accepted(driver.cfg, late)])
+    wrong = env("leak-b2", "water_leak", driver.clock() + 7200, wet=True)  # a device two hours ahead
+    driver.sink.handle([accepted(driver.cfg, wrong)])
     driver.wait(30)
     assert driver.alerts(rule="water_leak") == []  # the 60 s hold is counted on the hub's clock
     driver.wait(31)
     assert len(driver.alerts(rule="water_leak")) == 1
+
+
+def test_a_device_first_seen_two_hours_behind_is_judged_on_its_own_time(driver: SinkDriver) -> None:
+    # A message cannot arrive before it was sent: a first sight far behind is a backlog (or a clock set back,
+    # which relearn_s tells after two minutes; tests/test_rules_backlog_clock.py). Wet two hours ago and no dry
+    # since: raised once the replay's grace is over, not a 60 s hold on the hub's clock later.
+    from alerts_helpers import accepted, env
+    received = driver.clock()
+    driver.sink.handle([accepted(driver.cfg, env("leak-b2", "water_leak", received - 7200, wet=True))])
+    driver.wait(30)
+    (leak,) = driver.alerts(rule="water_leak")
+    assert leak["opened_at"] < received + 60

@@ -30,12 +30,16 @@ def test_a_backlog_keeps_its_time_and_a_wrong_clock_is_corrected() -> None:
     for k in range(10):
         ev = _ev(ctx, "gas-b1", T0 + 60 * k)
         assert clocks.correct(ev, T0 + 601, store).t == ev.t, "a backlog must keep the device's own time"
-    # A device two hours behind, seen for the first time: put on the hub's time.
-    late = clocks.correct(_ev(ctx, "gas-b2", T0 - 7200), T0, store)
-    assert late.t == pytest.approx(T0)
+    # A device two hours behind, seen for the first time: a backlog or a clock set back, kept on its own time
+    # until relearn_s tells which (tests/test_rules_backlog_clock.py).
+    behind = clocks.correct(_ev(ctx, "gas-b2", T0 - 7200), T0, store)
+    assert behind.t == T0 - 7200 and behind.late
+    # A device two hours ahead, seen for the first time: no delivery explains it, put on the hub's time.
+    ahead = clocks.correct(_ev(ctx, "gas-b3", T0 + 7200), T0, store)
+    assert ahead.t == pytest.approx(T0)
     # The offset survives a hub restart (it is rule state): a fresh cache reads it back.
     again = DeviceClocks(30.0)
-    assert again.correct(_ev(ctx, "gas-b2", T0 + 60 - 7200), T0 + 60.5, store).t == pytest.approx(T0 + 60)
+    assert again.correct(_ev(ctx, "gas-b3", T0 + 60 + 7200), T0 + 60.5, store).t == pytest.approx(T0 + 60)
 
 
 def test_a_clock_stepped_back_is_relearned_but_a_long_backlog_is_not() -> None:

@@ -12,7 +12,7 @@ from hub.rules.engine import MemoryStates
 from hub.rules.event import Signal
 
 HYD = "hydrant-b1"  # reports every 60 s
-DRAIN = T0 + 3600.0  # the backlog is drained an hour after its readings: each worker puts them at receive time
+DRAIN = T0 + 3600.0  # the backlog is drained an hour after its readings (a device first seen: kept on its stamps)
 
 
 def _workers() -> tuple[Hub, Hub]:
@@ -56,13 +56,13 @@ def test_a_real_drop_split_between_workers_still_fires_at_the_lower_readings_tim
     _batch(a, DRAIN + 1.0, (T0 + 60, 0.36, 2))
     _batch(b, DRAIN + 1.5, (T0, 0.42, 1))  # the same reading again, from the other worker: nothing
     b.settle(DRAIN + 40)  # (B takes it for a late message, held and released in order)
-    assert [s.t for s in _drops(a, b)] == [DRAIN + 1.0]
+    assert [s.t for s in _drops(a, b)] == [T0 + 60]  # the lower reading's own time
     a2, b2 = _workers()
     _batch(a2, DRAIN, (T0 + 60, 0.36, 2))
     _batch(b2, DRAIN + 0.5, (T0, 0.42, 1))
     b2.settle(DRAIN + 40)
     drops = _drops(a2, b2)
-    assert [s.t for s in drops] == [DRAIN]  # the lower reading's time on A's clock, as one worker would say
+    assert [s.t for s in drops] == [T0 + 60]  # the lower reading's own time, as one worker says
     assert drops[0].thresholds["observed"] == 0.06
 
 

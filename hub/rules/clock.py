@@ -5,7 +5,10 @@ how far the device's clock is ahead of the hub's. The largest `ts - received` se
 device's offset, once one message came through promptly. A backlog (a hub outage, a broker queue) arrives with
 `ts - received` far below `est`: its messages keep their own time, so windows see them as they happened. A
 clock that was stepped back looks the same at first, but its stamps then advance at the pace of real time
-while a backlog's advance much faster; after `relearn_s` of that, `est` follows the new offset.
+while a backlog's advance much faster; after `relearn_s` of that, `est` follows the new offset. A device first
+seen far behind starts in that state (`est` 0): a fresh hub draining a queue keeps the queue's stamps, and
+every worker gives the device the same offset without sharing it. Only a first sight far ahead is a wrong clock
+at once.
 """
 
 from __future__ import annotations
@@ -66,8 +69,17 @@ class DeviceClocks:
         if ev.historical:
             pass  # produced offline and replayed: its lag is not the clock's
         elif est is None:
-            # First sight: a clock far off is wrong (a backlog of a device never seen is told apart later).
-            d["est"] = est = o if abs(o) > self.tolerance_s else 0.0
+            if o < -self.tolerance_s:
+                # First sight far behind: a message cannot arrive before it was sent, so this is a backlog of a
+                # device never seen (a fresh hub draining a queue) or a clock set back. Both start as a known
+                # device lagging would: own stamps, est 0, and relearn_s tells a clock set back (stamps at real
+                # time's pace) from a backlog (far faster). Taken for the offset, a backlog was put on its
+                # batches' receive times, and two workers each put one device on its own clock.
+                d["est"] = est = 0.0
+                d["low"] = low = [received, ev.t]
+            else:
+                # First sight far ahead: no delivery explains it, the clock is wrong.
+                d["est"] = est = o if o > self.tolerance_s else 0.0
         elif o >= est - self.tolerance_s:
             if o > est:
                 d["est"] = est = o

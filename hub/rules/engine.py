@@ -27,6 +27,9 @@ REPLAY = "replay"  # state flag: the key's timer was set by a late delivery, and
 # How long (on the engine's clock) a timer set by a late delivery waits for the rest of the backlog: a replay
 # arrives as a burst, so a door's opening and closing come within this of each other however late both are.
 REPLAY_GRACE_S = 10.0
+# How long (on the engine's clock) after a late message with a gap in its device's seqs (another worker's share
+# of a queue) every late message is held: a drain's batches come well under a second apart.
+SHARED_S = HOLD_SPAN_S
 
 # The one list of rule kinds.
 KINDS: dict[str, type[Rule]] = {
@@ -167,6 +170,11 @@ class Engine:
         # Devices with late messages held, and the time of the first recent message that joined them (this
         # process's view: a restart starts empty, while the timers still release what the store holds).
         self._holding: dict[str, float | None] = {}
+        # Per device, the (device time, seq) of its newest message this process planned, and whether its messages
+        # so far are a queue of its own that needs no hold (see _held). A few dozen bytes a device; a restart
+        # starts empty.
+        self._last: dict[str, tuple[float, int, bool]] = {}
+        self._shared_until = 0.0  # on the engine's clock: until then every late message is held (see _held)
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
         """Create absence timers for subjects that have never reported; returns how many.
@@ -203,15 +211,9 @@ class Engine:
         routes = self._routes
         holding = self._holding
         events = events if isinstance(events, list) else list(events)
-        for ev in events:
-            if ev.late:
-                # A replay's recent messages may come before its late ones in the same batch: they join the hold.
-                for e in events:
-                    if e.late:
-                        holding.setdefault(e.device_id, None)
-                break
-        for ev in events:
-            if ev.late or (holding and ev.device_id in holding and self._joins(ev)):
+        held = self._held(events)
+        for i, ev in enumerate(events):
+            if (ev.late and held is not None and held[i]) or (holding and ev.device_id in holding and self._joins(ev)):
                 # A recent message of a device whose replay is held is the end of that burst (a replay's last
                 # 20 s are not late): it joins the hold, so it cannot overtake the older ones.
                 self._plan_late(ev, add)
@@ -228,6 +230,58 @@ class Engine:
                         continue
                     add((ev, rule, key))
         return work
+
+    def _held(self, events: list[Event]) -> list[bool] | None:
+        """Which of the batch's late messages go to the hold (None: none is late); notes each device's newest.
+
+        The hold puts a device's late messages in order: a replay after an outage (a spool over several
+        reconnects or files, a queue redelivered) may come in any order, and a queue several workers share
+        gives each some of the device's messages. One case needs none: a device this process first met late (a
+        fresh hub or a restart draining a queue) whose late messages follow one another (each the next seq, not
+        older), as a broker delivers one device's queue to one worker. Those go straight to the rules in the
+        batch's order; held, every message of a drained backlog rewrote its device's hold row and reached the
+        rules only after the drain. A device met live first keeps the hold for its late messages, as before.
+
+        A gap in such a device's seqs is another worker's share: for SHARED_S after one every late message is
+        held, so the devices one door's rules relate (a controller's grant, a contact's opening) stay in one
+        order; holding some of them while others went straight in raised false door alarms with two workers.
+        """
+        last, holding = self._last, self._holding
+        now = self.ctx.received or 0.0
+        follows: list[bool] = []
+        late = False
+        for ev in events:
+            dev = ev.device_id
+            prev = last.get(dev)
+            if prev is None:
+                # First met by this process: a queue of its own if late (nothing of it seen to overtake).
+                last[dev] = (ev.t, ev.seq, ev.late)
+                follows.append(ev.late)
+                late = late or ev.late
+                continue
+            newer = ev.t > prev[0] or (ev.t == prev[0] and ev.seq > prev[1])
+            nxt = newer and ev.seq == prev[1] + 1
+            queue = prev[2] and ev.late and nxt  # a queue stays one while its messages come late and in turn
+            follows.append(queue)
+            if newer:
+                last[dev] = (ev.t, ev.seq, queue)
+            elif prev[2]:
+                last[dev] = (prev[0], prev[1], False)
+            if ev.late:
+                late = True
+                if prev[2] and newer and not nxt:
+                    self._shared_until = now + SHARED_S
+        if not late:
+            return None
+        shared = now < self._shared_until
+        held = [False] * len(events)
+        for i, ev in enumerate(events):
+            if ev.late and (shared or not follows[i] or ev.historical or ev.device_id in holding):
+                held[i] = True
+                # Marked now: its device's later messages in the batch must not overtake it, and its recent
+                # messages before it join the hold as well (plan's second look).
+                holding.setdefault(ev.device_id, None)
+        return held
 
     def _plan_late(self, ev: Event, add: Callable[[tuple[Event, Rule, str]], None]) -> None:
         # Absence is order-tolerant (a late sign of life never moves a deadline back) and must not wait, lest a

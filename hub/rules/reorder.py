@@ -7,7 +7,8 @@ moment, sorted by their own time. The held messages are rule state (the `_hold` 
 device): written in the batch's transaction, before the broker is acknowledged, so a hub that dies while
 holding them finds them again on restart, and its timer releases them. A replay's last seconds lag too little
 to be late: a device's recent messages join its hold while one is held (up to HOLD_SPAN_S) or when they come
-in the same batch as its late ones (hub.rules.engine). Messages of other devices are never held.
+in the same batch as its late ones (hub.rules.engine). Messages of other devices are never held, nor a queue
+of one device drained by one worker in order (hub.rules.engine.Engine._held).
 """
 
 from __future__ import annotations
@@ -43,12 +44,22 @@ class Reorder(Rule):
 
     def __init__(self, ctx: Ctx) -> None:
         super().__init__(SimpleNamespace(id=HOLD), ctx)
+        # Per device, the held list last seen and its (t, seq) pairs: a redelivery is found without scanning the
+        # list for every message held (up to HOLD_MAX_N each, two workers' drains made that a tenth of the hold's
+        # CPU). Valid only for that very list object (a load from the store, the other worker's, is a new one).
+        self._ids: dict[str, tuple[list[list[Any]], set[tuple[float, int]]]] = {}
 
     def on_key_event(self, st: State, key: str, ev: Event) -> list[Signal]:
         """Hold one late message (once: a redelivery inside the replay is the same message)."""
         held: list[list[Any]] = st.data.setdefault("held", [])
-        if any(h[1] == ev.seq and h[0] == ev.t for h in held):
+        cached = self._ids.get(key)
+        if cached is None or cached[0] is not held or len(cached[1]) != len(held):
+            cached = (held, {(h[0], h[1]) for h in held})
+            self._ids[key] = cached
+        ids = cached[1]
+        if (ev.t, ev.seq) in ids:
             return []
+        ids.add((ev.t, ev.seq))
         held.append([ev.t, ev.seq, ev.kind, ev.historical, ev.body.model_dump_json()])
         if st.due is None:
             st.due = ev.t  # in the past: the next tick sees it, then waits for the replay to settle
@@ -67,6 +78,7 @@ class Reorder(Rule):
             return []
         d.clear()
         st.due = None
+        self._ids.pop(key, None)
         held.sort(key=lambda h: (h[0], h[1]))
         out: list[Event] = []
         for t, seq, kind, historical, raw in held:
