@@ -520,8 +520,8 @@ class Tx:
         """The state cache (SQLite), valid at the version this transaction read at its first use of it."""
         assert self._cache is not None
         if self._base is None:
-            row = self._raw.execute(_SQLITE_VERSION, VERSION_KEY).fetchone()
-            self._base = int(row[0]) if row is not None else 0
+            rows = self._raw.execute(_SQLITE_VERSION, VERSION_KEY).fetchall()  # all: no statement left open
+            self._base = int(rows[0][0]) if rows else 0
             self._cache.begin(self._base)
         return self._cache
 
