@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="background telemetry, msg/s")
     parser.add_argument("--batch-wait-ms", type=float, default=None,
                         help="hub.batch_wait_ms (default: the hub's); a lone message waits this long for company")
+    parser.add_argument("--batch-gather-ms", type=float, default=None,
+                        help="hub.batch_gather_ms (default: the hub's); in a steady stream a batch gathers this long")
     parser.add_argument("--no-influx", action="store_true", help="run without InfluxDB (the spool just grows)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
@@ -171,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
                                      database="benchalerts"),
                  hub=HubConfig(worker_id="bench-alerts", metrics=MetricsConfig(port=0),
                                spool=SpoolConfig(dir=tmp / "spool"), snapshots_dir=tmp / "snapshots",
-                               **({} if args.batch_wait_ms is None else {"batch_wait_ms": args.batch_wait_ms})),
+                               **({} if args.batch_wait_ms is None else {"batch_wait_ms": args.batch_wait_ms}),
+                               **({} if args.batch_gather_ms is None else {"batch_gather_ms": args.batch_gather_ms})),
                  alerts=AlertsConfig(enabled=True, db_url=f"sqlite:///{tmp}/alerts.db"), community=community)
     sink = AlertingSink(cfg)
     worker = Worker(cfg, sinks=[sink])
@@ -201,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
             influx.stop()
     print(f"samples: {args.samples}")
     print(f"hub_batch_wait_ms: {cfg.hub.batch_wait_ms:g}")
+    print(f"hub_batch_gather_ms: {cfg.hub.batch_gather_ms:g}")
     print(f"background_msgs_per_s: {bg_sent / bg_elapsed if bg_elapsed else 0:.0f}")
     ok = True
     for cond, chans in results.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-NAMES = ("ingest", "alerts", "camera", "simulate", "api", "scale", "soak")
+NAMES = ("ingest", "live", "alerts", "camera", "simulate", "api", "scale", "soak")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,8 @@
 """The hub's processing path in-process: validation, de-duplication, line protocol, spool and the rules.
 
-`commhub bench ingest --in-process` feeds the realistic feed to Worker.process_batch in batches of 1,000, as the
-network loop hands them over, without MQTT or InfluxDB (the spool is written and fsynced; nothing drains
-it). The garbage collector is set up as `commhub hub` sets it up once started (hub.runtime.tune_gc), unless
+`commhub bench ingest --in-process` feeds the realistic feed to Worker.process_batch in batches of 1,000 (`--batch`),
+as the network loop hands a backlog over, without MQTT or InfluxDB (the spool is written and fsynced; nothing
+drains it). The garbage collector is set up as `commhub hub` sets it up once started (hub.runtime.tune_gc), unless
 gc_tuned is False.
 
 One pass over 40,000 messages swung by 20-30 µs a message run to run, on the same code. Measured (round 4 of
@@ -51,6 +51,9 @@ class Rounds:
     messages: int
     rounds: list[float] = field(default_factory=list)
     batch_min_s: list[float] = field(default_factory=list)
+    # Per round, the alerting sink's own CPU µs per message (its batches and timer passes): the part the rules
+    # cost, which the ingest path's swings (the spool's file system, mostly) do not blur.
+    sink_rounds: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -95,13 +98,15 @@ def _path(cfg: Config, rules: bool) -> Iterator[tuple[Worker, AlertingSink | Non
         yield worker, sink
     finally:
         if sink is not None:
+            sink.store.close()
             sink.db.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bool,
-          prof: cProfile.Profile | None = None) -> list[float]:
-    """One pass over the messages on a fresh path: this thread's CPU seconds per batch."""
+          prof: cProfile.Profile | None = None, batch: int = BATCH, sink_s: list[float] | None = None) -> list[float]:
+    """One pass over the messages on a fresh path: this thread's CPU seconds per batch (and in sink_s, the
+    alerting sink's CPU seconds in all)."""
     thresholds = gc.get_threshold()
     with _path(cfg, rules) as (worker, sink):
         now = time.time()
@@ -111,16 +116,24 @@ def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bo
             gc.collect()  # the previous pass's garbage is not this one's cost
         clock = time.thread_time  # this thread only: the path is single-threaded, nothing else is counted
         out = []
+        ticks_s = 0.0
         try:
             if prof is not None:
                 prof.enable()
-            for i in range(0, len(items), BATCH):
+            for i in range(0, len(items), batch):
                 c0 = clock()
-                if not worker.process_batch(items[i:i + BATCH], now):
+                if not worker.process_batch(items[i:i + batch], now):
                     raise RuntimeError("a batch was held (spool or sink failing)")
-                if sink is not None:
-                    sink.tick()  # the timer thread's work, once a batch (absence write-back, escalation)
+                if sink is not None and sink.timers_due():
+                    # The timer thread's work (absence write-back, escalation), when the hub's timer thread would
+                    # go to the database: a timer or write-back is due, or RECHECK_S passed. Ticking after every
+                    # batch cost 190 µs a message at batches of 40, three-fifths of the path.
+                    t0 = clock()
+                    sink.tick()
+                    ticks_s += clock() - t0
                 out.append(clock() - c0)
+            if sink is not None and sink_s is not None:
+                sink_s.append(sink.handle_cpu_s + ticks_s)
         finally:
             if prof is not None:
                 prof.disable()
@@ -130,25 +143,27 @@ def _pass(cfg: Config, items: list[tuple[str, bytes]], rules: bool, gc_tuned: bo
 
 
 def measure_rounds(cfg: Config, settings: Mapping[str, tuple[Sequence[tuple[str, bytes]], bool]], rounds: int = 5,
-                   warmup: int = 1, gc_tuned: bool = True) -> dict[str, Rounds]:
+                   warmup: int = 1, gc_tuned: bool = True, batch: int = BATCH) -> dict[str, Rounds]:
     """Per setting name ((messages, rules)): `rounds` measured passes after `warmup` unmeasured ones."""
     items = {name: list(msgs) for name, (msgs, _) in settings.items()}
     out = {name: Rounds(len(items[name])) for name in settings}
     for r in range(warmup + rounds):
         for name, (_, rules) in settings.items():
-            batches = _pass(cfg, items[name], rules, gc_tuned)
+            sink_s: list[float] = []
+            batches = _pass(cfg, items[name], rules, gc_tuned, batch=batch, sink_s=sink_s)
             if r >= warmup:
                 out[name].add(batches)
+                out[name].sink_rounds.extend(x / len(items[name]) * 1e6 for x in sink_s)
     return out
 
 
 def profile(cfg: Config, messages: Sequence[tuple[str, bytes]], rules: bool, top: int = 20,
-            sort: str = "tottime") -> str:
+            sort: str = "tottime", batch: int = BATCH) -> str:
     """cProfile's top entries for one pass after a warm-up pass."""
     items = list(messages)
-    _pass(cfg, items, rules, True)
+    _pass(cfg, items, rules, True, batch=batch)
     prof = cProfile.Profile()
-    _pass(cfg, items, rules, True, prof)
+    _pass(cfg, items, rules, True, prof, batch=batch)
     text = io.StringIO()
     pstats.Stats(prof, stream=text).sort_stats(sort).print_stats(top)
     return text.getvalue()

@@ -81,6 +81,9 @@ class SpoolConfig(_Section):
     dir: Path = Field(default=Path("run/hub/spool"), description="Spool directory (relative to the config).")
     fsync: bool = Field(default=True, description="fsync each batch before it is acknowledged.")
     max_points_per_write: int = Field(default=5000, ge=1, le=100000, description="Points per HTTP write.")
+    write_linger_ms: float = Field(default=200.0, ge=0, le=5000,
+                                   description="With fewer than max_points_per_write spooled, wait up to this long "
+                                               "after the oldest for more before writing (one write, not one a batch).")
     retry_initial_s: float = Field(default=0.2, gt=0, description="First retry delay after a failed write.")
     retry_max_s: float = Field(default=10.0, gt=0, description="Longest retry delay.")
     max_bytes: int = Field(default=2_000_000_000, ge=0,
@@ -124,6 +127,10 @@ class HubConfig(_Section):
     batch_max: int = Field(default=2000, ge=1, le=65535, description="Messages per processing batch.")
     batch_wait_ms: float = Field(default=20.0, ge=0,
                                  description="Longest a message waits for its batch while more keep arriving.")
+    batch_gather_ms: float = Field(default=10.0, ge=0,
+                                   description="In a steady stream (a message within this long of the last batch), "
+                                               "a drained socket ends a batch only once its first message waited "
+                                               "this long: fewer, larger batches; after a quiet spell, at once.")
     receive_maximum: int = Field(default=4000, ge=1, le=65535,
                                  description="MQTT 5 receive maximum: un-acked QoS 1 messages in flight.")
     buffered_reader: bool = Field(

@@ -201,7 +201,7 @@ class AlertingSink:
         # writes. A retry (after a conflict, a deadlock or a busy database) locks what it reads, so it finishes.
         if self.clocks.prefetch(events, changed):
             # A device whose clock state is not cached yet: read it in the tx (written there when it moves).
-            with self.store.tx(optimistic=not careful) as tx:
+            with self.store.batch_tx(optimistic=not careful) as tx:
                 tx.prefetch(self.clocks.prefetch(events, tx))
                 events = [self.clocks.correct(ev, received, tx) for ev in events]
                 self._run(tx, self.engine.plan(events))
@@ -211,7 +211,7 @@ class AlertingSink:
         work = self.engine.plan(events)
         if not work and not changed.states:
             return  # only signs of life the engine keeps in memory: no transaction at all
-        with self.store.tx(optimistic=not careful) as tx:
+        with self.store.batch_tx(optimistic=not careful) as tx:
             for (rule, key), st in changed.states.items():
                 tx.save(rule, key, st)
             # Every key the batch reads or writes at once, sorted (locked in that order when careful).
@@ -296,12 +296,17 @@ class AlertingSink:
                 tx.apply(signals)
         try:
             self._retry(timers)
-            self._retry(lambda _careful: self.store.escalate_due())
+            # Committed timers, whoever set them. The escalation transaction only when one is due: a pass for
+            # a rule timer or a write-back (most passes) then costs one query, not a transaction of three.
+            rule_due, alert_due = self.store.due_times()
+            if alert_due is not None and alert_due <= self.clock():
+                self._retry(lambda _careful: self.store.escalate_due())
+                rule_due, alert_due = self.store.due_times()
             now = self.clock()
             if now - self._last_purge > _PURGE_EVERY_S:
                 self._last_purge = now
                 self.store.purge(_KEEP_DELIVERED_S)
-            self._due_at(self.store.next_due())  # committed timers, whoever set them
+            self._due_at(min((t for t in (rule_due, alert_due) if t is not None), default=None))
         except BaseException:
             self._due_at(-math.inf)  # not done: the next tick tries again
             raise
@@ -354,6 +359,7 @@ class AlertingSink:
             self.mqtt.stop()
         for w in self.webhooks:
             w.stop()
+        self.store.close()
         self.db.dispose()
 
     def _timer(self) -> None:

@@ -129,6 +129,10 @@ class Worker:
         self.points = PointBuilder()
         self._pending: list[_Inbound] = []
         self._pending_since = 0.0
+        # Whether the pending batch's first message came within batch_gather_ms of the last batch (a steady
+        # stream: gather), and when that batch was done (monotonic).
+        self._streaming = False
+        self._flushed_at = -math.inf
         self._held: _Held | None = None
         self._connected_at = 0.0
         self._refusal = ""
@@ -229,7 +233,6 @@ class Worker:
         """
         client = self._client
         assert client is not None
-        wait = self.cfg.hub.batch_wait_ms / 1000
         delay = _RECONNECT_INITIAL_S
         first = True
         while not self._stopping.is_set():
@@ -260,7 +263,9 @@ class Worker:
                                 self.cfg.mqtt.host, self.cfg.mqtt.port, e, delay)
                 continue
             first = False
-            timeout = wait if self._pending else 1.0
+            timeout = 1.0
+            if self._pending:
+                timeout = max(0.0, self._pending_since + self._limit() - time.monotonic())
             if self._held is not None:
                 timeout = min(1.0, max(0.0, self._held.retry_at - time.monotonic()))
             pending = getattr(sock, "pending", None)
@@ -291,11 +296,9 @@ class Worker:
                         break
                     if len(self._pending) >= self.cfg.hub.batch_max:
                         break
-            # Flush as soon as the socket is drained, so a lone alarm waits for nothing; under load the
-            # batches grow by themselves while the previous one is being fsynced.
-            if self._held is not None or (self._pending and (
-                    drained or len(self._pending) >= self.cfg.hub.batch_max
-                    or time.monotonic() - self._pending_since >= wait)):
+            # Flush as soon as the socket is drained, so a lone alarm waits for nothing; in a steady stream, once
+            # the batch's first message waited batch_gather_ms (see _ready).
+            if self._held is not None or self._ready(drained, time.monotonic()):
                 self._flush()
             if client.socket() is not None and client.want_write():
                 client.loop_write()
@@ -312,6 +315,24 @@ class Worker:
                 if client.socket() is None or not client.want_write():
                     break
                 client.loop_write()
+
+    def _limit(self) -> float:
+        """How long the pending batch's first message may wait: batch_gather_ms in a stream, else batch_wait_ms."""
+        hub = self.cfg.hub
+        return min(hub.batch_gather_ms, hub.batch_wait_ms) / 1000 if self._streaming else hub.batch_wait_ms / 1000
+
+    def _ready(self, drained: bool, now: float) -> bool:
+        """Whether the pending batch ends now (drained: the socket has nothing more to read)."""
+        # A live feed at 2,000 msg/s made batches of ~19 messages when every drained socket ended one, and each
+        # batch pays a fixed few milliseconds of CPU (spool file, fsync, the rules' transaction): 175 µs a
+        # message (docs/performance.md, round 5). In a stream the batch gathers for batch_gather_ms; a message
+        # after a quiet spell (a lone alarm) is processed as soon as the socket is drained.
+        if not self._pending:
+            return False
+        age = now - self._pending_since
+        if len(self._pending) >= self.cfg.hub.batch_max or age >= self.cfg.hub.batch_wait_ms / 1000:
+            return True
+        return drained and (not self._streaming or age >= self._limit())
 
     def _left_group(self, client: paho.Client) -> bool:
         """Unsubscribe once; True when nothing has arrived for a while since the broker confirmed it."""
@@ -391,7 +412,8 @@ class Worker:
         # One received PUBLISH into the pending batch: the buffered reader's hand-over, and paho's (_on_message).
         pending = self._pending
         if not pending:
-            self._pending_since = time.monotonic()
+            self._pending_since = now = time.monotonic()
+            self._streaming = now - self._flushed_at < self.cfg.hub.batch_gather_ms / 1000
         # Distinct receive times, 2 µs apart at least (a float and datetime round to the nearest µs): a dead
         # letter is a point stamped with it (series: reason, worker), and two in one microsecond would overwrite
         # each other in InfluxDB; the buffered reader takes many messages within a microsecond or two.
@@ -429,6 +451,7 @@ class Worker:
             batch, self._pending = self._pending[:batch_max], self._pending[batch_max:]
             if not self._advance(_Held(batch)):
                 return
+            self._flushed_at = time.monotonic()
 
     def _advance(self, held: _Held) -> bool:
         """Take a batch as far as it goes: spool, sinks, ack. False (and held) if a stage failed."""

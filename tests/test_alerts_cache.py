@@ -6,11 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alerts_helpers import PASSER, FakeClock, SinkDriver, accepted, env, make_config
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from hub.alerts.store import Tx
@@ -23,13 +22,15 @@ def _entry(d: SinkDriver, direction: str, dt: float = 0.0) -> None:
 
 
 class _Reads:
-    """Counts the rule-state SELECTs a sink sends to the database."""
+    """Counts the rule-state SELECTs a sink's batches send to SQLite (they go to the driver, past SQLAlchemy)."""
 
     def __init__(self, d: SinkDriver) -> None:
         self.n = 0
-        event.listen(d.sink.db, "before_cursor_execute", self._seen)
+        conn = d.sink.store._batch_conn  # the batch thread's connection, kept between batches
+        assert conn is not None, "count after a first batch"
+        conn.connection.driver_connection.set_trace_callback(self._seen)  # type: ignore[union-attr]
 
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def _seen(self, statement: str) -> None:
         if statement.startswith("SELECT rule, key, data, due FROM rule_state"):
             self.n += 1
 
@@ -49,8 +50,8 @@ def two(tmp_path: Path) -> Iterator[tuple[SinkDriver, SinkDriver]]:
 def test_own_states_come_from_memory_and_another_workers_change_is_read_again(
         two: tuple[SinkDriver, SinkDriver]) -> None:
     a, b = two
-    reads = _Reads(a)
     _entry(a, "in")
+    reads = _Reads(a)
     assert KEY in a.sink.store.cache
     before = reads.n
     _entry(a, "out", 30)  # the same credential again: its state is the one a committed, from memory

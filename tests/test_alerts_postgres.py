@@ -108,6 +108,31 @@ def test_lifecycle_escalation_and_restart_on_postgres(tmp_path: Path, db: str) -
     assert forced["state"] == "escalated" and forced["route"]["recipients"][0]["role"] == "police_liaison"
 
 
+def test_the_kept_batch_connection_killed_by_the_server_mid_stream_loses_no_press(tmp_path: Path, db: str) -> None:
+    # The batch thread keeps its connection between batches (no pool pre-ping then): a server that ends it
+    # (a failover, an administrator, an idle timeout) fails the next batch's first statement; the batch is
+    # run again on a fresh connection, each press counted once.
+    d = SinkDriver(make_config(tmp_path, db_url=db, tick_s=60), FakeClock(T0)).start()
+    try:
+        def press(*devices: str) -> None:
+            d.sink.handle([accepted(d.cfg, env(p, "panic_press", d.clock.advance(1.0))) for p in devices])
+        press("panic-b1")
+        kept = d.sink.store._batch_conn
+        assert kept is not None
+        pid = kept.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        press("panic-b1")
+        assert d.sink.store._batch_conn is kept
+        with d.sink.db.connect() as admin:
+            assert admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar() is True
+        press("panic-b1", "panic-b2")
+        assert d.sink.store._batch_conn is not kept and d.sink.retries["other"] >= 1
+        press("panic-b2")
+        counts = {a["device_id"]: a["count"] for a in d.alerts(rule="sos_button")}
+    finally:
+        d.stop()
+    assert counts == {"panic-b1": 3, "panic-b2": 2}
+
+
 def test_a_door_held_open_settles_when_its_messages_reach_two_workers_out_of_order(tmp_path: Path, db: str) -> None:
     # Two sinks on one database, as two workers on one shared subscription: each gets part of a door's messages,
     # and the later batch commits first.

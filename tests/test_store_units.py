@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,6 +47,28 @@ def test_spool_take_respects_point_budget_and_rejects_aside(tmp_path: Path) -> N
     assert (tmp_path / "rejected" / first[0].path.name).exists()
     assert s.depth[1] == 12
     assert s.take(max_points=1, timeout=0)[0].points == 3  # at least one segment, even over the budget
+
+
+def test_take_lingers_for_more_points_until_a_full_write_a_wake_or_the_linger(tmp_path: Path) -> None:
+    s = Spool(tmp_path, fsync=False)
+    s.open()
+    s.append(["a v=1 1"])
+    threading.Timer(0.05, s.append, [["a v=2 2"]]).start()
+    t0 = time.monotonic()
+    segs = s.take(max_points=2, timeout=0, linger=60)  # the second batch makes a full write: no more waiting
+    assert [seg.points for seg in segs] == [1, 1] and time.monotonic() - t0 < 60
+    s.done(segs)
+    s.append(["a v=3 3"])
+    threading.Timer(0.05, s.wake).start()  # the drainer stopping
+    t0 = time.monotonic()
+    woken = s.take(max_points=10, timeout=0, linger=60)
+    assert [seg.points for seg in woken] == [1] and time.monotonic() - t0 < 60
+    s.done(woken)
+    s.append(["a v=4 4"])
+    t0 = time.monotonic()
+    assert [seg.points for seg in s.take(max_points=10, timeout=0, linger=0.2)] == [1]  # alone, after the linger
+    assert time.monotonic() - t0 >= 0.15
+    assert s.take(max_points=10, timeout=0, linger=0.0)  # no linger: at once, as before
 
 
 def test_dedup_window() -> None:

@@ -7,6 +7,7 @@ column with INSERT ... ON CONFLICT makes a re-trigger update the open alert even
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +25,6 @@ from sqlalchemy import (
     Table,
     and_,
     delete,
-    func,
     literal_column,
     or_,
     select,
@@ -98,6 +98,11 @@ _SQLITE_DELETE = "DELETE FROM rule_state WHERE "
 _SQLITE_VERSION = "SELECT data FROM rule_state WHERE rule = ? AND key = ?"
 _SQLITE_UPSERT = ("INSERT INTO rule_state (rule, key, data, due) VALUES (?, ?, ?, ?) "
                   "ON CONFLICT (rule, key) DO UPDATE SET data = excluded.data, due = excluded.due")
+# The timer pass's look at what is due next, as text on both dialects (no parameters): compiling the Core
+# expression cost more than the query (docs/performance.md, round 5).
+_DUE_TIMES = ("SELECT (SELECT min(due) FROM rule_state), "
+              "(SELECT min(escalate_at) FROM alerts WHERE state IN ('open', 'escalated')), "
+              "(SELECT min(resolved_at) FROM alerts WHERE state = 'resolved')")
 
 A = cast(Table, Alert.__table__)
 T = cast(Table, Transition.__table__)
@@ -163,6 +168,9 @@ class AlertStore:
         # The hub sets this: it publishes its own MQTT notices right after the commit, so it leases them at once.
         self.lease_own_mqtt = False
         self.cache = StateCache()  # rule states kept decoded between transactions (SQLite; hub.alerts.cache)
+        # The batch thread's connection, kept between its transactions (batch_tx): a pool checkout and return
+        # a batch cost more than a small batch's SQL. Dropped after any failure; the next batch takes a new one.
+        self._batch_conn: Connection | None = None
 
     def start(self) -> None:
         """Create or upgrade the schema, and take back notices this worker was sending when it stopped."""
@@ -182,6 +190,36 @@ class AlertStore:
             tx = Tx(self, conn, self.clock(), optimistic)
             yield tx
             tx.flush()
+        self._after(tx)
+
+    @contextmanager
+    def batch_tx(self, optimistic: bool = False) -> Iterator[Tx]:
+        """tx() on the connection the batch thread (only) keeps between its transactions."""
+        # A transaction that fails leaves nothing behind: it is rolled back, the connection is closed (it may be
+        # the broken one), and the next batch starts on a fresh one from the pool.
+        conn = self._batch_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._batch_conn = self.engine.connect()
+        try:
+            with conn.begin():
+                tx = Tx(self, conn, self.clock(), optimistic)
+                yield tx
+                tx.flush()
+        except BaseException:
+            self._batch_conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        self._after(tx)
+
+    def close(self) -> None:
+        """Give the batch thread's connection back (stop, before the engine is disposed)."""
+        conn, self._batch_conn = self._batch_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _after(self, tx: Tx) -> None:
         tx.committed()
         if tx.min_due is not None:
             self.on_due(tx.min_due)
@@ -243,15 +281,18 @@ class AlertStore:
 
     # ---- timers ----------------------------------------------------------------------------------
 
+    def due_times(self) -> tuple[float | None, float | None]:
+        """The earliest committed timers: (a rule state's due time, an escalation or auto-close); None: none."""
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql(_DUE_TIMES).one()
+        alerts = [float(row[1])] if row[1] is not None else []
+        if row[2] is not None:
+            alerts.append(float(row[2]) + self.auto_close_s)
+        return (None if row[0] is None else float(row[0])), min(alerts, default=None)
+
     def next_due(self) -> float | None:
         """The earliest committed timer: a rule state's due time, an escalation, an auto-close (None: none)."""
-        stmt = select(select(func.min(RS.c.due)).scalar_subquery(),
-                      select(func.min(A.c.escalate_at)).where(A.c.state.in_(("open", "escalated"))).scalar_subquery(),
-                      select(func.min(A.c.resolved_at)).where(A.c.state == "resolved").scalar_subquery())
-        with self.engine.connect() as conn:
-            row = conn.execute(stmt).one()
-        times = [row[0], row[1], None if row[2] is None else row[2] + self.auto_close_s]
-        return min((float(t) for t in times if t is not None), default=None)
+        return min((t for t in self.due_times() if t is not None), default=None)
 
     def escalate_due(self) -> int:
         """Escalate alerts past their deadline; close resolved alerts past auto_close_s. Returns changes."""
@@ -350,6 +391,9 @@ class Tx:
         # SQLite: the state cache, the rule-state version read at this transaction's start (None: not yet),
         # whether it wrote rule state (then it sets the version to _base + 1), whether the cache must be emptied.
         self._cache = store.cache if conn.dialect.name == "sqlite" else None
+        # SQLite: the driver's own connection, for the statements every batch sends (the version row, the
+        # rule-state SELECT and upsert): SQLAlchemy's execution path cost 30-50 µs a statement, the query a few.
+        self._raw: Any = conn.connection.driver_connection if self._cache is not None else None
         self._base: int | None = None
         self._wrote = False
         self._reset = False
@@ -386,7 +430,7 @@ class Tx:
                 where, params = _sqlite_keys_in(chunk)
                 for r, k in chunk:
                     self._states[(r, k)] = (None, None)
-                for row in conn.exec_driver_sql(_SQLITE_SELECT + where, params):
+                for row in self._raw.execute(_SQLITE_SELECT + where, params):
                     self._states[(row[0], row[1])] = (row[2], row[3])
                 continue
             for r, k in chunk:
@@ -460,9 +504,9 @@ class Tx:
                 rows.append({"rule": VERSION_KEY[0], "key": VERSION_KEY[1], "data": str(self._version()), "due": None})
             for i in range(0, len(gone), 400):
                 where, params = _sqlite_keys_in(gone[i:i + 400])
-                conn.exec_driver_sql(_SQLITE_DELETE + where, params)
+                self._raw.execute(_SQLITE_DELETE + where, params)
             if rows:
-                conn.exec_driver_sql(_SQLITE_UPSERT, [(r["rule"], r["key"], r["data"], r["due"]) for r in rows])
+                self._raw.executemany(_SQLITE_UPSERT, [(r["rule"], r["key"], r["data"], r["due"]) for r in rows])
             return
         if gone:
             conn.execute(delete(RS).where(_keys_in(gone)))
@@ -476,8 +520,8 @@ class Tx:
         """The state cache (SQLite), valid at the version this transaction read at its first use of it."""
         assert self._cache is not None
         if self._base is None:
-            text = self.conn.exec_driver_sql(_SQLITE_VERSION, VERSION_KEY).scalar()
-            self._base = int(text) if text is not None else 0
+            rows = self._raw.execute(_SQLITE_VERSION, VERSION_KEY).fetchall()  # all: no statement left open
+            self._base = int(rows[0][0]) if rows else 0
             self._cache.begin(self._base)
         return self._cache
 
@@ -561,7 +605,7 @@ class Tx:
             # starts again empty.
             self._cached()
             self._wrote = self._reset = True
-            self.conn.exec_driver_sql(_SQLITE_UPSERT, (*VERSION_KEY, str(self._version()), None))
+            self._raw.execute(_SQLITE_UPSERT, (*VERSION_KEY, str(self._version()), None))
         return int(res.rowcount or 0)
 
     def due(self, now: float) -> list[tuple[str, str]]:

@@ -48,7 +48,8 @@ class Drainer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            segments = self.spool.take(self.cfg.max_points_per_write, timeout=0.5)
+            segments = self.spool.take(self.cfg.max_points_per_write, timeout=0.5,
+                                       linger=self.cfg.write_linger_ms / 1000)
             if not segments:
                 continue
             try:

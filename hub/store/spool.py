@@ -74,6 +74,7 @@ class Spool:
         self._bytes = 0
         self._points = 0
         self._alarmed = False
+        self._wakes = 0  # wake() calls: a lingering take() returns at once
 
     def open(self) -> None:
         """Create the directory, drop half-written temp files, and queue what a previous run left."""
@@ -144,11 +145,21 @@ class Spool:
             log.info("spool below its alarm level again (%d of %d bytes)", self._bytes, self.max_bytes)
         self._alarmed = over
 
-    def take(self, max_points: int, timeout: float) -> list[Segment]:
-        """The oldest segments up to about max_points (at least one), waiting up to timeout for any."""
+    def take(self, max_points: int, timeout: float, linger: float = 0.0) -> list[Segment]:
+        """The oldest segments up to about max_points (at least one); waits up to timeout for any, then linger."""
+        # linger: up to that long after the oldest was spooled, for max_points or a wake().
         with self._lock:
             if not self._pending:
                 self._lock.wait(timeout)
+            # A live feed spools a small batch every few milliseconds; one write per batch cost the hub's drain
+            # thread 93 µs a message at 2,000 msg/s (docs/performance.md, round 5). Acknowledgements do not wait
+            # for this: a batch is durable once spooled.
+            wakes = self._wakes
+            while self._pending and self._points < max_points and self._wakes == wakes:
+                left = min(linger, self._pending[0].created + linger - time.time())  # a clock set back: linger
+                if left <= 0:
+                    break
+                self._lock.wait(left)
             out: list[Segment] = []
             total = 0
             for seg in self._pending:
@@ -201,8 +212,9 @@ class Spool:
             return True
 
     def wake(self) -> None:
-        """Wake a waiting take()."""
+        """Wake a waiting take(), lingering or not."""
         with self._lock:
+            self._wakes += 1
             self._lock.notify_all()
 
     @property
