@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -18,7 +19,7 @@ from hub.rules.kinds.instant import Instant
 from hub.rules.kinds.rate import Rate
 from hub.rules.kinds.sequence import Sequence
 from hub.rules.kinds.threshold import Threshold
-from hub.rules.reorder import HOLD, HOLD_SPAN_S, Reorder
+from hub.rules.reorder import HOLD, HOLD_SPAN_S, SETTLE_S, Reorder
 from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,9 @@ class Engine:
         # starts empty.
         self._last: dict[str, tuple[float, int, bool]] = {}
         self._shared_until = 0.0  # on the engine's clock: until then every late message is held (see _held)
+        # When (on the engine's clock) a late message last joined any hold: a replay is one burst across devices,
+        # and a hold goes in only once the whole replay is quiet (see _release).
+        self._held_at = -math.inf
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
         """Create absence timers for subjects that have never reported; returns how many.
@@ -299,6 +303,8 @@ class Engine:
         if held:
             self._holding.setdefault(ev.device_id, None)
             add((ev, self.hold, ev.device_id))
+            if self.ctx.received is not None:
+                self._held_at = self.ctx.received
 
     def _joins(self, ev: Event) -> bool:
         """Whether a recent message of a device with a hold joins it (bounded: another worker may release it)."""
@@ -312,8 +318,14 @@ class Engine:
         return False
 
     def _release(self, key: str, st: State, now: float, store: StateStore) -> list[Signal]:
-        """A device's held late messages, once due, to the order-sensitive rules in device-time order."""
-        events = self.hold.release(st, key, now, bool(st.data.pop(REPLAY, None)))
+        """A device's held late messages, once due, to the order-sensitive rules in device-time order.
+
+        Not while any device's replay is still coming (up to the hold's bound): the rules relate devices (a
+        credential's entry at one gate and its exit at another), and a gate whose part of the replay ended
+        first went in while the other gate's exit was still held (a false anti-passback with two workers).
+        """
+        quiet = self._held_at + SETTLE_S  # every hold this process keeps is due then, so they go in together
+        events = self.hold.release(st, key, now, bool(st.data.pop(REPLAY, None)) or now < quiet, quiet)
         store.save(HOLD, key, st)
         if st.due is None:
             self._holding.pop(key, None)

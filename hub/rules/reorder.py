@@ -14,6 +14,7 @@ of one device drained by one worker in order (hub.rules.engine.Engine._held).
 from __future__ import annotations
 
 import logging
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -65,16 +66,17 @@ class Reorder(Rule):
             st.due = ev.t  # in the past: the next tick sees it, then waits for the replay to settle
         return []
 
-    def release(self, st: State, key: str, now: float, arriving: bool) -> list[Event]:
+    def release(self, st: State, key: str, now: float, arriving: bool, quiet: float = -math.inf) -> list[Event]:
         """The held messages in device-time order when due (st emptied), or none (st waits on).
 
-        `arriving`: another late message came since the last look, so the replay is still coming in.
+        `arriving`: another late message came since the last look, so the replay is still coming in. `quiet`:
+        when the replay as a whole is quiet, if later than now: the hold waits until then, as every other does.
         """
         d = st.data
         held: list[list[Any]] = d.get("held", [])
         since = d.setdefault("since", now)
         if held and arriving and now - since < HOLD_MAX_S and len(held) < HOLD_MAX_N:
-            st.due = now + SETTLE_S
+            st.due = min(quiet if quiet > now else now + SETTLE_S, since + HOLD_MAX_S)  # never past the bound
             return []
         d.clear()
         st.due = None

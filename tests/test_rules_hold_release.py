@@ -1,0 +1,91 @@
+"""A replay's holds are released together: one door's hold must not go in while another device's replay still
+comes, since the rules relate devices (a credential's entry at one gate and its exit at another).
+
+Seen in `commhub bench scale` with two workers (docs/scaling.md, sixth pass): every late message is held, and
+each gate's hold was released once that gate alone had been quiet for a moment. A gate whose share of the queue
+ended first went to the rules while the exit at the other gate was still held, and `anti_passback` took the
+credential's two entries for a pass-back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alerts_helpers import T0, env
+from test_rules_late import Hub
+
+from hub.rules.event import Event
+from hub.rules.reorder import HOLD_MAX_S, SETTLE_S
+
+X = "00000000000000aa"  # the credential that goes in at gate g1 and out at gate g2, in turn
+OUTAGE = T0 + 3600.0  # the replay is received from here on
+
+
+def _grant(ref: str, direction: str) -> dict[str, Any]:
+    return {"door": "d1", "credential_ref": ref, "method": "card", "direction": direction}
+
+
+def _replay(h: Hub, tail_s: float, exit_last: bool = True) -> float:
+    """Both gates heard live, then an outage's replay: g1's part at once, g2's over `tail_s` (its share still
+    coming), X's exit at g2 last when `exit_last`. Returns the receive time of g2's last batch."""
+    for gate in ("gate-g1", "gate-g2"):
+        h.deliver(gate, "heartbeat", T0, T0, uptime_s=1.0)
+    seq = {"gate-g1": 100, "gate-g2": 100}
+
+    def ev(gate: str, t: float, ref: str, direction: str) -> Event:
+        seq[gate] += 1
+        return h.event(env(gate, "access_granted", t, seq=seq[gate], **_grant(ref, direction)))
+
+    at = OUTAGE
+    h.tick(at)
+    first = [ev("gate-g1", T0 + 100, X, "in"), ev("gate-g1", T0 + 300, X, "in")]
+    if not exit_last:
+        first.append(ev("gate-g2", T0 + 200, X, "out"))
+    h.process(first, at)
+    k = 0
+    while at < OUTAGE + tail_s:  # g2's other credentials, each once, a batch every half second
+        at += 0.5
+        h.tick(at)
+        h.process([ev("gate-g2", T0 + 400 + k, f"{k:016x}", "in")], at)
+        k += 1
+    if exit_last:
+        at += 0.5
+        h.tick(at)
+        h.process([ev("gate-g2", T0 + 200, X, "out")], at)
+    return at
+
+
+def test_a_gate_whose_replay_ended_first_waits_for_the_other_gates_exit() -> None:
+    # Before: g1's hold went in ~5 s after its last message, and its two entries fired anti_passback 3 s later,
+    # while X's exit at g2 was still held behind g2's replay.
+    h = Hub()
+    end = _replay(h, tail_s=3 * SETTLE_S)
+    h.settle(end + 2 * HOLD_MAX_S)
+    assert h.fired("anti_passback") == []
+    assert {d for d, *_ in h.released} == {"gate-g1", "gate-g2"}
+
+
+def test_a_real_pass_back_in_a_replay_still_fires() -> None:
+    # Two entries at g1 with no exit between them (the exit at g2 is stamped after both): a pass-back.
+    h = Hub()
+    for gate in ("gate-g1", "gate-g2"):
+        h.deliver(gate, "heartbeat", T0, T0, uptime_s=1.0)
+    evs = [h.event(env("gate-g1", "access_granted", T0 + 100, seq=201, **_grant(X, "in"))),
+           h.event(env("gate-g1", "access_granted", T0 + 300, seq=202, **_grant(X, "in"))),
+           h.event(env("gate-g2", "access_granted", T0 + 500, seq=201, **_grant(X, "out")))]
+    h.tick(OUTAGE)
+    h.process(evs, OUTAGE)
+    h.settle(OUTAGE + 2 * HOLD_MAX_S)
+    fired = h.fired("anti_passback")
+    assert len(fired) == 1 and fired[0].t >= T0 + 300
+
+
+def test_a_replay_that_never_goes_quiet_is_still_released_within_the_hold_bound() -> None:
+    # The global wait is bounded as each hold is: a device's messages wait at most HOLD_MAX_S (plus a settle)
+    # from the first look, however long another device's replay keeps coming.
+    h = Hub()
+    _replay(h, tail_s=3 * HOLD_MAX_S, exit_last=False)
+    g1 = [r for r in h.released if r[0] == "gate-g1"]
+    assert g1, "gate g1's hold was never released while g2's replay went on"
+    _, when, n, since = g1[0]
+    assert n == 2 and when - since <= HOLD_MAX_S + 2 * SETTLE_S + 1.0
