@@ -280,28 +280,23 @@ class Sequence(Rule):
         """repeat_without with settle_s: the entries still settling ([entry, previous entry]) and their timer."""
         if repeats:
             st.data["repeats"] = repeats
-            st.due = min(self._repeat_due(r) for r in repeats)
+            st.due = min(self._stored_due(r, 2) for r in repeats)
         else:
             st.data.pop("repeats", None)
             st.data.pop("refs", None)
             st.due = None
-
-    def _repeat_due(self, r: list[float]) -> float:
-        """A settling repeat's due ([entry, previous entry, due]; one stored before the received bound: 2)."""
-        return r[2] if len(r) > 2 else r[0] + self.spec.settle_s
 
     def _settle_repeats(self, st: State, key: str, now: float) -> list[Signal]:
         """repeat_without with settle_s: entries no exit arrived for are repeats (anti-passback)."""
         out: list[Signal] = []
         keep = []
         for r in st.data.pop("repeats"):
-            if self._repeat_due(r) <= now:
+            if self._stored_due(r, 2) <= now:
                 out.extend(self._repeated(st, key, r[0]))
             else:
                 keep.append(r)
         if keep:
-            st.data["repeats"] = keep
-            st.due = min(self._repeat_due(r) for r in keep)
+            self._set_repeats(st, keep)
         return out
 
     def _count_per_grant(self, st: State, key: str, ev: Event) -> list[Signal]:
@@ -368,9 +363,10 @@ class Sequence(Rule):
         received = self.ctx.received
         return max(t, t if received is None else received) + self.spec.settle_s
 
-    def _due_of(self, entry: list[Any]) -> float:
-        """A settling entry's due ([t, extra, people, due, device, seq]; one stored before has only its time)."""
-        return entry[3] if len(entry) > 3 else entry[0] + self.spec.settle_s
+    def _stored_due(self, entry: list[Any], at: int) -> float:
+        """A settling entry's due, kept at index `at` (a repeat [entry, previous entry, due]: 2; a passage [t,
+        extra, people, due, device, seq]: 3); one stored before the received bound has only its time."""
+        return entry[at] if len(entry) > at else entry[0] + self.spec.settle_s
 
     def _pay(self, d: dict[str, Any], grant: Event, allowance: float) -> float:
         """A grant that came after passages it allows pays for them; returns the allowance left."""
@@ -393,7 +389,7 @@ class Sequence(Rule):
 
     def _next_due(self, d: dict[str, Any], due: float | None) -> float | None:
         """The earlier of `due` and the first unpaid passage's settle."""
-        settles = [self._due_of(u) for u in d.get("unpaid", ())]
+        settles = [self._stored_due(u, 3) for u in d.get("unpaid", ())]
         return min([*settles, *([] if due is None else [due])], default=None)
 
     def _settle_passages(self, st: State, key: str, now: float) -> list[Signal]:
@@ -402,7 +398,7 @@ class Sequence(Rule):
         out: list[Signal] = []
         keep = []
         for u in d.pop("unpaid"):
-            if self._due_of(u) <= now:
+            if self._stored_due(u, 3) <= now:
                 out.extend(self._tailgated(st, key, u[0], int(u[1]), int(u[2])))
             else:
                 keep.append(u)
