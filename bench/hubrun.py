@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from commhub.hubproc import START_TIMEOUT_S, HubProcess, metrics_text, sample_sum
 from commhub.hubproc import cpu_seconds as cpu_seconds  # re-exported: the benches import them from here
 from commhub.hubproc import peak_rss_mb as peak_rss_mb
+from commhub.hubproc import thread_cpu_seconds as thread_cpu_seconds
 from commhub.mqtt import connect_properties
 from commhub.services import Influxd, Mosquitto, free_port
 

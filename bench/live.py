@@ -10,7 +10,6 @@ size, which follows the machine's load, so compare runs by both (docs/performanc
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from bench import feed as feeds
 from bench import ingest
-from bench.hubrun import HubProc, cpu_seconds
+from bench.hubrun import HubProc, cpu_seconds, thread_cpu_seconds
 from commhub.config import load
 from commhub.services import Influxd, Mosquitto
 
@@ -35,20 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-gather-ms", type=float, default=None, help="hub.batch_gather_ms (default: the hub's)")
 
 
-def _threads(pid: int) -> dict[str, float]:
-    """CPU seconds of each thread of a process."""
-    out = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the thread ended
-        out[tid] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     """Measure and print `name: value` lines."""
     cfg = load(REPO / "configs" / "commhub.yaml")
@@ -63,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     def after(hubs: list[HubProc]) -> dict[str, float]:
         h = hubs[0]
-        m0, t0, c0 = {k: h.metric(k) for k in _SINK}, _threads(h.pid), cpu_seconds(h.pid)
+        m0, t0, c0 = {k: h.metric(k) for k in _SINK}, thread_cpu_seconds(h.pid), cpu_seconds(h.pid)
         out = phase(hubs)
-        m1, t1, c1 = {k: h.metric(k) for k in _SINK}, _threads(h.pid), cpu_seconds(h.pid)
+        m1, t1, c1 = {k: h.metric(k) for k in _SINK}, thread_cpu_seconds(h.pid), cpu_seconds(h.pid)
         n = out["live_msgs"]
         split.update(cpu=(c1 - c0) / n * 1e6, sink={k: m1[k] - m0[k] for k in _SINK}, n=n,
                      threads=sorted(((t1[t] - t0.get(t, 0.0)) / n * 1e6 for t in t1), reverse=True))

@@ -24,12 +24,28 @@ START_TIMEOUT_S = 180.0
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
+def _cpu(stat: str) -> float:
+    """User + system CPU seconds from a /proc stat file (a process's or one thread's)."""
+    with open(stat) as f:
         # The command name may hold spaces and parentheses: count fields after its closing parenthesis.
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+    return _cpu(f"/proc/{pid}/stat")
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time so far of each live thread of a process, by thread id (/proc/<pid>/task)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[tid] = _cpu(f"/proc/{pid}/task/{tid}/stat")
+        except OSError:
+            continue  # the thread ended
+    return out
 
 
 def peak_rss_mb(pid: int) -> float:
