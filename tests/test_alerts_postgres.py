@@ -164,6 +164,52 @@ def test_a_door_held_open_settles_when_its_messages_reach_two_workers_out_of_ord
     assert forced == []  # each opening had its grant
 
 
+def test_a_gate_whose_share_of_a_replay_ended_first_waits_for_the_other_workers_exit(tmp_path: Path, db: str
+                                                                                    ) -> None:
+    # Worker a got gate g1's part of a replay (a credential's two entries) and went quiet; worker b still receives
+    # gate g2's share, the credential's exit between the two entries last. Each worker ticks every timer. Before,
+    # a released g1's hold on its own messages' quiet, and anti_passback fired once b's exit came too late.
+    cfg = make_config(tmp_path, db_url=db, tick_s=60)
+    clock = FakeClock(T0)
+    a, b = SinkDriver(cfg, clock).start(), SinkDriver(cfg, clock).start()
+    ref = "00000000000000aa"
+    seq = {"gate-g1": 100, "gate-g2": 100}
+
+    def on(d: SinkDriver, gate: str, dt: float, cred: str, direction: str) -> None:
+        seq[gate] += 1
+        d.sink.handle([accepted(cfg, env(gate, "access_granted", T0 + dt, seq=seq[gate], door="d1",
+                                         credential_ref=cred, method="card", direction=direction))])
+
+    def tick(s: float) -> None:
+        clock.t += s
+        a.sink.tick()
+        b.sink.tick()
+
+    for gate in ("gate-g1", "gate-g2"):
+        for d in (a, b):
+            d.sink.handle([accepted(cfg, env(gate, "heartbeat", T0, uptime_s=1.0))])
+    clock.t = T0 + 3600
+    on(b, "gate-g2", 50, "00000000000000bb", "in")
+    seq["gate-g2"] += 1  # the other worker's share
+    on(a, "gate-g1", 100, ref, "in")
+    on(a, "gate-g1", 300, ref, "in")
+    on(a, "gate-g2", 60, "00000000000000cc", "in")
+    for k in range(40):  # b's share goes on for 20 s
+        tick(0.5)
+        on(b, "gate-g2", 400 + k, f"{k:016x}", "in")
+    tick(0.5)
+    on(b, "gate-g2", 200, ref, "out")
+    for _ in range(90):
+        tick(1.0)
+    fired = a.alerts(rule="anti_passback")
+    with a.sink.db.connect() as conn:
+        holds = conn.execute(text("SELECT count(*) FROM rule_state WHERE rule = '_hold'")).scalar()
+    a.stop()
+    b.stop()
+    assert fired == []
+    assert holds == 0  # both gates' holds went in
+
+
 @pytest.mark.broker
 def test_two_hub_workers_on_postgres_one_alert_per_incident(tmp_path: Path, db: str, mosquitto: Any,
                                                             unique_site: str) -> None:

@@ -15,7 +15,7 @@ from alerts_helpers import T0, env
 from test_rules_late import Hub
 
 from hub.rules.event import Event
-from hub.rules.reorder import HOLD_MAX_S, SETTLE_S
+from hub.rules.reorder import HOLD, HOLD_MAX_S, SETTLE_S
 
 X = "00000000000000aa"  # the credential that goes in at gate g1 and out at gate g2, in turn
 OUTAGE = T0 + 3600.0  # the replay is received from here on
@@ -89,3 +89,46 @@ def test_a_replay_that_never_goes_quiet_is_still_released_within_the_hold_bound(
     assert g1, "gate g1's hold was never released while g2's replay went on"
     _, when, n, since = g1[0]
     assert n == 2 and when - since <= HOLD_MAX_S + 2 * SETTLE_S + 1.0
+
+
+def test_two_workers_release_their_holds_together() -> None:
+    # Two workers share the rule state (as on PostgreSQL) and one queue. Worker a got g1's part of the replay and
+    # went quiet; worker b still receives g2's share, X's exit last. Before, a judged "the replay is quiet" by its
+    # own messages alone, released g1's hold ~5 s after its last message, and anti_passback took X's two entries
+    # for a pass-back: b's hold of the exit went in more than the rule's settle later.
+    a, b = Hub(), Hub()
+    b.store = a.store
+    for gate in ("gate-g1", "gate-g2"):
+        for h in (a, b):
+            h.deliver(gate, "heartbeat", T0, T0, uptime_s=1.0)
+    seq = {"gate-g1": 100, "gate-g2": 100}
+
+    def ev(h: Hub, gate: str, t: float, ref: str, direction: str) -> Event:
+        seq[gate] += 1
+        return h.event(env(gate, "access_granted", t, seq=seq[gate], **_grant(ref, direction)))
+
+    at = OUTAGE
+    for h in (a, b):
+        h.tick(at)
+    # A gap in each worker's seqs of g2 (the other's share), so both hold every late message, as in a drain.
+    b.process([ev(b, "gate-g2", T0 + 50, "00000000000000bb", "in")], at)
+    seq["gate-g2"] += 1
+    a.process([ev(a, "gate-g1", T0 + 100, X, "in"), ev(a, "gate-g1", T0 + 300, X, "in"),
+               ev(a, "gate-g2", T0 + 60, "00000000000000cc", "in")], at)
+    k = 0
+    while at < OUTAGE + 4 * SETTLE_S:  # b's share of g2 goes on; both workers' timers tick
+        at += 0.5
+        for h in (a, b):
+            h.tick(at)
+        b.process([ev(b, "gate-g2", T0 + 400 + k, f"{k:016x}", "in")], at)
+        k += 1
+    at += 0.5
+    a.tick(at)
+    b.tick(at)
+    b.process([ev(b, "gate-g2", T0 + 200, X, "out")], at)
+    while at < OUTAGE + 2 * HOLD_MAX_S:
+        at += 1.0
+        a.tick(at)
+        b.tick(at)
+    assert a.fired("anti_passback") + b.fired("anti_passback") == []
+    assert a.store.load(HOLD, "gate-g1") is None and a.store.load(HOLD, "gate-g2") is None

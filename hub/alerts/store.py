@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     and_,
     delete,
+    func,
     literal_column,
     or_,
     select,
@@ -613,6 +614,12 @@ class Tx:
         self.flush()
         stmt = select(RS.c.rule, RS.c.key).where(RS.c.due <= now).order_by(RS.c.due).limit(1000)
         return [(r[0], r[1]) for r in self.conn.execute(locked(self.conn, stmt, skip=True))]
+
+    def span(self, rule: str) -> tuple[int, float | None]:
+        """How many keys of a rule have a timer (every worker's, as committed), and the latest of them."""
+        self.flush()
+        n, latest = self.conn.execute(select(func.count(RS.c.due), func.max(RS.c.due)).where(RS.c.rule == rule)).one()
+        return int(n), latest
 
     def known(self, rule: str) -> set[str]:
         """Keys with state under a rule."""

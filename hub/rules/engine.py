@@ -54,6 +54,9 @@ class StateStore(Protocol):
     def known(self, rule: str) -> set[str]:
         """Keys with state under a rule."""
 
+    def span(self, rule: str) -> tuple[int, float | None]:
+        """How many keys of a rule have a timer, and the latest of them (None: none has)."""
+
     def prefetch(self, pairs: set[tuple[str, str]]) -> None:
         """Load many keys at once before they are used (one query per batch instead of one per event)."""
 
@@ -110,6 +113,11 @@ class MemoryStates:
     def known(self, rule: str) -> set[str]:
         """Keys of a rule."""
         return {k for r, k in self.states if r == rule}
+
+    def span(self, rule: str) -> tuple[int, float | None]:
+        """How many keys of a rule have a timer, and the latest of them."""
+        dues = [s.due for (r, _k), s in self.states.items() if r == rule and s.due is not None]
+        return len(dues), max(dues, default=None)
 
     def prefetch(self, pairs: set[tuple[str, str]]) -> None:
         """Nothing to do in memory."""
@@ -317,15 +325,31 @@ class Engine:
         del self._holding[ev.device_id]
         return False
 
-    def _release(self, key: str, st: State, now: float, store: StateStore) -> list[Signal]:
-        """A device's held late messages, once due, to the order-sensitive rules in device-time order.
+    def _replay_coming(self, holds: dict[str, State | None], now: float, store: StateStore) -> tuple[bool, float]:
+        """Whether any part of a replay is still coming, on any worker, and until when the holds wait if so.
 
-        Not while any device's replay is still coming (up to the hold's bound): the rules relate devices (a
-        credential's entry at one gate and its exit at another), and a gate whose part of the replay ended
-        first went in while the other gate's exit was still held (a false anti-passback with two workers).
+        The rules relate devices (a credential's entry at one gate and its exit at another), so one device's hold
+        goes in only with the others: not while this process's last late message is under SETTLE_S old, nor a
+        due hold says more came since its last look, nor another worker keeps one. A hold row not handed to this
+        tick is one: not yet due (its replay came on at its last look), or locked by the worker holding its next
+        message. A worker whose share of a queue ended first must not release a gate's hold while the other
+        worker still receives the other gate's part. The wait stays bounded by each hold's own HOLD_MAX_S.
         """
-        quiet = self._held_at + SETTLE_S  # every hold this process keeps is due then, so they go in together
-        events = self.hold.release(st, key, now, bool(st.data.pop(REPLAY, None)) or now < quiet, quiet)
+        quiet = self._held_at + SETTLE_S
+        coming = now < quiet or any(st is not None and st.data.get(REPLAY) for st in holds.values())
+        n, latest = store.span(HOLD)
+        if n > len(holds):
+            coming = True
+            if latest is not None:
+                quiet = max(quiet, latest)
+        return coming, quiet
+
+    def _release(self, key: str, st: State, now: float, store: StateStore, coming: bool, quiet: float
+                 ) -> list[Signal]:
+        """A device's held late messages, once due and the whole replay quiet (see _replay_coming), to the
+        order-sensitive rules in device-time order."""
+        replayed = bool(st.data.pop(REPLAY, None))
+        events = self.hold.release(st, key, now, coming or replayed, quiet)
         store.save(HOLD, key, st)
         if st.due is None:
             self._holding.pop(key, None)
@@ -559,18 +583,21 @@ class Engine:
     def tick(self, store: StateStore, now: float) -> list[Signal]:
         """Run every due timer."""
         out: list[Signal] = []
-        for rule_id, key in store.due(now):
+        due = store.due(now)
+        holds = {key: store.load(HOLD, key) for rule_id, key in due if rule_id == HOLD}
+        coming, quiet = self._replay_coming(holds, now, store) if holds else (False, -math.inf)
+        for rule_id, key in due:
             rule = self.rules.get(rule_id)
             if self._touches and rule is not None:
                 with self._touch_lock:
                     pending = self._touches.pop((rule_id, key), None)
                 if pending is not None:  # a sign of life still in memory comes first
                     out.extend(self._feed(rule, key, pending, store))
-            st = store.load(rule_id, key)
+            st = holds[key] if rule_id == HOLD else store.load(rule_id, key)
             if st is None:
                 continue
             if rule_id == HOLD:
-                out.extend(self._release(key, st, now, store))
+                out.extend(self._release(key, st, now, store, coming, quiet))
                 continue
             if rule is None:  # a rule removed from the pack: drop its timers
                 st.due = None
