@@ -287,7 +287,7 @@ def test_a_gap_in_a_devices_seqs_holds_it_and_the_rest_of_its_batch() -> None:
     h.process([evs[0]], DRAIN)
     h.tick(DRAIN + 0.1)
     plan = h.engine.plan([h.clocks.correct(e, DRAIN + 0.1, h.store) for e in evs[2:]])
-    held = [(e.seq, k) for e, r, k in plan if r.id == HOLD]
+    held = [(e.seq, e.device_id) for e, r, _ in plan if r.id == HOLD]
     assert held == [(3, GATE), (4, GATE)]
     assert not [e for e, r, _ in plan if r.id == "tailgating"]  # nothing reaches an order-sensitive rule
 

@@ -10,7 +10,7 @@ from commhub.wire import Envelope
 from hub.rules.clock import DeviceClocks
 from hub.rules.engine import REPLAY_GRACE_S, Engine, MemoryStates
 from hub.rules.event import Ctx, Event, Signal
-from hub.rules.reorder import HOLD, SETTLE_S
+from hub.rules.reorder import HOLD, SETTLE_S, since
 from hub.rules.spec import load_rules
 
 GRANT: dict[str, Any] = {"door": "main", "credential_ref": "a11ce000a11ce000", "method": "card"}
@@ -46,15 +46,29 @@ class Hub:
         """One batch received at `received`, as the hub hands it to the rules (device clocks corrected)."""
         self.signals.extend(self.engine.process(events, self.store, received, self.clocks))
 
+    def holds(self) -> dict[str, tuple[int, float]]:
+        """Per device, how many of its messages the hold keeps, and since when (the oldest row's batch)."""
+        out: dict[str, tuple[int, float]] = {}
+        for (r, k), st in self.store.states.items():
+            if r == HOLD:
+                for h in st.data.get("held", ()):
+                    n, first = out.get(h[0], (0, since(k)))
+                    out[h[0]] = (n + 1, min(first, since(k)))
+        return out
+
+    def held(self, device: str) -> int:
+        """How many of a device's messages the hold keeps."""
+        return self.holds().get(device, (0, 0.0))[0]
+
     def tick(self, now: float) -> None:
-        """Run the timers due by now (noting each hold released)."""
-        holds = {k: (len(st.data.get("held", ())), st.data.get("since")) for (r, k), st in self.store.states.items()
-                 if r == HOLD}
+        """Run the timers due by now (noting each device's held messages let go)."""
+        before = self.holds()
         self.signals.extend(self.engine.tick(self.store, now))
         self.now = now
-        for k, (n, since) in holds.items():
-            if n and self.store.load(HOLD, k) is None:
-                self.released.append((k, now, n, since if since is not None else now))
+        after = self.holds()
+        for k, (n, first) in before.items():
+            if k not in after:
+                self.released.append((k, now, n, first))
 
     def settle(self, until: float) -> None:
         """Tick every second up to `until`, as the hub's timer thread does."""

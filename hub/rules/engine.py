@@ -19,7 +19,7 @@ from hub.rules.kinds.instant import Instant
 from hub.rules.kinds.rate import Rate
 from hub.rules.kinds.sequence import Sequence
 from hub.rules.kinds.threshold import Threshold
-from hub.rules.reorder import HOLD, HOLD_SPAN_S, SETTLE_S, Reorder
+from hub.rules.reorder import HOLD, HOLD_MAX_N, HOLD_MAX_S, HOLD_SPAN_S, SETTLE_S, Reorder, since
 from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
@@ -179,13 +179,17 @@ class Engine:
         # Devices with late messages held, and the time of the first recent message that joined them (this
         # process's view: a restart starts empty, while the timers still release what the store holds).
         self._holding: dict[str, float | None] = {}
+        # (device, time, seq) of each message this process held since it last let the hold go: a redelivery
+        # inside the replay is held once; and how many (HOLD_MAX_N).
+        self._held_ids: set[tuple[str, float, int]] = set()
+        self._hold_key: str | None = None  # this batch's hold row (see Reorder.key)
         # Per device, the (device time, seq) of its newest message this process planned, and whether its messages
         # so far are a queue of its own that needs no hold (see _held). A few dozen bytes a device; a restart
         # starts empty.
         self._last: dict[str, tuple[float, int, bool]] = {}
         self._shared_until = 0.0  # on the engine's clock: until then every late message is held (see _held)
-        # When (on the engine's clock) a late message last joined any hold: a replay is one burst across devices,
-        # and a hold goes in only once the whole replay is quiet (see _release).
+        # When (on the engine's clock) a late message last joined the hold: a replay is one burst across devices,
+        # and the hold goes in only once the whole replay is quiet (see _let_go).
         self._held_at = -math.inf
 
     def seed(self, store: StateStore, now: float, grace_s: float = 0.0) -> int:
@@ -223,6 +227,7 @@ class Engine:
         routes = self._routes
         holding = self._holding
         events = events if isinstance(events, list) else list(events)
+        self._hold_key = None
         held = self._held(events)
         for i, ev in enumerate(events):
             if (ev.late and held is not None and held[i]) or (holding and ev.device_id in holding and self._joins(ev)):
@@ -308,11 +313,19 @@ class Engine:
             for key in rule.keys(ev):
                 if not (defers and self._defer(rule, key, ev)):
                     add((ev, rule, key))
-        if held:
-            self._holding.setdefault(ev.device_id, None)
-            add((ev, self.hold, ev.device_id))
-            if self.ctx.received is not None:
-                self._held_at = self.ctx.received
+        if not held:
+            return
+        self._holding.setdefault(ev.device_id, None)
+        received = self.ctx.received
+        if received is not None:
+            self._held_at = received
+        ident = (ev.device_id, ev.t, ev.seq)
+        if ident in self._held_ids:
+            return
+        self._held_ids.add(ident)
+        if self._hold_key is None:
+            self._hold_key = self.hold.key(ev.t if received is None else received)
+        add((ev, self.hold, self._hold_key))
 
     def _joins(self, ev: Event) -> bool:
         """Whether a recent message of a device with a hold joins it (bounded: another worker may release it)."""
@@ -325,41 +338,41 @@ class Engine:
         del self._holding[ev.device_id]
         return False
 
-    def _replay_coming(self, holds: dict[str, State | None], now: float, store: StateStore) -> tuple[bool, float]:
-        """Whether any part of a replay is still coming, on any worker, and until when the holds wait if so.
+    def _let_go(self, due: list[str], now: float, store: StateStore) -> list[Signal]:
+        """Every held message, once the whole replay is quiet, to the order-sensitive rules in device-time order.
 
-        The rules relate devices (a credential's entry at one gate and its exit at another), so one device's hold
-        goes in only with the others: not while this process's last late message is under SETTLE_S old, nor a
-        due hold says more came since its last look, nor another worker keeps one. A hold row not handed to this
-        tick is one: not yet due (its replay came on at its last look), or locked by the worker holding its next
-        message. A worker whose share of a queue ended first must not release a gate's hold while the other
-        worker still receives the other gate's part. The wait stays bounded by each hold's own HOLD_MAX_S.
+        Quiet: this process's last late message is SETTLE_S old, and every hold row is due (a row not due was
+        written within SETTLE_S, by any worker; one not handed to this tick is locked by the worker writing
+        it). Until then the due rows wait as long, never past HOLD_MAX_S from the oldest (nor past HOLD_MAX_N
+        messages held here). All go together: the rules relate devices, and a gate whose part of the replay
+        ended first must not go in while another worker still receives the other gate's.
         """
-        quiet = self._held_at + SETTLE_S
-        coming = now < quiet or any(st is not None and st.data.get(REPLAY) for st in holds.values())
         n, latest = store.span(HOLD)
-        if n > len(holds):
-            coming = True
-            if latest is not None:
-                quiet = max(quiet, latest)
-        return coming, quiet
-
-    def _release(self, key: str, st: State, now: float, store: StateStore, coming: bool, quiet: float
-                 ) -> list[Signal]:
-        """A device's held late messages, once due and the whole replay quiet (see _replay_coming), to the
-        order-sensitive rules in device-time order."""
-        replayed = bool(st.data.pop(REPLAY, None))
-        events = self.hold.release(st, key, now, coming or replayed, quiet)
-        store.save(HOLD, key, st)
-        if st.due is None:
-            self._holding.pop(key, None)
-        work: list[tuple[Event, Rule, str]] = []
-        for ev in events:
-            for rule, filters, _defers in self._route(ev.kind, ev.type):
-                if isinstance(rule, Absence) or (filters and not rule.cares(ev)):
-                    continue  # absence had it when it came
-                work.extend((ev, rule, key) for key in rule.keys(ev))
-        return self.run(work, store) if work else []
+        quiet = self._held_at + SETTLE_S
+        if n > len(due) and latest is not None:
+            quiet = max(quiet, latest)
+        bound = min(since(k) for k in due) + HOLD_MAX_S
+        if (n > len(due) or now < quiet) and now < bound and len(self._held_ids) < HOLD_MAX_N:
+            store.postpone(HOLD, min(quiet if quiet > now else now + SETTLE_S, bound))
+            return []
+        keys = sorted(store.known(HOLD))
+        rows = [(k, st) for k in keys if (st := store.load(HOLD, k)) is not None]
+        chunks = self.hold.release(rows)
+        out: list[Signal] = []
+        first = next(chunks, [])
+        for k, st in rows:
+            store.save(HOLD, k, st)  # emptied: deleted
+        self._holding.clear()
+        self._held_ids.clear()
+        for events in (first, *chunks):
+            work: list[tuple[Event, Rule, str]] = []
+            for ev in events:
+                for rule, filters, _defers in self._route(ev.kind, ev.type):
+                    if isinstance(rule, Absence) or (filters and not rule.cares(ev)):
+                        continue  # absence had it when it came
+                    work.extend((ev, rule, key) for key in rule.keys(ev))
+            out.extend(self.run(work, store))
+        return out
 
     def _route(self, kind: str, body_type: str) -> tuple[tuple[Rule, bool, bool], ...]:
         """The rules one device kind's body type goes to, worked out once per pair (a few hundred at most)."""
@@ -584,20 +597,20 @@ class Engine:
         """Run every due timer."""
         out: list[Signal] = []
         due = store.due(now)
-        holds = {key: store.load(HOLD, key) for rule_id, key in due if rule_id == HOLD}
-        coming, quiet = self._replay_coming(holds, now, store) if holds else (False, -math.inf)
+        holds = [key for rule_id, key in due if rule_id == HOLD]
+        if holds:  # first: the held messages came before any deadline due now
+            out.extend(self._let_go(holds, now, store))
         for rule_id, key in due:
+            if rule_id == HOLD:
+                continue
             rule = self.rules.get(rule_id)
             if self._touches and rule is not None:
                 with self._touch_lock:
                     pending = self._touches.pop((rule_id, key), None)
                 if pending is not None:  # a sign of life still in memory comes first
                     out.extend(self._feed(rule, key, pending, store))
-            st = holds[key] if rule_id == HOLD else store.load(rule_id, key)
+            st = store.load(rule_id, key)
             if st is None:
-                continue
-            if rule_id == HOLD:
-                out.extend(self._release(key, st, now, store, coming, quiet))
                 continue
             if rule is None:  # a rule removed from the pack: drop its timers
                 st.due = None
