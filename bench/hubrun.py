@@ -157,6 +157,30 @@ def hub_config(broker: Mosquitto, influx: Influxd, workdir: Path, db: str, rules
     return path
 
 
+def alerts_url(workdir: Path, db: str, alerts: dict[str, Any] | None) -> str:
+    """The alert store URL of a hub_config(...) hub."""
+    return str((alerts or {}).get("db_url") or f"sqlite:///{workdir / f'alerts-{db}.db'}")
+
+
+def wait_rules_done(url: str, timeout_s: float = DRAIN_TIMEOUT_S) -> float:
+    """Wait until the rules have seen every message: no late message is held in the alert store any more (a
+    replay is held, and let go to the rules once quiet: hub.rules.reorder). Returns the seconds waited."""
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(url)
+    t0 = time.monotonic()
+    try:
+        with engine.connect() as conn:
+            query = sqlalchemy.text("SELECT count(*) FROM rule_state WHERE rule = '_hold'")
+            while conn.execute(query).scalar():
+                conn.rollback()  # a fresh snapshot each look
+                if time.monotonic() - t0 > timeout_s:
+                    raise RuntimeError(f"the rules' hold was not let go within {timeout_s:.0f} s")
+                time.sleep(0.05)
+    finally:
+        engine.dispose()
+    return time.monotonic() - t0
+
+
 class HubProc(HubProcess):
     """A benchmark's hub: its own worker id and metrics port, warnings only in its log; start() does not wait."""
 

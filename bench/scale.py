@@ -378,6 +378,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"workers_{w}_cpu_us_per_msg_net_of_idle: {_net(res):.1f}")
         print(f"workers_{w}_rules_batch_cpu_us_per_msg: {res['rules_handle_cpu_s'] / res['messages'] * 1e6:.1f}")
         print(f"workers_{w}_rules_timer_cpu_s: {res['rules_timer_cpu_s']:.2f}")
+        if res.get("rules_done_after_drain_s"):  # part of the drain: the held backlog's settle and rules
+            print(f"workers_{w}_rules_done_after_drain_s: {res['rules_done_after_drain_s']:.1f}")
         print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
         for k in ("hub_batch_tx", "hub_batches_redone", *(f"hub_retries_{c}" for c in _RETRIES),
                   *(f"hub_stale_{c}" for c in _STALE), "alerts", "alert_fires", "alert_transitions",

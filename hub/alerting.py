@@ -333,12 +333,12 @@ class AlertingSink:
 
     def timers_due(self) -> bool:
         """Whether the next tick should go to the database: a timer we know of is due, a write-back of signs of
-        life or clock offsets is, or RECHECK_S passed."""
+        life or clock offsets is, RECHECK_S passed, or the rules' hold is full."""
         if not self._opened:
             return True
         now = self.clock()
         return now >= min(self._next_due, self.engine.write_back_at(), self.clocks.write_back_at()) or \
-            time.monotonic() - self._checked_at >= RECHECK_S
+            time.monotonic() - self._checked_at >= RECHECK_S or self.engine.hold_full
 
     def stop(self) -> None:
         """Stop the timer, then the notifiers; undelivered notices stay in the outbox."""

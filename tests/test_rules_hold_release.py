@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alerts_helpers import T0, env
 from test_rules_late import Hub
 
-from hub.rules.event import Event
+import hub.rules.engine as engine_mod
+from hub.rules.event import Event, State
 from hub.rules.reorder import HOLD, HOLD_MAX_S, SETTLE_S
 
 X = "00000000000000aa"  # the credential that goes in at gate g1 and out at gate g2, in turn
@@ -132,3 +134,43 @@ def test_two_workers_release_their_holds_together() -> None:
         b.tick(at)
     assert a.fired("anti_passback") + b.fired("anti_passback") == []
     assert a.store.load(HOLD, "gate-g1") is None and a.store.load(HOLD, "gate-g2") is None
+
+
+def test_a_full_hold_is_let_go_at_the_next_timer_pass_whether_due_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hold is read back all at once: past HOLD_MAX_N messages held here, the next pass lets it go (the
+    # sink's timer thread is woken for it) rather than waiting for the replay to be quiet.
+    monkeypatch.setattr(engine_mod, "HOLD_MAX_N", 3)
+    h = Hub()
+    h.deliver("gate-g1", "heartbeat", T0, T0, uptime_s=1.0)
+    evs = [h.event(env("gate-g1", "access_granted", T0 + 10 + i, seq=300 + 2 * i, **_grant(f"{i:016x}", "in")))
+           for i in range(3)]
+    h.process(evs[:2], OUTAGE)
+    assert not h.engine.hold_full and h.held("gate-g1") == 2
+    h.tick(OUTAGE + 0.5)  # not due: the replay came on under SETTLE_S ago
+    assert h.held("gate-g1") == 2
+    h.process(evs, OUTAGE + 0.6)  # a redelivery is held once and not counted again
+    assert h.engine.hold_full and h.held("gate-g1") == 3
+    h.tick(OUTAGE + 0.7)
+    assert h.held("gate-g1") == 0 and not h.engine.hold_full
+    assert [d for d, _, n, _ in h.released] == ["gate-g1"]
+
+
+def test_a_hold_row_of_an_older_hub_one_device_per_row_is_let_go_with_the_rest() -> None:
+    # Rows written before the hold was one per batch: keyed by device, entries without it, a "since" of their
+    # own. Read after an upgrade, they go to the rules at the first pass, nothing lost or failing.
+    h = Hub()
+    h.deliver("gate-g1", "heartbeat", T0, T0, uptime_s=1.0)
+    old = h.event(env("gate-g1", "access_granted", T0 + 100, seq=7, **_grant(X, "in")))
+    h.store.save(HOLD, "gate-g1", State({"held": [[old.t, old.seq, old.kind, False, old.body.model_dump_json()]],
+                                         "since": OUTAGE}, OUTAGE))
+    seen: list[Event] = []
+    real = h.engine.run
+
+    def spy(work: list[Any], store: Any) -> Any:
+        seen.extend(ev for ev, _, _ in work)
+        return real(work, store)
+
+    h.engine.run = spy  # type: ignore[method-assign]
+    h.tick(OUTAGE + 1.0)
+    assert h.store.load(HOLD, "gate-g1") is None
+    assert {(ev.device_id, ev.seq) for ev in seen} == {("gate-g1", 7)}  # to each rule that takes it

@@ -44,6 +44,7 @@ from hub.routing.router import Decision, Router, matches
 from hub.routing.spec import Window
 from hub.rules.clock import RULE as CLOCK_RULE
 from hub.rules.event import MAX_REFS, Signal, State
+from hub.rules.reorder import HOLD
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ _DUE_TIMES = ("SELECT (SELECT min(due) FROM rule_state), "
 A = cast(Table, Alert.__table__)
 T = cast(Table, Transition.__table__)
 RS = cast(Table, RuleState.__table__)
+_UNCACHED = frozenset({CLOCK_RULE, HOLD})  # rule state rows never kept in the state cache (see committed)
 OB = cast(Table, Outbox.__table__)
 SI = cast(Table, Silence.__table__)
 # The advisory lock space of alert identities (hub.alerts.db.migrate uses the single-key lock 732100).
@@ -452,6 +454,10 @@ class Tx:
             return None
         obj = State(_decode(text), due)
         self._objs[k] = obj
+        if rule == HOLD:
+            # Read once, to let it go: its text (a batch's held messages) need not stay beside the decoded copy
+            # until the commit. Not None, so the row is still known to exist (and is deleted once emptied).
+            self._states[k] = ("", due)
         return obj
 
     def save(self, rule: str, key: str, state: State) -> None:
@@ -541,9 +547,11 @@ class Tx:
             return
         objs = self._objs
         # Not the device clocks' rows: hub.rules.clock keeps the State it loaded and changes it in later batches.
+        # Nor the hold's: each is written once and read once, when the hold is let go (a replay's worth of
+        # messages kept decoded in memory meanwhile).
         cache.committed(self._base, self._version(),
                         {k: (objs.get(k) if text is not None else None, text, due)
-                         for k, (text, due) in self._states.items() if k[0] != CLOCK_RULE})
+                         for k, (text, due) in self._states.items() if k[0] not in _UNCACHED})
 
     def forget(self, keys: set[tuple[str, str]]) -> None:
         """Drop what this transaction read or changed of these keys: the next load reads them again."""
@@ -601,7 +609,7 @@ class Tx:
         self.flush()
         self._due(until)
         res = self.conn.execute(update(RS).where(RS.c.rule == rule, RS.c.due < until).values(due=until))
-        if self._cache is not None and res.rowcount:
+        if self._cache is not None and res.rowcount and rule not in _UNCACHED:
             # Rows this transaction did not read changed: other workers' caches must see a new version, ours
             # starts again empty.
             self._cached()

@@ -179,9 +179,10 @@ class Engine:
         # Devices with late messages held, and the time of the first recent message that joined them (this
         # process's view: a restart starts empty, while the timers still release what the store holds).
         self._holding: dict[str, float | None] = {}
-        # (device, time, seq) of each message this process held since it last let the hold go: a redelivery
-        # inside the replay is held once; and how many (HOLD_MAX_N).
-        self._held_ids: set[tuple[str, float, int]] = set()
+        # The hash of (device, time, seq) of each message this process held since it last let the hold go (a
+        # redelivery inside the replay is held once; a collision among 60,000 is about 1e-10 likely), and how
+        # many (HOLD_MAX_N).
+        self._held_ids: set[int] = set()
         self._hold_key: str | None = None  # this batch's hold row (see Reorder.key)
         # Per device, the (device time, seq) of its newest message this process planned, and whether its messages
         # so far are a queue of its own that needs no hold (see _held). A few dozen bytes a device; a restart
@@ -319,7 +320,7 @@ class Engine:
         received = self.ctx.received
         if received is not None:
             self._held_at = received
-        ident = (ev.device_id, ev.t, ev.seq)
+        ident = hash((ev.device_id, ev.t, ev.seq))
         if ident in self._held_ids:
             return
         self._held_ids.add(ident)
@@ -338,6 +339,12 @@ class Engine:
         del self._holding[ev.device_id]
         return False
 
+    @property
+    def hold_full(self) -> bool:
+        """Whether this process has held HOLD_MAX_N messages since it last let the hold go (the next timer pass
+        lets it go, whether due or not: all of it is read back at once)."""
+        return len(self._held_ids) >= HOLD_MAX_N
+
     def _let_go(self, due: list[str], now: float, store: StateStore) -> list[Signal]:
         """Every held message, once the whole replay is quiet, to the order-sensitive rules in device-time order.
 
@@ -351,8 +358,8 @@ class Engine:
         quiet = self._held_at + SETTLE_S
         if n > len(due) and latest is not None:
             quiet = max(quiet, latest)
-        bound = min(since(k) for k in due) + HOLD_MAX_S
-        if (n > len(due) or now < quiet) and now < bound and len(self._held_ids) < HOLD_MAX_N:
+        bound = min((since(k) for k in due), default=now) + HOLD_MAX_S
+        if (n > len(due) or now < quiet) and now < bound and not self.hold_full:
             store.postpone(HOLD, min(quiet if quiet > now else now + SETTLE_S, bound))
             return []
         keys = sorted(store.known(HOLD))
@@ -598,7 +605,7 @@ class Engine:
         out: list[Signal] = []
         due = store.due(now)
         holds = [key for rule_id, key in due if rule_id == HOLD]
-        if holds:  # first: the held messages came before any deadline due now
+        if holds or self.hold_full:  # first: the held messages came before any deadline due now
             out.extend(self._let_go(holds, now, store))
         for rule_id, key in due:
             if rule_id == HOLD:

@@ -24,6 +24,7 @@ import math
 import uuid
 from collections.abc import Iterable, Iterator
 from itertools import count
+from sys import intern
 from types import SimpleNamespace
 from typing import Any
 
@@ -87,16 +88,19 @@ class Reorder(Rule):
         held: list[list[Any]] = []
         for key, st in rows:
             for h in st.data.get("held", ()):
-                held.append(h if len(h) == 6 else [key, *h])  # an older hub's row: one device's, the key its id
+                if len(h) != 6:
+                    h = [key, *h]  # an older hub's row: one device's, the key its id
+                h[0], h[3] = intern(h[0]), intern(h[3])  # a replay's worth: one copy of each id and kind
+                held.append(h)
             st.data.clear()
             st.due = None
         held.sort(key=lambda h: (h[1], h[2], h[0]))
-        seen: set[tuple[str, float, int]] = set()
         out: list[Event] = []
+        last: tuple[str, float, int] | None = None
         for dev, t, seq, kind, historical, raw in held:
-            if (dev, t, seq) in seen:
+            if last == (dev, t, seq):
                 continue  # a redelivery inside the replay, held twice (by two workers, or in two batches)
-            seen.add((dev, t, seq))
+            last = (dev, t, seq)
             try:
                 body = _BODY.validate_json(raw)
             except ValueError:
