@@ -366,7 +366,7 @@ class Engine:
         rows = [(k, st) for k in keys if (st := store.load(HOLD, k)) is not None]
         chunks = self.hold.release(rows)
         out: list[Signal] = []
-        first = next(chunks, [])
+        first = next(chunks, [])  # release read (and emptied) every row before its first chunk
         for k, st in rows:
             store.save(HOLD, k, st)  # emptied: deleted
         self._holding.clear()
