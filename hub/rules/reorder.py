@@ -24,6 +24,7 @@ import math
 import uuid
 from collections.abc import Iterable, Iterator
 from itertools import count
+from operator import itemgetter
 from sys import intern
 from types import SimpleNamespace
 from typing import Any
@@ -94,7 +95,9 @@ class Reorder(Rule):
                 held.append(h)
             st.data.clear()
             st.due = None
-        held.sort(key=lambda h: (h[1], h[2], h[0]))
+        # By (time, seq, device): stable sorts from the least significant field, with no key tuple per message.
+        for field in (0, 2, 1):
+            held.sort(key=itemgetter(field))
         out: list[Event] = []
         last: tuple[str, float, int] | None = None
         for dev, t, seq, kind, historical, raw in held:
