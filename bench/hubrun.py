@@ -150,16 +150,21 @@ def hub_config(broker: Mosquitto, influx: Influxd, workdir: Path, db: str, rules
         "influx": {"url": influx.url, "database": db, "transport": "auto"},
         "hub": {"worker_id": "bench-hub", "spool": {"dir": str(workdir / f"spool-{db}")},
                 "snapshots_dir": str(workdir / "snapshots"), **hub},
-        "alerts": {"enabled": rules, "db_path": str(workdir / f"alerts-{db}.db"), **(alerts or {})},
+        "alerts": {"enabled": rules, "db_path": str(_alerts_db(workdir, db)), **(alerts or {})},
     }
     path = workdir / f"hub-{db}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
+def _alerts_db(workdir: Path, db: str) -> Path:
+    """A hub_config(...) hub's SQLite alert store (unless `alerts` names a db_url)."""
+    return workdir / f"alerts-{db}.db"
+
+
 def alerts_url(workdir: Path, db: str, alerts: dict[str, Any] | None) -> str:
     """The alert store URL of a hub_config(...) hub."""
-    return str((alerts or {}).get("db_url") or f"sqlite:///{workdir / f'alerts-{db}.db'}")
+    return str((alerts or {}).get("db_url") or f"sqlite:///{_alerts_db(workdir, db)}")
 
 
 def wait_rules_done(url: str, timeout_s: float = DRAIN_TIMEOUT_S) -> float:

@@ -364,14 +364,13 @@ class Engine:
             return []
         keys = sorted(store.known(HOLD))
         rows = [(k, st) for k in keys if (st := store.load(HOLD, k)) is not None]
-        chunks = self.hold.release(rows)
-        out: list[Signal] = []
-        first = next(chunks, [])  # release read (and emptied) every row before its first chunk
+        held = self.hold.take(rows)
         for k, st in rows:
             store.save(HOLD, k, st)  # emptied: deleted
         self._holding.clear()
         self._held_ids.clear()
-        for events in (first, *chunks):
+        out: list[Signal] = []
+        for events in self.hold.events(held):
             work: list[tuple[Event, Rule, str]] = []
             for ev in events:
                 for rule, filters, _defers in self._route(ev.kind, ev.type):

@@ -83,9 +83,8 @@ class Reorder(Rule):
             st.due = since(key) + SETTLE_S  # until then the row says its replay is still coming
         return []
 
-    def release(self, rows: Iterable[tuple[str, State]]) -> Iterator[list[Event]]:
-        """The messages of these (key, row)s (emptied as read), each once, in device-time order, a chunk at a time.
-        """
+    def take(self, rows: Iterable[tuple[str, State]]) -> list[list[Any]]:
+        """Empty these (key, row)s; their held messages, sorted by device time (then seq, then device)."""
         held: list[list[Any]] = []
         for key, st in rows:
             for h in st.data.get("held", ()):
@@ -98,6 +97,10 @@ class Reorder(Rule):
         # By (time, seq, device): stable sorts from the least significant field, with no key tuple per message.
         for field in (0, 2, 1):
             held.sort(key=itemgetter(field))
+        return held
+
+    def events(self, held: list[list[Any]]) -> Iterator[list[Event]]:
+        """take()'s messages as events, each once, a chunk at a time."""
         out: list[Event] = []
         last: tuple[str, float, int] | None = None
         for dev, t, seq, kind, historical, raw in held:
