@@ -293,10 +293,6 @@ class AlertStore:
             alerts.append(float(row[2]) + self.auto_close_s)
         return (None if row[0] is None else float(row[0])), min(alerts, default=None)
 
-    def next_due(self) -> float | None:
-        """The earliest committed timer: a rule state's due time, an escalation, an auto-close (None: none)."""
-        return min((t for t in self.due_times() if t is not None), default=None)
-
     def escalate_due(self) -> int:
         """Escalate alerts past their deadline; close resolved alerts past auto_close_s. Returns changes."""
         with self.tx() as tx:
