@@ -174,3 +174,28 @@ def test_a_hold_row_of_an_older_hub_one_device_per_row_is_let_go_with_the_rest()
     h.tick(OUTAGE + 1.0)
     assert h.store.load(HOLD, "gate-g1") is None
     assert {(ev.device_id, ev.seq) for ev in seen} == {("gate-g1", 7)}  # to each rule that takes it
+
+
+def test_a_held_body_that_no_longer_validates_costs_only_itself(caplog: pytest.LogCaptureFixture) -> None:
+    # A poison entry among good ones in a hold row (a hub upgraded meanwhile reads a body otherwise): it is
+    # logged and dropped; the good messages around it reach the rules, and the row is gone.
+    h = Hub()
+    h.deliver("gate-g1", "heartbeat", T0, T0, uptime_s=1.0)
+    good = [h.event(env("gate-g1", "access_granted", T0 + 100 + i, seq=40 + i, **_grant(f"{i:016x}", "in")))
+            for i in range(2)]
+    rows = [[ev.device_id, ev.t, ev.seq, ev.kind, False, ev.body.model_dump_json()] for ev in good]
+    rows.insert(1, ["gate-g1", T0 + 100.5, 99, good[0].kind, False, '{"type": "access_granted", "door": 7}'])
+    key = h.engine.hold.key(OUTAGE)
+    h.store.save(HOLD, key, State({"held": rows}, OUTAGE))
+    seen: list[Event] = []
+    real = h.engine.run
+
+    def spy(work: list[Any], store: Any) -> Any:
+        seen.extend(ev for ev, _, _ in work)
+        return real(work, store)
+
+    h.engine.run = spy  # type: ignore[method-assign]
+    h.tick(OUTAGE + 1.0)
+    assert h.store.load(HOLD, key) is None
+    assert sorted({ev.seq for ev in seen}) == [40, 41]
+    assert "dropping held gate-g1 seq 99" in caplog.text
