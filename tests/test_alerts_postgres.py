@@ -19,6 +19,7 @@ from alerts_helpers import (
     Rig,
     SinkDriver,
     accepted,
+    check_held_pages,
     env,
     make_config,
     msg,
@@ -51,8 +52,8 @@ def db(pg: Postgres) -> str:
     """A fresh schema state: drop our tables between tests."""
     engine = make_engine(pg.url)
     with engine.begin() as conn:
-        for t in ("alert_transitions", "outbox", "rule_state", "silences", "alerts", "api_keys", "user_sessions",
-                  "users", "login_failures", "audit_log", "audit_head", "settings", VERSION_TABLE):
+        for t in ("alert_transitions", "outbox", "rule_state", "rule_held", "silences", "alerts", "api_keys",
+                  "user_sessions", "users", "login_failures", "audit_log", "audit_head", "settings", VERSION_TABLE):
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {t} CASCADE")
     engine.dispose()
     return pg.url
@@ -67,6 +68,14 @@ def test_migrations_match_the_models_on_postgres(db: str) -> None:
         diff = [d for d in compare_metadata(ctx, Base.metadata) if not (isinstance(d, tuple) and d[0] == "add_index")]
     engine.dispose()
     assert diff == []
+
+
+def test_held_messages_come_back_a_page_at_a_time_in_device_time_order_on_postgres(tmp_path: Path, db: str) -> None:
+    driver = SinkDriver(make_config(tmp_path, db_url=db, tick_s=60), FakeClock(T0)).start()
+    try:
+        check_held_pages(driver.sink.store)
+    finally:
+        driver.stop()
 
 
 def test_two_sinks_racing_on_postgres_make_one_alert_each(tmp_path: Path, db: str) -> None:

@@ -15,6 +15,7 @@ from alerts_helpers import (
     T0,
     FakeClock,
     SinkDriver,
+    check_held_pages,
     community,
     make_config,
     msg,
@@ -41,6 +42,10 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         diff = [d for d in compare_metadata(ctx, Base.metadata) if not (isinstance(d, tuple) and d[0] == "add_index")]
     assert diff == []
+
+
+def test_held_messages_come_back_a_page_at_a_time_in_device_time_order(driver: SinkDriver) -> None:
+    check_held_pages(driver.sink.store)
 
 
 def test_retrigger_updates_the_open_alert(driver: SinkDriver) -> None:

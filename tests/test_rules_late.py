@@ -10,7 +10,7 @@ from commhub.wire import Envelope
 from hub.rules.clock import DeviceClocks
 from hub.rules.engine import REPLAY_GRACE_S, Engine, MemoryStates
 from hub.rules.event import Ctx, Event, Signal
-from hub.rules.reorder import HOLD, SETTLE_S, since
+from hub.rules.reorder import HOLD, SETTLE_S, Reorder, since
 from hub.rules.spec import load_rules
 
 GRANT: dict[str, Any] = {"door": "main", "credential_ref": "a11ce000a11ce000", "method": "card"}
@@ -47,13 +47,16 @@ class Hub:
         self.signals.extend(self.engine.process(events, self.store, received, self.clocks))
 
     def holds(self) -> dict[str, tuple[int, float]]:
-        """Per device, how many of its messages the hold keeps, and since when (the oldest row's batch)."""
+        """Per device, how many of its messages the hold keeps (each once, however often kept), and since when
+        (the oldest marker's batch)."""
+        seen: set[tuple[str, float, int]] = set()
         out: dict[str, tuple[int, float]] = {}
         for (r, k), st in self.store.states.items():
             if r == HOLD:
-                for h in st.data.get("held", ()):
+                for h in [*self.store.held.get(k, ()), *Reorder.inline(k, st)]:
                     n, first = out.get(h[0], (0, since(k)))
-                    out[h[0]] = (n + 1, min(first, since(k)))
+                    out[h[0]] = (n + (h[:3] not in seen), min(first, since(k)))
+                    seen.add(h[:3])
         return out
 
     def held(self, device: str) -> int:

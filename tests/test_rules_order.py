@@ -80,7 +80,7 @@ def test_duplicates_inside_a_shuffled_replay_count_once() -> None:
     for i, e in enumerate(order):
         h.tick(AT + 0.1 * i)
         h.process([h.event(e)], AT + 0.1 * i)
-    assert _held(h, "door-b1") == 2  # the repeats were not held again
+    assert _held(h, "door-b1") == 2  # two messages, each kept twice
     h.settle(AT + 4 * SETTLE_S)
     assert not h.fired("invalid_credential_burst")
 

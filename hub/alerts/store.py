@@ -30,6 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 
@@ -38,13 +39,13 @@ from commhub.wire import AlertNotice
 from hub.alerts import notice as notices
 from hub.alerts.cache import VERSION_KEY, StateCache
 from hub.alerts.db import migrate
-from hub.alerts.models import Alert, Outbox, RuleState, Silence, Transition
+from hub.alerts.models import Alert, HeldMessage, Outbox, RuleState, Silence, Transition
 from hub.alerts.sql import insert, locked
 from hub.routing.router import Decision, Router, matches
 from hub.routing.spec import Window
 from hub.rules.clock import RULE as CLOCK_RULE
 from hub.rules.event import MAX_REFS, Signal, State
-from hub.rules.reorder import HOLD
+from hub.rules.reorder import HOLD, Held
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,10 @@ _DUE_TIMES = ("SELECT (SELECT min(due) FROM rule_state), "
 A = cast(Table, Alert.__table__)
 T = cast(Table, Transition.__table__)
 RS = cast(Table, RuleState.__table__)
+HM = cast(Table, HeldMessage.__table__)
+_HELD_COLUMNS = (HM.c.device, HM.c.t, HM.c.seq, HM.c.kind, HM.c.historical, HM.c.body)
+_KEEP_NAMES = ("hold", "device", "t", "seq", "kind", "historical", "body")
+_SQLITE_KEEP = "INSERT INTO rule_held (hold, device, t, seq, kind, historical, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _UNCACHED = frozenset({CLOCK_RULE, HOLD})  # rule state rows never kept in the state cache (see committed)
 OB = cast(Table, Outbox.__table__)
 SI = cast(Table, Silence.__table__)
@@ -385,6 +390,7 @@ class Tx:
         # per key and transaction, however many events of the batch touch the key.
         self._objs: dict[tuple[str, str], State] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._kept: list[tuple[Any, ...]] = []  # held messages to write, each with its hold marker's key
         self._silences: list[Window] | None = None
         self.min_due: float | None = None  # the earliest timer this transaction set (for the timer thread)
         # SQLite: the state cache, the rule-state version read at this transaction's start (None: not yet),
@@ -468,13 +474,43 @@ class Tx:
         self._objs.pop(k, None)
         self._dirty.discard(k)
 
+    def keep(self, hold: str, held: Held) -> None:
+        """Keep a late message under a hold marker; written with the transaction's states (flush)."""
+        self._kept.append((hold, *held))
+
+    def kept(self, holds: Sequence[str], after: tuple[float, int, str] | None, limit: int) -> list[Held]:
+        """A page of the messages kept under these markers, by (time, seq, device), each past `after`."""
+        self._write_kept()
+        stmt = select(*_HELD_COLUMNS).where(HM.c.hold.in_(holds))
+        if after is not None:
+            stmt = stmt.where(tuple_(HM.c.t, HM.c.seq, HM.c.device) > tuple_(*after))
+        stmt = stmt.order_by(HM.c.t, HM.c.seq, HM.c.device).limit(limit)
+        return [(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in self.conn.execute(stmt)]
+
+    def unkeep(self, holds: Sequence[str]) -> None:
+        """Delete the messages kept under these markers."""
+        self._write_kept()
+        for i in range(0, len(holds), 400):
+            self.conn.execute(delete(HM).where(HM.c.hold.in_(holds[i:i + 400])))
+
+    def _write_kept(self) -> None:
+        kept, self._kept = self._kept, []
+        if not kept:
+            return
+        if self._raw is not None:
+            self._raw.executemany(_SQLITE_KEEP, kept)
+        else:
+            self.conn.execute(HM.insert(), [dict(zip(_KEEP_NAMES, k, strict=True)) for k in kept])
+
     def flush(self) -> None:
-        """Write changed states: one upsert and one delete for the whole transaction, in key order.
+        """Write changed states: one upsert and one delete for the whole transaction, in key order; then the
+        messages kept.
 
         Optimistic: StateConflict (naming the stale keys, now locked by us) before anything is written; the
         changes stay pending, so the caller may redo the stale keys' steps and flush again.
         """
         if not self._dirty:
+            self._write_kept()
             return
         gone: list[tuple[str, str]] = []
         rows: list[dict[str, Any]] = []
@@ -510,6 +546,7 @@ class Tx:
                 self._raw.execute(_SQLITE_DELETE + where, params)
             if rows:
                 self._raw.executemany(_SQLITE_UPSERT, [(r["rule"], r["key"], r["data"], r["due"]) for r in rows])
+            self._write_kept()
             return
         if gone:
             conn.execute(delete(RS).where(_keys_in(gone)))
@@ -518,6 +555,7 @@ class Tx:
             conn.execute(stmt.on_conflict_do_update(index_elements=["rule", "key"],
                                                     set_={"data": stmt.excluded.data, "due": stmt.excluded.due}),
                          rows)
+        self._write_kept()
 
     def _cached(self) -> StateCache:
         """The state cache (SQLite), valid at the version this transaction read at its first use of it."""

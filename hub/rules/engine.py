@@ -6,8 +6,10 @@ import heapq
 import logging
 import math
 import threading
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from collections.abc import Sequence as Seq
 from typing import Protocol
 
 from hub.rules.clock import DeviceClocks
@@ -19,7 +21,7 @@ from hub.rules.kinds.instant import Instant
 from hub.rules.kinds.rate import Rate
 from hub.rules.kinds.sequence import Sequence
 from hub.rules.kinds.threshold import Threshold
-from hub.rules.reorder import HOLD, HOLD_MAX_N, HOLD_MAX_S, HOLD_SPAN_S, SETTLE_S, Reorder, since
+from hub.rules.reorder import HOLD, HOLD_MAX_N, HOLD_MAX_S, HOLD_SPAN_S, RELEASE_CHUNK, SETTLE_S, Held, Reorder, since
 from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
@@ -66,12 +68,24 @@ class StateStore(Protocol):
     def discard(self, rule: str, key: str) -> None:
         """Forget any copy of a key's state changed by a rule that then failed (the next load reads it afresh)."""
 
+    def keep(self, hold: str, held: Held) -> None:
+        """Keep a late message under a hold marker (written with the marker's state)."""
+
+    def kept(self, holds: Seq[str], after: tuple[float, int, str] | None, limit: int) -> list[Held]:
+        """Up to `limit` messages kept under these markers, ordered by (time, seq, device), each past `after`."""
+
+    def unkeep(self, holds: Seq[str]) -> None:
+        """Forget the messages kept under these markers."""
+
 
 class MemoryStates:
     """A StateStore in a dict (unit tests, benchmarks, the offline scenario loop)."""
 
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], State] = {}
+        self.held: dict[str, list[Held]] = {}  # kept late messages, by hold marker
+        # The markers a let-go pages through, their messages sorted, and each one's (time, seq, device).
+        self._sorted: tuple[tuple[str, ...], list[Held], list[tuple[float, int, str]]] | None = None
         self._timers: list[tuple[float, str, str]] = []  # a heap; stale entries are skipped when popped
 
     def load(self, rule: str, key: str) -> State | None:
@@ -133,6 +147,26 @@ class MemoryStates:
     def discard(self, rule: str, key: str) -> None:
         """Loads return copies: nothing to forget."""
 
+    def keep(self, hold: str, held: Held) -> None:
+        """Keep a late message under a hold marker."""
+        self.held.setdefault(hold, []).append(held)
+        self._sorted = None
+
+    def kept(self, holds: Seq[str], after: tuple[float, int, str] | None, limit: int) -> list[Held]:
+        """A page of the kept messages, in order (sorted once for a let-go's pages)."""
+        if self._sorted is None or self._sorted[0] != tuple(holds):
+            rows = sorted((h for k in holds for h in self.held.get(k, ())), key=lambda h: (h[1], h[2], h[0]))
+            self._sorted = (tuple(holds), rows, [(h[1], h[2], h[0]) for h in rows])
+        _, rows, order = self._sorted
+        i = 0 if after is None else bisect_right(order, after)
+        return rows[i:i + limit]
+
+    def unkeep(self, holds: Seq[str]) -> None:
+        """Forget them."""
+        for k in holds:
+            self.held.pop(k, None)
+        self._sorted = None
+
 
 class Engine:
     """Feeds events and timer ticks to the rules; pure apart from the StateStore it is given.
@@ -179,10 +213,9 @@ class Engine:
         # Devices with late messages held, and the time of the first recent message that joined them (this
         # process's view: a restart starts empty, while the timers still release what the store holds).
         self._holding: dict[str, float | None] = {}
-        # The hash of (device, time, seq) of each message this process held since it last let the hold go (a
-        # redelivery inside the replay is held once; a collision among 60,000 is about 1e-10 likely), and how
-        # many (HOLD_MAX_N).
-        self._held_ids: set[int] = set()
+        # How many messages this process held since it last let the hold go (HOLD_MAX_N; a batch rolled back
+        # and held again counts twice). A redelivery inside the replay is held again, and let go once.
+        self._held_n = 0
         self._hold_key: str | None = None  # this batch's hold row (see Reorder.key)
         # Per device, the (device time, seq) of its newest message this process planned, and whether its messages
         # so far are a queue of its own that needs no hold (see _held). A few dozen bytes a device; a restart
@@ -320,10 +353,7 @@ class Engine:
         received = self.ctx.received
         if received is not None:
             self._held_at = received
-        ident = hash((ev.device_id, ev.t, ev.seq))
-        if ident in self._held_ids:
-            return
-        self._held_ids.add(ident)
+        self._held_n += 1
         if self._hold_key is None:
             self._hold_key = self.hold.key(ev.t if received is None else received)
         add((ev, self.hold, self._hold_key))
@@ -342,8 +372,8 @@ class Engine:
     @property
     def hold_full(self) -> bool:
         """Whether this process has held HOLD_MAX_N messages since it last let the hold go (the next timer pass
-        lets it go, whether due or not: all of it is read back at once)."""
-        return len(self._held_ids) >= HOLD_MAX_N
+        lets it go, whether due or not: the let-go is one transaction)."""
+        return self._held_n >= HOLD_MAX_N
 
     def _let_go(self, due: list[str], now: float, store: StateStore) -> list[Signal]:
         """Every held message, once the whole replay is quiet, to the order-sensitive rules in device-time order.
@@ -363,21 +393,29 @@ class Engine:
             store.postpone(HOLD, min(quiet if quiet > now else now + SETTLE_S, bound))
             return []
         keys = sorted(store.known(HOLD))
-        rows = [(k, st) for k in keys if (st := store.load(HOLD, k)) is not None]
-        held = self.hold.take(rows)
-        for k, st in rows:
-            store.save(HOLD, k, st)  # emptied: deleted
+        store.prefetch({(HOLD, k) for k in keys})
+        for k in keys:
+            st = store.load(HOLD, k)
+            if st is None:
+                continue
+            for held in self.hold.inline(k, st):  # an older hub's row: its messages join the others first
+                store.keep(k, held)
+            store.save(HOLD, k, State())  # the marker goes (deleted)
         self._holding.clear()
-        self._held_ids.clear()
+        self._held_n = 0
         out: list[Signal] = []
-        for events in self.hold.events(held):
+        after: tuple[float, int, str] | None = None
+        while page := store.kept(keys, after, RELEASE_CHUNK):
+            dev, t, seq = page[-1][:3]
+            after = (t, seq, dev)
             work: list[tuple[Event, Rule, str]] = []
-            for ev in events:
+            for ev in self.hold.events(page):
                 for rule, filters, _defers in self._route(ev.kind, ev.type):
                     if isinstance(rule, Absence) or (filters and not rule.cares(ev)):
                         continue  # absence had it when it came
                     work.extend((ev, rule, key) for key in rule.keys(ev))
             out.extend(self.run(work, store))
+        store.unkeep(keys)
         return out
 
     def _route(self, kind: str, body_type: str) -> tuple[tuple[Rule, bool, bool], ...]:
@@ -481,6 +519,11 @@ class Engine:
     def _step(self, rule: Rule, key: str, ev: Event, store: StateStore) -> list[Signal]:
         """Feed one event to one key; the rule's own signals (before correlation)."""
         st = store.load(rule.id, key) or State()
+        if rule is self.hold:  # a late message: counted in its batch's marker, kept by the store until let go
+            rule.on_key_event(st, key, ev)
+            store.save(HOLD, key, st)
+            store.keep(key, Reorder.row(ev))
+            return []
         try:
             sigs = rule.on_key_event(st, key, ev)
         except Exception:

@@ -7,14 +7,16 @@ rules therefore get late messages only once the replay has been quiet for a mome
 their own time. The rules relate devices (a credential's entry at one gate and its exit at another), so the
 hold is one for the whole replay: everything held goes in together, never one device's part before another's.
 
-The held messages are rule state (the `_hold` pseudo-rule): one row per batch that held any, written once in
-the batch's transaction, before the broker is acknowledged, so a hub that dies while holding them finds them
-again on restart, and its timer releases them. Its key starts with the batch's receive time (the hold's age is
-read from the keys); its timer is SETTLE_S after it, so a row not yet due says its replay came on within the last
-SETTLE_S. A replay's last seconds lag too little to be late: a device's recent messages join the hold while one
-is held (up to HOLD_SPAN_S) or when they come in the same batch as its late ones (hub.rules.engine). Messages
-of other devices are never held, nor a queue of one device drained by one worker in order
-(hub.rules.engine.Engine._held).
+The held messages are kept with the rule state, in the same transaction as the batch, before the broker is
+acknowledged, so a hub that dies while holding them finds them again on restart, and its timer releases them.
+Each batch that holds any writes one `_hold` state row (its marker: a count and a timer) and a row per message
+in the store's table of held messages under the marker's key. The key starts with the batch's receive time (the
+hold's age is read from the keys); the timer is SETTLE_S after it, so a marker not yet due says its replay came
+on within the last SETTLE_S. When let go, the messages are read back a page at a time in device-time order, so
+memory does not bound how much a replay may hold. A replay's last seconds lag too little to be late: a device's
+recent messages join the hold while one is held (up to HOLD_SPAN_S) or when they come in the same batch as its
+late ones (hub.rules.engine). Messages of other devices are never held, nor a queue of one device drained by
+one worker in order (hub.rules.engine.Engine._held).
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Iterator
 from itertools import count
-from operator import itemgetter
 from sys import intern
 from types import SimpleNamespace
 from typing import Any
@@ -47,9 +47,13 @@ SETTLE_S = 5.0
 HOLD_MAX_S = 30.0
 # The longest a hold lasts; a recent message joins a device's hold only this long after the first one did.
 HOLD_SPAN_S = HOLD_MAX_S + 2 * SETTLE_S
-# Nor more messages than this (held by one process since it last let go): all of them are read back at once.
-HOLD_MAX_N = 60_000
-RELEASE_CHUNK = 2_000  # messages turned back into events and fed at a time
+# Nor more messages than this (held by one process since it last let go): the let-go is one transaction, about
+# 25 µs a message.
+HOLD_MAX_N = 500_000
+RELEASE_CHUNK = 2_000  # messages read back, turned into events and fed at a time
+
+# A held message as stored: (device, time, seq, device kind, historical, body JSON).
+Held = tuple[str, float, int, str, bool, str]
 
 _BODY: TypeAdapter[Any] = TypeAdapter(Body)
 
@@ -64,7 +68,8 @@ def since(key: str) -> float:
 
 
 class Reorder(Rule):
-    """The hold: keeps late messages in per-batch state rows, gives them all back sorted when let go."""
+    """The hold: a marker state row per batch that held late messages (the messages themselves are in the
+    store: StateStore.keep), and their rows turned back into events when let go."""
 
     def __init__(self, ctx: Ctx) -> None:
         super().__init__(SimpleNamespace(id=HOLD), ctx)
@@ -76,36 +81,34 @@ class Reorder(Rule):
         return f"{received:.3f}:{self._token}:{next(self._count)}"
 
     def on_key_event(self, st: State, key: str, ev: Event) -> list[Signal]:
-        """Hold one late message in its batch's row."""
-        st.data.setdefault("held", []).append(
-            [ev.device_id, ev.t, ev.seq, ev.kind, ev.historical, ev.body.model_dump_json()])
+        """Count one late message in its batch's marker (the engine has the store keep the message itself)."""
+        st.data["n"] = st.data.get("n", 0) + 1
         if st.due is None:
-            st.due = since(key) + SETTLE_S  # until then the row says its replay is still coming
+            st.due = since(key) + SETTLE_S  # until then the marker says its replay is still coming
         return []
 
-    def take(self, rows: Iterable[tuple[str, State]]) -> list[list[Any]]:
-        """Empty these (key, row)s; their held messages, sorted by device time (then seq, then device)."""
-        held: list[list[Any]] = []
-        for key, st in rows:
-            for h in st.data.get("held", ()):
-                if len(h) != 6:
-                    h = [key, *h]  # an older hub's row: one device's, the key its id
-                h[0], h[3] = intern(h[0]), intern(h[3])  # a replay's worth: one copy of each id and kind
-                held.append(h)
-            st.data.clear()
-            st.due = None
-        # By (time, seq, device): stable sorts from the least significant field, with no key tuple per message.
-        for field in (0, 2, 1):
-            held.sort(key=itemgetter(field))
-        return held
+    @staticmethod
+    def row(ev: Event) -> Held:
+        """A late message as the store keeps it."""
+        return ev.device_id, ev.t, ev.seq, ev.kind, ev.historical, ev.body.model_dump_json()
 
-    def events(self, held: list[list[Any]]) -> Iterator[list[Event]]:
-        """take()'s messages as events, each once, a chunk at a time."""
+    @staticmethod
+    def inline(key: str, st: State) -> list[Held]:
+        """The messages an older hub kept inside a hold row (one per batch, or one per device keyed by its id)."""
+        out: list[Held] = []
+        for h in st.data.get("held", ()):
+            dev, t, seq, kind, historical, body = h if len(h) == 6 else [key, *h]
+            out.append((str(dev), float(t), int(seq), str(kind), bool(historical), str(body)))
+        return out
+
+    def events(self, page: list[Held]) -> list[Event]:
+        """A page of held messages (in device-time order) as events, each once (a redelivery inside the replay
+        is held twice, by two workers or in two batches; the store's pages never split such a pair)."""
         out: list[Event] = []
         last: tuple[str, float, int] | None = None
-        for dev, t, seq, kind, historical, raw in held:
+        for dev, t, seq, kind, historical, raw in page:
             if last == (dev, t, seq):
-                continue  # a redelivery inside the replay, held twice (by two workers, or in two batches)
+                continue
             last = (dev, t, seq)
             try:
                 body = _BODY.validate_json(raw)
@@ -113,10 +116,7 @@ class Reorder(Rule):
                 # Valid when held; a hub upgraded meanwhile may read it otherwise. The timer must not spin on it.
                 log.exception("dropping held %s seq %d: its body no longer validates", dev, seq)
                 continue
+            dev, kind = intern(dev), intern(kind)
             out.append(Event(dev, kind, body.type, t, seq, body, self.ctx.place(dev), self.ctx.devices.get(dev),
-                             historical))
-            if len(out) >= RELEASE_CHUNK:
-                yield out
-                out = []
-        if out:
-            yield out
+                             bool(historical)))
+        return out
