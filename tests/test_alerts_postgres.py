@@ -32,6 +32,7 @@ from sqlalchemy import text
 from hub.alerts.db import VERSION_TABLE, make_engine, migrate
 from hub.alerts.models import Base
 from hub.alerts.store import AckRefused
+from hub.rules import reorder
 
 pytestmark = pytest.mark.postgres
 
@@ -70,7 +71,9 @@ def test_migrations_match_the_models_on_postgres(db: str) -> None:
     assert diff == []
 
 
-def test_held_messages_come_back_a_page_at_a_time_in_device_time_order_on_postgres(tmp_path: Path, db: str) -> None:
+def test_held_messages_come_back_merged_in_device_time_order_on_postgres(tmp_path: Path, db: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reorder, "RUN_PART", 2)
     driver = SinkDriver(make_config(tmp_path, db_url=db, tick_s=60), FakeClock(T0)).start()
     try:
         check_held_pages(driver.sink.store)

@@ -26,6 +26,7 @@ from alerts_helpers import (
 from hub.alerts.db import VERSION_TABLE, make_engine, migrate
 from hub.alerts.models import Base
 from hub.alerts.store import AckRefused, AlertError
+from hub.rules import reorder
 
 
 @pytest.fixture
@@ -44,7 +45,9 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     assert diff == []
 
 
-def test_held_messages_come_back_a_page_at_a_time_in_device_time_order(driver: SinkDriver) -> None:
+def test_held_messages_come_back_merged_in_device_time_order(driver: SinkDriver,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reorder, "RUN_PART", 2)
     check_held_pages(driver.sink.store)
 
 

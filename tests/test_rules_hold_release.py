@@ -10,6 +10,7 @@ credential's two entries for a pass-back.
 from __future__ import annotations
 
 import copy
+import json
 import random
 from typing import Any
 
@@ -20,7 +21,7 @@ from test_rules_late import Hub
 import hub.rules.engine as engine_mod
 from hub.rules.clock import DeviceClocks
 from hub.rules.event import Event, State
-from hub.rules.reorder import HOLD, HOLD_MAX_S, SETTLE_S
+from hub.rules.reorder import HOLD, HOLD_MAX_S, SETTLE_S, pack, unpack
 
 X = "00000000000000aa"  # the credential that goes in at gate g1 and out at gate g2, in turn
 OUTAGE = T0 + 3600.0  # the replay is received from here on
@@ -244,3 +245,14 @@ def test_a_hold_of_many_pages_reaches_the_rules_in_device_time_order_each_messag
     assert all(len(p) <= 3 for p in pages)
     seen = [seq for p in pages for seq in p]
     assert seen == [e.seq for e in evs]
+
+
+def test_a_stored_run_gives_back_every_field_exactly_whatever_its_text_holds() -> None:
+    # The run format is a line per message, tab-separated: a body whose strings hold tabs, newlines, a line
+    # separator or quotes, and times that need every digit, come back unchanged.
+    note = 'a\tb\nc\u2028d "e" \\f 单元'
+    held = [("cam-b1-entrance", T0 + 0.1 + i * 1e-6, 2**40 + i, "camera", i % 2 == 1,
+             json.dumps({"type": "heartbeat", "note": note, "i": i}, ensure_ascii=False)) for i in range(5)]
+    back = [h for part in pack(list(reversed(held))) for h in unpack(part)]
+    assert back == held
+    assert json.loads(back[0][5])["note"] == note

@@ -86,21 +86,16 @@ class RuleState(Base):
     due: Mapped[float | None] = mapped_column(Float, index=True)
 
 
-class HeldMessage(Base):
-    """A late message the rules' hold keeps (hub.rules.reorder) under its batch's `_hold` rule state row, until
-    the replay settles; let go a page at a time in device-time order."""
+class HeldRun(Base):
+    """Late messages the rules' hold keeps (hub.rules.reorder) until the replay settles: each batch's, sorted by
+    device time (a run), a part of RUN_PART lines per row, under the batch's `_hold` marker key."""
 
     __tablename__ = "rule_held"
-    __table_args__ = (Index("ix_rule_held_order", "t", "seq", "device"), Index("ix_rule_held_hold", "hold"))
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    hold: Mapped[str] = mapped_column(String(200))
-    device: Mapped[str] = mapped_column(String(200))
-    t: Mapped[float] = mapped_column(Float)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(48))
-    historical: Mapped[bool] = mapped_column(Boolean)
-    body: Mapped[str] = mapped_column(Text)
+    hold: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    lines: Mapped[str] = mapped_column(Text)
 
 
 class Outbox(Base):

@@ -30,7 +30,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    tuple_,
     update,
 )
 
@@ -39,13 +38,13 @@ from commhub.wire import AlertNotice
 from hub.alerts import notice as notices
 from hub.alerts.cache import VERSION_KEY, StateCache
 from hub.alerts.db import migrate
-from hub.alerts.models import Alert, HeldMessage, Outbox, RuleState, Silence, Transition
+from hub.alerts.models import Alert, HeldRun, Outbox, RuleState, Silence, Transition
 from hub.alerts.sql import insert, locked
 from hub.routing.router import Decision, Router, matches
 from hub.routing.spec import Window
 from hub.rules.clock import RULE as CLOCK_RULE
 from hub.rules.event import MAX_REFS, Signal, State
-from hub.rules.reorder import HOLD, Held
+from hub.rules.reorder import HOLD, Held, merge, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +105,12 @@ _SQLITE_UPSERT = ("INSERT INTO rule_state (rule, key, data, due) VALUES (?, ?, ?
 _DUE_TIMES = ("SELECT (SELECT min(due) FROM rule_state), "
               "(SELECT min(escalate_at) FROM alerts WHERE state IN ('open', 'escalated')), "
               "(SELECT min(resolved_at) FROM alerts WHERE state = 'resolved')")
+_SQLITE_KEEP = "INSERT INTO rule_held (hold, run, part, lines) VALUES (?, ?, ?, ?)"
 
 A = cast(Table, Alert.__table__)
 T = cast(Table, Transition.__table__)
 RS = cast(Table, RuleState.__table__)
-HM = cast(Table, HeldMessage.__table__)
-_HELD_COLUMNS = (HM.c.device, HM.c.t, HM.c.seq, HM.c.kind, HM.c.historical, HM.c.body)
-_KEEP_NAMES = ("hold", "device", "t", "seq", "kind", "historical", "body")
-_SQLITE_KEEP = "INSERT INTO rule_held (hold, device, t, seq, kind, historical, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+HR = cast(Table, HeldRun.__table__)
 _UNCACHED = frozenset({CLOCK_RULE, HOLD})  # rule state rows never kept in the state cache (see committed)
 OB = cast(Table, Outbox.__table__)
 SI = cast(Table, Silence.__table__)
@@ -390,7 +387,8 @@ class Tx:
         # per key and transaction, however many events of the batch touch the key.
         self._objs: dict[tuple[str, str], State] = {}
         self._dirty: set[tuple[str, str]] = set()
-        self._kept: list[tuple[Any, ...]] = []  # held messages to write, each with its hold marker's key
+        self._kept: dict[str, list[Held]] = {}  # held messages to write, by hold marker
+        self._runs: dict[str, int] = {}  # per hold marker, the last run this transaction wrote
         self._silences: list[Window] | None = None
         self.min_due: float | None = None  # the earliest timer this transaction set (for the timer thread)
         # SQLite: the state cache, the rule-state version read at this transaction's start (None: not yet),
@@ -475,32 +473,43 @@ class Tx:
         self._dirty.discard(k)
 
     def keep(self, hold: str, held: Held) -> None:
-        """Keep a late message under a hold marker; written with the transaction's states (flush)."""
-        self._kept.append((hold, *held))
+        """Keep a late message under a hold marker; written with the transaction's states (flush), as a run."""
+        self._kept.setdefault(hold, []).append(held)
 
-    def kept(self, holds: Sequence[str], after: tuple[float, int, str] | None, limit: int) -> list[Held]:
-        """A page of the messages kept under these markers, by (time, seq, device), each past `after`."""
+    def kept(self, holds: Sequence[str]) -> Iterator[Held]:
+        """Every message kept under these markers, in (time, seq, device) order, each once: the runs merged,
+        one part of each read at a time."""
         self._write_kept()
-        stmt = select(*_HELD_COLUMNS).where(HM.c.hold.in_(holds))
-        if after is not None:
-            stmt = stmt.where(tuple_(HM.c.t, HM.c.seq, HM.c.device) > tuple_(*after))
-        stmt = stmt.order_by(HM.c.t, HM.c.seq, HM.c.device).limit(limit)
-        return [(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in self.conn.execute(stmt)]
+        runs: list[tuple[str, int, int]] = []
+        for i in range(0, len(holds), 400):
+            stmt = (select(HR.c.hold, HR.c.run, func.count()).where(HR.c.hold.in_(holds[i:i + 400]))
+                    .group_by(HR.c.hold, HR.c.run))
+            runs.extend((r[0], r[1], r[2]) for r in self.conn.execute(stmt))
+        return merge(self._run(*r) for r in sorted(runs))
+
+    def _run(self, hold: str, run: int, parts: int) -> Iterator[Held]:
+        stmt = select(HR.c.lines).where(HR.c.hold == hold, HR.c.run == run)
+        for part in range(parts):
+            yield from unpack(self.conn.execute(stmt.where(HR.c.part == part)).scalar_one())
 
     def unkeep(self, holds: Sequence[str]) -> None:
         """Delete the messages kept under these markers."""
         self._write_kept()
         for i in range(0, len(holds), 400):
-            self.conn.execute(delete(HM).where(HM.c.hold.in_(holds[i:i + 400])))
+            self.conn.execute(delete(HR).where(HR.c.hold.in_(holds[i:i + 400])))
 
     def _write_kept(self) -> None:
-        kept, self._kept = self._kept, []
-        if not kept:
+        kept, self._kept = self._kept, {}
+        rows: list[tuple[str, int, int, str]] = []
+        for hold, held in kept.items():
+            run = self._runs[hold] = self._runs.get(hold, -1) + 1
+            rows.extend((hold, run, i, lines) for i, lines in enumerate(pack(held)))
+        if not rows:
             return
         if self._raw is not None:
-            self._raw.executemany(_SQLITE_KEEP, kept)
+            self._raw.executemany(_SQLITE_KEEP, rows)
         else:
-            self.conn.execute(HM.insert(), [dict(zip(_KEEP_NAMES, k, strict=True)) for k in kept])
+            self.conn.execute(HR.insert(), [dict(zip(("hold", "run", "part", "lines"), r, strict=True)) for r in rows])
 
     def flush(self) -> None:
         """Write changed states: one upsert and one delete for the whole transaction, in key order; then the

@@ -6,10 +6,10 @@ import heapq
 import logging
 import math
 import threading
-from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Sequence as Seq
+from itertools import islice
 from typing import Protocol
 
 from hub.rules.clock import DeviceClocks
@@ -21,7 +21,18 @@ from hub.rules.kinds.instant import Instant
 from hub.rules.kinds.rate import Rate
 from hub.rules.kinds.sequence import Sequence
 from hub.rules.kinds.threshold import Threshold
-from hub.rules.reorder import HOLD, HOLD_MAX_N, HOLD_MAX_S, HOLD_SPAN_S, RELEASE_CHUNK, SETTLE_S, Held, Reorder, since
+from hub.rules.reorder import (
+    HOLD,
+    HOLD_MAX_N,
+    HOLD_MAX_S,
+    HOLD_SPAN_S,
+    RELEASE_CHUNK,
+    SETTLE_S,
+    Held,
+    Reorder,
+    merge,
+    since,
+)
 from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
@@ -71,8 +82,8 @@ class StateStore(Protocol):
     def keep(self, hold: str, held: Held) -> None:
         """Keep a late message under a hold marker (written with the marker's state)."""
 
-    def kept(self, holds: Seq[str], after: tuple[float, int, str] | None, limit: int) -> list[Held]:
-        """Up to `limit` messages kept under these markers, ordered by (time, seq, device), each past `after`."""
+    def kept(self, holds: Seq[str]) -> Iterator[Held]:
+        """Every message kept under these markers, in (time, seq, device) order, each once (read lazily)."""
 
     def unkeep(self, holds: Seq[str]) -> None:
         """Forget the messages kept under these markers."""
@@ -84,8 +95,6 @@ class MemoryStates:
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], State] = {}
         self.held: dict[str, list[Held]] = {}  # kept late messages, by hold marker
-        # The markers a let-go pages through, their messages sorted, and each one's (time, seq, device).
-        self._sorted: tuple[tuple[str, ...], list[Held], list[tuple[float, int, str]]] | None = None
         self._timers: list[tuple[float, str, str]] = []  # a heap; stale entries are skipped when popped
 
     def load(self, rule: str, key: str) -> State | None:
@@ -150,22 +159,15 @@ class MemoryStates:
     def keep(self, hold: str, held: Held) -> None:
         """Keep a late message under a hold marker."""
         self.held.setdefault(hold, []).append(held)
-        self._sorted = None
 
-    def kept(self, holds: Seq[str], after: tuple[float, int, str] | None, limit: int) -> list[Held]:
-        """A page of the kept messages, in order (sorted once for a let-go's pages)."""
-        if self._sorted is None or self._sorted[0] != tuple(holds):
-            rows = sorted((h for k in holds for h in self.held.get(k, ())), key=lambda h: (h[1], h[2], h[0]))
-            self._sorted = (tuple(holds), rows, [(h[1], h[2], h[0]) for h in rows])
-        _, rows, order = self._sorted
-        i = 0 if after is None else bisect_right(order, after)
-        return rows[i:i + limit]
+    def kept(self, holds: Seq[str]) -> Iterator[Held]:
+        """The kept messages, in order."""
+        return merge(sorted(self.held.get(k, ()), key=lambda h: (h[1], h[2], h[0])) for k in holds)
 
     def unkeep(self, holds: Seq[str]) -> None:
         """Forget them."""
         for k in holds:
             self.held.pop(k, None)
-        self._sorted = None
 
 
 class Engine:
@@ -404,10 +406,8 @@ class Engine:
         self._holding.clear()
         self._held_n = 0
         out: list[Signal] = []
-        after: tuple[float, int, str] | None = None
-        while page := store.kept(keys, after, RELEASE_CHUNK):
-            dev, t, seq = page[-1][:3]
-            after = (t, seq, dev)
+        kept = store.kept(keys)
+        while page := list(islice(kept, RELEASE_CHUNK)):
             work: list[tuple[Event, Rule, str]] = []
             for ev in self.hold.events(page):
                 for rule, filters, _defers in self._route(ev.kind, ev.type):

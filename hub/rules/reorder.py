@@ -21,9 +21,11 @@ one worker in order (hub.rules.engine.Engine._held).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import uuid
+from collections.abc import Iterable, Iterator
 from itertools import count
 from sys import intern
 from types import SimpleNamespace
@@ -50,9 +52,10 @@ HOLD_SPAN_S = HOLD_MAX_S + 2 * SETTLE_S
 # Nor more messages than this (held by one process since it last let go): the let-go is one transaction, about
 # 25 µs a message.
 HOLD_MAX_N = 500_000
-RELEASE_CHUNK = 2_000  # messages read back, turned into events and fed at a time
+RELEASE_CHUNK = 2_000  # messages turned into events and fed at a time
+RUN_PART = 256  # held messages per stored part of a run (a let-go keeps one part of each run in memory)
 
-# A held message as stored: (device, time, seq, device kind, historical, body JSON).
+# A held message: (device, time, seq, device kind, historical, body JSON).
 Held = tuple[str, float, int, str, bool, str]
 
 _BODY: TypeAdapter[Any] = TypeAdapter(Body)
@@ -102,14 +105,9 @@ class Reorder(Rule):
         return out
 
     def events(self, page: list[Held]) -> list[Event]:
-        """A page of held messages (in device-time order) as events, each once (a redelivery inside the replay
-        is held twice, by two workers or in two batches; the store's pages never split such a pair)."""
+        """A page of held messages as events."""
         out: list[Event] = []
-        last: tuple[str, float, int] | None = None
         for dev, t, seq, kind, historical, raw in page:
-            if last == (dev, t, seq):
-                continue
-            last = (dev, t, seq)
             try:
                 body = _BODY.validate_json(raw)
             except ValueError:
@@ -120,3 +118,32 @@ class Reorder(Rule):
             out.append(Event(dev, kind, body.type, t, seq, body, self.ctx.place(dev), self.ctx.devices.get(dev),
                              bool(historical)))
         return out
+
+
+def _order(h: Held) -> tuple[float, int, str]:
+    return h[1], h[2], h[0]
+
+
+def pack(held: list[Held]) -> list[str]:
+    """A run of held messages as stored: sorted by (time, seq, device), a line each (tab-separated, the body's
+    JSON last: JSON text has no raw tab or newline, nor have ids), RUN_PART lines to a part."""
+    held.sort(key=_order)
+    lines = [f"{t!r}\t{seq}\t{dev}\t{kind}\t{int(historical)}\t{body}" for dev, t, seq, kind, historical, body in held]
+    return ["\n".join(lines[i:i + RUN_PART]) for i in range(0, len(lines), RUN_PART)]
+
+
+def unpack(part: str) -> Iterator[Held]:
+    """The held messages of one stored part, in order."""
+    for line in part.split("\n"):
+        t, seq, dev, kind, historical, body = line.split("\t", 5)
+        yield dev, float(t), int(seq), kind, historical == "1", body
+
+
+def merge(runs: Iterable[Iterable[Held]]) -> Iterator[Held]:
+    """Sorted runs as one stream in (time, seq, device) order, each message once (a redelivery inside the
+    replay is held twice, by two workers or in two batches)."""
+    last: tuple[float, int, str] | None = None
+    for h in heapq.merge(*runs, key=_order):
+        if _order(h) != last:
+            last = _order(h)
+            yield h

@@ -1,4 +1,5 @@
-"""The rules' held messages in a table of their own, a row each (they were a list inside `_hold` state rows).
+"""The rules' held messages in a table of their own, sorted runs in parts (they were a list inside `_hold`
+state rows, read back all at once).
 
 Revision ID: 0003
 Revises: 0002
@@ -14,24 +15,16 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
 
 def upgrade() -> None:
     """Create rule_held. Hold rows an older hub left keep their list; the hub moves it here when it lets go."""
     op.create_table(
         "rule_held",
-        sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column("hold", sa.String(200), nullable=False),
-        sa.Column("device", sa.String(200), nullable=False),
-        sa.Column("t", sa.Float, nullable=False),
-        sa.Column("seq", sa.BigInteger, nullable=False),
-        sa.Column("kind", sa.String(48), nullable=False),
-        sa.Column("historical", sa.Boolean, nullable=False),
-        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("hold", sa.String(200), primary_key=True),
+        sa.Column("run", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("lines", sa.Text, nullable=False),
     )
-    op.create_index("ix_rule_held_order", "rule_held", ["t", "seq", "device"])
-    op.create_index("ix_rule_held_hold", "rule_held", ["hold"])
 
 
 def downgrade() -> None:
