@@ -15,18 +15,22 @@ from alerts_helpers import (
     T0,
     FakeClock,
     SinkDriver,
+    accepted,
     check_held_pages,
     community,
+    env,
     make_config,
     msg,
     race,
     wait,
 )
+from sqlalchemy import text
 
 from hub.alerts.db import VERSION_TABLE, make_engine, migrate
 from hub.alerts.models import Base
 from hub.alerts.store import AckRefused, AlertError
 from hub.rules import reorder
+from hub.rules.event import State
 
 
 @pytest.fixture
@@ -49,6 +53,27 @@ def test_held_messages_come_back_merged_in_device_time_order(driver: SinkDriver,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reorder, "RUN_PART", 2)
     check_held_pages(driver.sink.store)
+
+
+def test_a_hold_row_an_older_hub_left_with_its_messages_inside_is_let_go_after_the_upgrade(
+        driver: SinkDriver) -> None:
+    # Before rule_held, a hold row kept its batch's messages in its own JSON. After the upgrade the first timer
+    # pass moves them into the table, merges them with the rest and feeds them: a credential's two entries at
+    # one gate (a pass-back), one in the old row, one held by the new hub.
+    cfg, sink = driver.cfg, driver.sink
+    grant = {"door": "d1", "credential_ref": "00000000000000aa", "method": "card", "direction": "in"}
+    sink.handle([accepted(cfg, env("gate-g1", "heartbeat", T0, uptime_s=1.0))])
+    driver.clock.t = T0 + 3600
+    old = accepted(cfg, env("gate-g1", "access_granted", T0 + 100, seq=201, **grant)).envelope
+    with sink.store.tx() as tx:
+        tx.save(reorder.HOLD, f"{T0 + 3599:.3f}:older:0", State(
+            {"held": [["gate-g1", T0 + 100, 201, "turnstile", False, old.body.model_dump_json()]]}, T0 + 3604))
+    sink.handle([accepted(cfg, env("gate-g1", "access_granted", T0 + 300, seq=203, **grant))])
+    driver.wait(60)
+    assert [(a["device_id"], a["count"]) for a in driver.alerts(rule="anti_passback")] == [("gate-g1", 1)]
+    with sink.db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rule_held")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM rule_state WHERE rule = '_hold'")).scalar_one() == 0
 
 
 def test_retrigger_updates_the_open_alert(driver: SinkDriver) -> None:
