@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,31 @@ def test_a_hold_row_an_older_hub_left_with_its_messages_inside_is_let_go_after_t
             {"held": [["gate-g1", T0 + 100, 201, "turnstile", False, old.body.model_dump_json()]]}, T0 + 3604))
     sink.handle([accepted(cfg, env("gate-g1", "access_granted", T0 + 300, seq=203, **grant))])
     driver.wait(60)
+    assert [(a["device_id"], a["count"]) for a in driver.alerts(rule="anti_passback")] == [("gate-g1", 1)]
+    with sink.db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rule_held")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM rule_state WHERE rule = '_hold'")).scalar_one() == 0
+
+
+def test_a_held_run_with_a_line_that_does_not_read_and_a_part_gone_lets_the_rest_go(
+        driver: SinkDriver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # A credential's four entries at one gate, replayed out of order and held as one run of four parts (one
+    # line each). Then one part's text is mangled and another part is deleted (a hand edit, a bad restore).
+    # The let-go logs what it cannot read, feeds the two entries left (a pass-back), and empties the hold.
+    monkeypatch.setattr(reorder, "RUN_PART", 1)
+    cfg, sink = driver.cfg, driver.sink
+    grant = {"door": "d1", "credential_ref": "00000000000000aa", "method": "card", "direction": "in"}
+    sink.handle([accepted(cfg, env("gate-g1", "heartbeat", T0, uptime_s=1.0))])
+    driver.clock.t = T0 + 3600
+    sink.handle([accepted(cfg, env("gate-g1", "access_granted", T0 + 100 * k, seq=200 + 2 * k, **grant))
+                 for k in (4, 2, 1, 3)])
+    with sink.db.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rule_held")).scalar_one() == 4
+        conn.execute(text("UPDATE rule_held SET lines = 'not\ta held line' WHERE part = 1"))
+        conn.execute(text("DELETE FROM rule_held WHERE part = 2"))
+    with caplog.at_level(logging.ERROR, logger="hub.rules.reorder"):
+        driver.wait(60)
+    assert "does not read" in caplog.text
     assert [(a["device_id"], a["count"]) for a in driver.alerts(rule="anti_passback")] == [("gate-g1", 1)]
     with sink.db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM rule_held")).scalar_one() == 0

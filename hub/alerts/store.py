@@ -480,17 +480,19 @@ class Tx:
         """Every message kept under these markers, in (time, seq, device) order, each once: the runs merged,
         one part of each read at a time."""
         self._write_kept()
-        runs: list[tuple[str, int, int]] = []
+        runs: list[tuple[str, int]] = []
         for i in range(0, len(holds), 400):
-            stmt = (select(HR.c.hold, HR.c.run, func.count()).where(HR.c.hold.in_(holds[i:i + 400]))
-                    .group_by(HR.c.hold, HR.c.run))
-            runs.extend((r[0], r[1], r[2]) for r in self.conn.execute(stmt))
+            stmt = select(HR.c.hold, HR.c.run).where(HR.c.hold.in_(holds[i:i + 400])).distinct()
+            runs.extend((r[0], r[1]) for r in self.conn.execute(stmt))
         return merge(self._run(*r) for r in sorted(runs))
 
-    def _run(self, hold: str, run: int, parts: int) -> Iterator[Held]:
-        stmt = select(HR.c.lines).where(HR.c.hold == hold, HR.c.run == run)
-        for part in range(parts):
-            yield from unpack(self.conn.execute(stmt.where(HR.c.part == part)).scalar_one())
+    def _run(self, hold: str, run: int) -> Iterator[Held]:
+        """One run's messages, a part at a time (the parts there are, in order)."""
+        stmt = select(HR.c.part, HR.c.lines).where(HR.c.hold == hold, HR.c.run == run).order_by(HR.c.part).limit(1)
+        part = -1
+        while (row := self.conn.execute(stmt.where(HR.c.part > part)).first()) is not None:
+            part = row[0]
+            yield from unpack(row[1])
 
     def unkeep(self, holds: Sequence[str]) -> None:
         """Delete the messages kept under these markers."""

@@ -133,10 +133,16 @@ def pack(held: list[Held]) -> list[str]:
 
 
 def unpack(part: str) -> Iterator[Held]:
-    """The held messages of one stored part, in order."""
+    """The held messages of one stored part, in order (a line that does not read is logged and skipped: the
+    timer must not spin on it)."""
     for line in part.split("\n"):
-        t, seq, dev, kind, historical, body = line.split("\t", 5)
-        yield dev, float(t), int(seq), kind, historical == "1", body
+        try:
+            t, seq, dev, kind, historical, body = line.split("\t", 5)
+            held = dev, float(t), int(seq), kind, historical == "1", body
+        except ValueError:
+            log.error("dropping a held message whose stored line (%d chars) does not read", len(line))
+            continue
+        yield held
 
 
 def merge(runs: Iterable[Iterable[Held]]) -> Iterator[Held]:
