@@ -187,8 +187,9 @@ def test_a_held_body_that_no_longer_validates_costs_only_itself(caplog: pytest.L
     h.deliver("gate-g1", "heartbeat", T0, T0, uptime_s=1.0)
     good = [h.event(env("gate-g1", "access_granted", T0 + 100 + i, seq=40 + i, **_grant(f"{i:016x}", "in")))
             for i in range(2)]
-    rows = [[ev.device_id, ev.t, ev.seq, ev.kind, False, ev.body.model_dump_json()] for ev in good]
+    rows: list[Any] = [[ev.device_id, ev.t, ev.seq, ev.kind, False, ev.body.model_dump_json()] for ev in good]
     rows.insert(1, ["gate-g1", T0 + 100.5, 99, good[0].kind, False, '{"type": "access_granted", "door": 7}'])
+    rows.insert(2, ["gate-g1", "not a time", 98])  # and an entry that does not read at all
     key = h.engine.hold.key(OUTAGE)
     h.store.save(HOLD, key, State({"held": rows}, OUTAGE))
     seen: list[Event] = []

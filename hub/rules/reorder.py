@@ -9,11 +9,12 @@ hold is one for the whole replay: everything held goes in together, never one de
 
 The held messages are kept with the rule state, in the same transaction as the batch, before the broker is
 acknowledged, so a hub that dies while holding them finds them again on restart, and its timer releases them.
-Each batch that holds any writes one `_hold` state row (its marker: a count and a timer) and a row per message
-in the store's table of held messages under the marker's key. The key starts with the batch's receive time (the
-hold's age is read from the keys); the timer is SETTLE_S after it, so a marker not yet due says its replay came
-on within the last SETTLE_S. When let go, the messages are read back a page at a time in device-time order, so
-memory does not bound how much a replay may hold. A replay's last seconds lag too little to be late: a device's
+Each batch that holds any writes one `_hold` state row (its marker: a count and a timer) and its messages,
+sorted by device time, as a run under the marker's key in the store's table of held messages (pack: RUN_PART
+lines to a stored part). The key starts with the batch's receive time (the hold's age is read from the keys);
+the timer is SETTLE_S after it, so a marker not yet due says its replay came on within the last SETTLE_S. When
+let go, the runs are merged (one part of each in memory at a time) and fed RELEASE_CHUNK at a time, so memory
+does not bound how much a replay may hold. A replay's last seconds lag too little to be late: a device's
 recent messages join the hold while one is held (up to HOLD_SPAN_S) or when they come in the same batch as its
 late ones (hub.rules.engine). Messages of other devices are never held, nor a queue of one device drained by
 one worker in order (hub.rules.engine.Engine._held).
@@ -100,8 +101,11 @@ class Reorder(Rule):
         """The messages an older hub kept inside a hold row (one per batch, or one per device keyed by its id)."""
         out: list[Held] = []
         for h in st.data.get("held", ()):
-            dev, t, seq, kind, historical, body = h if len(h) == 6 else [key, *h]
-            out.append((str(dev), float(t), int(seq), str(kind), bool(historical), str(body)))
+            try:
+                dev, t, seq, kind, historical, body = h if len(h) == 6 else [key, *h]
+                out.append((str(dev), float(t), int(seq), str(kind), bool(historical), str(body)))
+            except (TypeError, ValueError):
+                log.error("dropping a message an older hub held under %s: its entry does not read", key)
         return out
 
     def events(self, page: list[Held]) -> list[Event]:
@@ -150,6 +154,7 @@ def merge(runs: Iterable[Iterable[Held]]) -> Iterator[Held]:
     replay is held twice, by two workers or in two batches)."""
     last: tuple[float, int, str] | None = None
     for h in heapq.merge(*runs, key=_order):
-        if _order(h) != last:
-            last = _order(h)
+        order = h[1], h[2], h[0]
+        if order != last:
+            last = order
             yield h
