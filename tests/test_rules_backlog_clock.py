@@ -16,7 +16,7 @@ from alerts_helpers import T0, env
 from test_rules_late import Hub
 
 from hub.rules.clock import LATE_S, DeviceClocks
-from hub.rules.engine import MemoryStates
+from hub.rules.engine import Engine, MemoryStates
 from hub.rules.event import Event, Signal
 from hub.rules.reorder import HOLD
 
@@ -322,3 +322,30 @@ def test_a_device_met_live_first_keeps_the_hold_for_its_late_messages() -> None:
     h.engine.ctx.received = DRAIN
     plan = h.engine.plan([h.clocks.correct(e, DRAIN, h.store) for e in evs])
     assert [e.seq for e, r, _ in plan if r.id == HOLD] == [1, 2, 3, 4]
+
+
+def test_a_late_sign_of_life_is_not_kept_in_memory_when_its_deadline_has_passed_on_the_hubs_clock() -> None:
+    # A gas detector (offline after three missed minutes) is heard live by two workers, then its agent loses the
+    # network for an hour: worker b raises it offline, rightly. Then the agent replays its spool slowly (a message
+    # every 2 s, 30 s apart by their own time), every message to worker a, while b ticks the timers and a's
+    # timer thread is busy (a long let-go of a held replay), so a writes nothing back. Before, a kept late signs
+    # of life in memory whenever the deadline it last knew was far from the message's own time, though on the
+    # hub's clock it had passed: the clear waited six messages (12 s), and b raised the device offline again in
+    # the middle of its replay, once the replay's 10 s grace ran out on a deadline that only a's memory moved.
+    a, b = Hub(), Hub()
+    b.store = a.store = MemoryStates()
+    for h in (a, b):
+        h.engine = Engine(h.pack, h.ctx, write_back_s=5.0)
+    a.engine.seed(a.store, T0)
+    for h in (a, b):
+        h.deliver("gas-b1", "heartbeat", T0, T0, uptime_s=1.0)
+    at = T0 + 3600.0
+    b.tick(at)
+    for k in range(1, 61):
+        at += 2.0
+        b.tick(at)
+        a.process([a.event(env("gas-b1", "heartbeat", T0 + 30 * k, seq=k + 1, uptime_s=1.0 + 30 * k))], at)
+        if k == 1:
+            assert [s.action for s in a.signals if s.subject == "device:gas-b1"] == ["clear"]
+    gas = [s.action for h in (b, a) for s in h.signals if s.subject == "device:gas-b1" and s.rule == "device_offline"]
+    assert gas == ["fire", "clear"]  # b raised it at the outage, a's replay cleared it: nothing after
