@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (hub and PostgreSQL logs)")
     parser.add_argument("--split", action="store_true",
                         help="also feed the backlog in-process to 1 sink and to 2 sinks taking turns (no concurrency)")
+    parser.add_argument("--in-order", action="store_true",
+                        help="queue the backlog in device-time order from one client (a hub outage's queue), not "
+                             "per topic by parallel mosquitto_pub")
     parser.add_argument("--idle-s", type=float, default=20.0,
                         help="seconds to measure idle workers (no traffic, no /metrics polls) a worker count; 0: skip")
 
@@ -301,7 +304,10 @@ def run(args: argparse.Namespace) -> int:
 
     def queue(tag: str) -> Queue:
         def go() -> int:
-            feeds.publish_backlog(broker, _ending_now(msgs), workdir, tag)
+            if args.in_order:
+                feeds.publish_in_order(broker, _ending_now(msgs), tag)
+            else:
+                feeds.publish_backlog(broker, _ending_now(msgs), workdir, tag)
             return n
         return go
 
@@ -364,6 +370,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"cores: {os.cpu_count()}")
     print(f"load_average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"rules: {'on' if rules else 'off'}")
+    print(f"backlog_order: {'device time, one publisher' if args.in_order else 'per topic, parallel mosquitto_pub'}")
     print(f"alert_store: {store}{' (own temporary server)' if pg is not None else ''}")
     print(f"raw_paho_qos1_msgs_per_s: {raw:.0f}")
     for w, res in results.items():
