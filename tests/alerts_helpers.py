@@ -604,7 +604,7 @@ def run_in_batches(engine: Engine, events: list[Event]) -> tuple[list[tuple[str,
     return [(s.action, s.rule, s.subject, s.t) for s in out], store, steps
 
 
-def check_held_pages(store: Any) -> None:
+def check_held_runs(store: Any) -> None:
     """Held messages kept by two transactions (two workers' batches), one of them in two runs under one marker,
     come back merged in (time, seq, device) order, each once, none of a marker not asked for; then they are
     gone. Run with a small reorder.RUN_PART, so runs span parts."""

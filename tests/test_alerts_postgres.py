@@ -19,7 +19,7 @@ from alerts_helpers import (
     Rig,
     SinkDriver,
     accepted,
-    check_held_pages,
+    check_held_runs,
     env,
     make_config,
     msg,
@@ -76,7 +76,7 @@ def test_held_messages_come_back_merged_in_device_time_order_on_postgres(tmp_pat
     monkeypatch.setattr(reorder, "RUN_PART", 2)
     driver = SinkDriver(make_config(tmp_path, db_url=db, tick_s=60), FakeClock(T0)).start()
     try:
-        check_held_pages(driver.sink.store)
+        check_held_runs(driver.sink.store)
     finally:
         driver.stop()
 

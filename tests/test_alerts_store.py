@@ -17,7 +17,7 @@ from alerts_helpers import (
     FakeClock,
     SinkDriver,
     accepted,
-    check_held_pages,
+    check_held_runs,
     community,
     env,
     make_config,
@@ -53,7 +53,7 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
 def test_held_messages_come_back_merged_in_device_time_order(driver: SinkDriver,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reorder, "RUN_PART", 2)
-    check_held_pages(driver.sink.store)
+    check_held_runs(driver.sink.store)
 
 
 def test_a_hold_row_an_older_hub_left_with_its_messages_inside_is_let_go_after_the_upgrade(
