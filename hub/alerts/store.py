@@ -459,8 +459,9 @@ class Tx:
         obj = State(_decode(text), due)
         self._objs[k] = obj
         if rule == HOLD:
-            # Read once, to let it go: its text (a batch's held messages) need not stay beside the decoded copy
-            # until the commit. Not None, so the row is still known to exist (and is deleted once emptied).
+            # Read once, to let it go: its text (an older hub's row kept its held messages inline) need not stay
+            # beside the decoded copy until the commit. Not None, so the row is still known to exist (and is
+            # deleted once emptied).
             self._states[k] = ("", due)
         return obj
 
@@ -529,8 +530,11 @@ class Tx:
         Optimistic: StateConflict (naming the stale keys, now locked by us) before anything is written; the
         changes stay pending, so the caller may redo the stale keys' steps and flush again.
         """
+        self._flush_states()
+        self._write_kept()
+
+    def _flush_states(self) -> None:
         if not self._dirty:
-            self._write_kept()
             return
         gone: list[tuple[str, str]] = []
         rows: list[dict[str, Any]] = []
@@ -566,7 +570,6 @@ class Tx:
                 self._raw.execute(_SQLITE_DELETE + where, params)
             if rows:
                 self._raw.executemany(_SQLITE_UPSERT, [(r["rule"], r["key"], r["data"], r["due"]) for r in rows])
-            self._write_kept()
             return
         if gone:
             conn.execute(delete(RS).where(_keys_in(gone)))
@@ -575,7 +578,6 @@ class Tx:
             conn.execute(stmt.on_conflict_do_update(index_elements=["rule", "key"],
                                                     set_={"data": stmt.excluded.data, "due": stmt.excluded.due}),
                          rows)
-        self._write_kept()
 
     def _cached(self) -> StateCache:
         """The state cache (SQLite), valid at the version this transaction read at its first use of it."""

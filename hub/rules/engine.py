@@ -31,6 +31,7 @@ from hub.rules.reorder import (
     Held,
     Reorder,
     merge,
+    order,
     since,
 )
 from hub.rules.spec import RulePack
@@ -162,7 +163,7 @@ class MemoryStates:
 
     def kept(self, holds: Seq[str]) -> Iterator[Held]:
         """The kept messages, in order."""
-        return merge(sorted(self.held.get(k, ()), key=lambda h: (h[1], h[2], h[0])) for k in holds)
+        return merge(sorted(self.held.get(k, ()), key=order) for k in holds)
 
     def unkeep(self, holds: Seq[str]) -> None:
         """Forget them."""

@@ -126,14 +126,15 @@ class Reorder(Rule):
         return out
 
 
-def _order(h: Held) -> tuple[float, int, str]:
+def order(h: Held) -> tuple[float, int, str]:
+    """A held message's place in a replay: (time, seq, device)."""
     return h[1], h[2], h[0]
 
 
 def pack(held: list[Held]) -> list[str]:
     """A run of held messages as stored: sorted by (time, seq, device), a line each (tab-separated, the body's
     JSON last: JSON text has no raw tab or newline, nor have ids), RUN_PART lines to a part."""
-    held.sort(key=_order)
+    held.sort(key=order)
     lines = [f"{t!r}\t{seq}\t{dev}\t{kind}\t{int(historical)}\t{body}" for dev, t, seq, kind, historical, body in held]
     return ["\n".join(lines[i:i + RUN_PART]) for i in range(0, len(lines), RUN_PART)]
 
@@ -155,8 +156,8 @@ def merge(runs: Iterable[Iterable[Held]]) -> Iterator[Held]:
     """Sorted runs as one stream in (time, seq, device) order, each message once (a redelivery inside the
     replay is held twice, by two workers or in two batches)."""
     last: tuple[float, int, str] | None = None
-    for h in heapq.merge(*runs, key=_order):
-        order = h[1], h[2], h[0]
-        if order != last:
-            last = order
+    for h in heapq.merge(*runs, key=order):
+        at = order(h)
+        if at != last:
+            last = at
             yield h
