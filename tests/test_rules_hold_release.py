@@ -159,6 +159,19 @@ def test_a_full_hold_is_let_go_at_the_next_timer_pass_whether_due_or_not(monkeyp
     assert [d for d, _, n, _ in h.released] == ["gate-g1"]
 
 
+def _fed(h: Hub) -> list[list[Event]]:
+    """Spy on the hub's engine: the events of each batch of steps it runs from now on (one list per call)."""
+    fed: list[list[Event]] = []
+    real = h.engine.run
+
+    def spy(work: list[Any], store: Any) -> Any:
+        fed.append([ev for ev, _, _ in work])
+        return real(work, store)
+
+    h.engine.run = spy  # type: ignore[method-assign]
+    return fed
+
+
 def test_a_hold_row_of_an_older_hub_one_device_per_row_is_let_go_with_the_rest() -> None:
     # Rows written before the hold was one per batch: keyed by device, entries without it, a "since" of their
     # own. Read after an upgrade, they go to the rules at the first pass, nothing lost or failing.
@@ -167,17 +180,10 @@ def test_a_hold_row_of_an_older_hub_one_device_per_row_is_let_go_with_the_rest()
     old = h.event(env("gate-g1", "access_granted", T0 + 100, seq=7, **_grant(X, "in")))
     h.store.save(HOLD, "gate-g1", State({"held": [[old.t, old.seq, old.kind, False, old.body.model_dump_json()]],
                                          "since": OUTAGE}, OUTAGE))
-    seen: list[Event] = []
-    real = h.engine.run
-
-    def spy(work: list[Any], store: Any) -> Any:
-        seen.extend(ev for ev, _, _ in work)
-        return real(work, store)
-
-    h.engine.run = spy  # type: ignore[method-assign]
+    fed = _fed(h)
     h.tick(OUTAGE + 1.0)
     assert h.store.load(HOLD, "gate-g1") is None
-    assert {(ev.device_id, ev.seq) for ev in seen} == {("gate-g1", 7)}  # to each rule that takes it
+    assert {(ev.device_id, ev.seq) for page in fed for ev in page} == {("gate-g1", 7)}  # to each rule that takes it
 
 
 def test_a_held_body_that_no_longer_validates_costs_only_itself(caplog: pytest.LogCaptureFixture) -> None:
@@ -192,17 +198,10 @@ def test_a_held_body_that_no_longer_validates_costs_only_itself(caplog: pytest.L
     rows.insert(2, ["gate-g1", "not a time", 98])  # and an entry that does not read at all
     key = h.engine.hold.key(OUTAGE)
     h.store.save(HOLD, key, State({"held": rows}, OUTAGE))
-    seen: list[Event] = []
-    real = h.engine.run
-
-    def spy(work: list[Any], store: Any) -> Any:
-        seen.extend(ev for ev, _, _ in work)
-        return real(work, store)
-
-    h.engine.run = spy  # type: ignore[method-assign]
+    fed = _fed(h)
     h.tick(OUTAGE + 1.0)
     assert h.store.load(HOLD, key) is None
-    assert sorted({ev.seq for ev in seen}) == [40, 41]
+    assert sorted({ev.seq for page in fed for ev in page}) == [40, 41]
     assert "dropping held gate-g1 seq 99" in caplog.text
 
 
@@ -234,15 +233,9 @@ def test_a_hold_of_many_pages_reaches_the_rules_in_device_time_order_each_messag
     random.Random(5).shuffle(order)
     h.process(order[:7], OUTAGE)
     h.process(order[7:], OUTAGE + 1.0)
-    pages: list[list[int]] = []
-    real = h.engine.run
-
-    def spy(work: list[Any], store: Any) -> Any:
-        pages.append(sorted({ev.seq for ev, _, _ in work}, key=[e.seq for e in evs].index))
-        return real(work, store)
-
-    h.engine.run = spy  # type: ignore[method-assign]
+    fed = _fed(h)
     h.settle(OUTAGE + 4 * SETTLE_S)
+    pages = [sorted({ev.seq for ev in page}, key=[e.seq for e in evs].index) for page in fed]
     assert all(len(p) <= 3 for p in pages)
     seen = [seq for p in pages for seq in p]
     assert seen == [e.seq for e in evs]
