@@ -25,6 +25,7 @@ from commhub.hubproc import peak_rss_mb as peak_rss_mb
 from commhub.hubproc import thread_cpu_seconds as thread_cpu_seconds
 from commhub.mqtt import connect_properties
 from commhub.services import Influxd, Mosquitto, free_port
+from hub.rules.reorder import HOLD
 
 REPO = Path(__file__).resolve().parents[1]
 DRAIN_TIMEOUT_S = 900.0
@@ -172,15 +173,15 @@ def wait_rules_done(url: str, timeout_s: float = DRAIN_TIMEOUT_S) -> float:
     replay is held, and let go to the rules once quiet: hub.rules.reorder). Returns the seconds waited."""
     import sqlalchemy
     engine = sqlalchemy.create_engine(url)
+    query = sqlalchemy.text("SELECT count(*) FROM rule_state WHERE rule = :hold")
+
+    def let_go() -> bool:
+        with engine.connect() as conn:  # a fresh snapshot each look
+            return not conn.execute(query, {"hold": HOLD}).scalar()
+
     t0 = time.monotonic()
     try:
-        with engine.connect() as conn:
-            query = sqlalchemy.text("SELECT count(*) FROM rule_state WHERE rule = '_hold'")
-            while conn.execute(query).scalar():
-                conn.rollback()  # a fresh snapshot each look
-                if time.monotonic() - t0 > timeout_s:
-                    raise RuntimeError(f"the rules' hold was not let go within {timeout_s:.0f} s")
-                time.sleep(0.05)
+        wait_for(let_go, timeout_s, "the rules' hold let go", 0.05)
     finally:
         engine.dispose()
     return time.monotonic() - t0
