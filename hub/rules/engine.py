@@ -574,7 +574,7 @@ class Engine:
         # Far from the message's own time and from the hub's: a late message's deadline may have passed on the
         # hub's clock, and another worker's timer must then find the sign of life in the store, not in our memory.
         received = self.ctx.received
-        if due is None or due - max(ev.t, ev.t if received is None else received) <= self.margin:
+        if due is None or due - (ev.t if received is None else max(ev.t, received)) <= self.margin:
             return False
         if rule.spec.when and not matches(rule.spec.when, ev):
             return True  # not activity for this rule: on_event would change nothing
