@@ -37,7 +37,8 @@ from bench.stats import percentile
 from commhub import topics
 from commhub.config import load
 from commhub.mqtt import connect, make_client
-from commhub.services import Influxd, Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Influxd, Mosquitto
 from commhub.wire import AlertNotice
 from hub.alerts.models import Alert
 

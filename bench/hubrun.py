@@ -24,7 +24,8 @@ from commhub.hubproc import cpu_seconds as cpu_seconds  # re-exported: the bench
 from commhub.hubproc import peak_rss_mb as peak_rss_mb
 from commhub.hubproc import thread_cpu_seconds as thread_cpu_seconds
 from commhub.mqtt import connect_properties
-from commhub.services import Influxd, Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Influxd, Mosquitto
 from hub.rules.reorder import HOLD
 
 REPO = Path(__file__).resolve().parents[1]

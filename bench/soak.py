@@ -37,7 +37,8 @@ import yaml
 from bench.hubrun import cpu_seconds, metric, wait_for
 from commhub.config import load
 from commhub.hubproc import rss_mb
-from commhub.services import Influxd, Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Influxd, Mosquitto
 from simulators.fleet import select
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from commhub.services import free_port
+from commhub.ports import free_port
 
 log = logging.getLogger(__name__)
 

@@ -19,18 +19,13 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from commhub.ports import free_port
+
 log = logging.getLogger(__name__)
 
 
 class ServiceError(RuntimeError):
     """A service binary is missing or did not come up."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _which(binary: str, package: str) -> str:

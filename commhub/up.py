@@ -19,8 +19,9 @@ import yaml
 
 from commhub.config import Config, load
 from commhub.mqtt import API_ACCOUNT, HUB_ACCOUNT
+from commhub.ports import free_port
 from commhub.provision import provision
-from commhub.services import BrokerAuth, Influxd, Mosquitto, free_port
+from commhub.services import BrokerAuth, Influxd, Mosquitto
 from edge_agents.camera.config import source_kind
 
 log = logging.getLogger(__name__)

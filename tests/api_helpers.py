@@ -13,7 +13,7 @@ import uvicorn
 from alerts_helpers import ROUTING, RULES, community
 
 from commhub.config import AlertsConfig, ApiConfig, Config, InfluxConfig, MqttConfig
-from commhub.services import free_port
+from commhub.ports import free_port
 
 PASSWORD = "correct-horse-9"
 # username -> (role, roster staff id); the roster is alerts_helpers.community(): g1 = b1, b2; g2 = b3

@@ -16,7 +16,8 @@ from typing import Any
 
 from hub_helpers import REPO, HubProcess, raw_client, write_config
 
-from commhub.services import Influxd, Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Influxd, Mosquitto
 
 PASSWORD = "console-test-pw"
 # username -> (role, roster staff id); gw1 covers cell g1 of the sample community only.

@@ -16,7 +16,8 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from commhub.hubproc import HubProcess as HubProcess  # the tests' hub runner, shared with bench/hubrun
-from commhub.services import Influxd, Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Influxd, Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_COMMUNITY = REPO / "configs" / "community" / "sample.yaml"

@@ -19,6 +19,7 @@ from typing import Any
 from hub_helpers import REPO, HubProcess, write_config
 
 from commhub.config import Config, load
+from commhub.ports import free_port
 from commhub.services import Influxd, Mosquitto
 from commhub.wire import BODY_TYPES, DeviceKind
 from edge_agents.base import BaseAgent
@@ -36,10 +37,7 @@ class TcpProxy:
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
         self._up = False
-        probe = socket.socket()
-        probe.bind((host, 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_port(host)  # reserved: up() listens on it again after down()
 
     @property
     def is_up(self) -> bool:

@@ -14,7 +14,8 @@ import pytest
 from agent_helpers import Collector, make_config
 
 from commhub.config import ConfigError
-from commhub.services import Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Mosquitto
 from commhub.wire import KIND_BODIES, AccessDenied, AccessGranted, DeviceKind, Passage, Tamper
 from edge_agents.access.agent import AccessAgent
 from edge_agents.access.hashing import CredentialHasher

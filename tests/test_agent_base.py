@@ -17,7 +17,8 @@ import pytest
 from agent_helpers import Collector, TcpProxy, fast_settings, first_occurrences, make_agent, wait_until
 
 from commhub.config import MqttConfig
-from commhub.services import Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Mosquitto
 from commhub.wire import Birth, DeviceKind, DoorOpened, GasReading, SmokeState, parse_envelope
 from edge_agents.base import BaseAgent, StateDirError
 from edge_agents.base.backoff import Backoff

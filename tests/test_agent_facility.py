@@ -11,7 +11,8 @@ from agent_helpers import Collector, ModbusTestServer, make_config
 
 from commhub.agent_config import ModbusDeviceMap, ModbusPoint, ModbusServer
 from commhub.config import ConfigError
-from commhub.services import Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Mosquitto
 from commhub.wire import (
     KIND_BODIES,
     ChargerReading,

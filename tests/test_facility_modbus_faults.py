@@ -16,7 +16,7 @@ import pytest
 from agent_helpers import ModbusTestServer
 
 from commhub.agent_config import ModbusDeviceMap, ModbusPoint, ModbusServer
-from commhub.services import free_port
+from commhub.ports import free_port
 from commhub.wire import DeviceKind, HydrantPressure, Tamper
 from edge_agents.facility import modbus
 from edge_agents.facility.modbus import ModbusAdapter

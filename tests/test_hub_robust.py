@@ -21,7 +21,8 @@ from conftest import influx_count as _influx_count
 from hub_helpers import envelope_json, raw_client, wait_for
 from robust_helpers import TcpProxy, hub_config, metric
 
-from commhub.services import Influxd, Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Influxd, Mosquitto
 from hub.worker import Worker
 
 pytestmark = pytest.mark.services

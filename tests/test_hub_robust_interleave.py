@@ -32,7 +32,8 @@ from robust_helpers import HubRunner, TcpProxy, spooled_seqs
 from sqlalchemy.exc import OperationalError
 
 from commhub.config import load
-from commhub.services import AUTOSAVE_INTERVAL_S, Influxd, Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import AUTOSAVE_INTERVAL_S, Influxd, Mosquitto
 from commhub.wire import DeviceKind
 from hub.alerting import AlertingSink
 

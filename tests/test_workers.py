@@ -11,7 +11,8 @@ import pytest
 from conftest import influx_count
 from hub_helpers import REPO, HubProcess, publish_stream, raw_client, wait_for, write_config
 
-from commhub.services import Influxd, Mosquitto, free_port
+from commhub.ports import free_port
+from commhub.services import Influxd, Mosquitto
 
 pytestmark = pytest.mark.services
 

@@ -1,0 +1,62 @@
+"""Ports for the services we start: outside the kernel's ephemeral range and never handed to two processes.
+
+A broker a test stops and starts again on the same port failed in CI with "exited with 1": while it was down,
+the port (from `bind(0)`, so in the ephemeral range) could be taken by any connection's source port or by
+another test process's `bind(0)`.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import sys
+
+from commhub.ports import LOW, ephemeral_low, free_port
+from hub_helpers import REPO
+
+
+def test_ports_lie_below_the_ephemeral_range_and_are_not_given_twice() -> None:
+    ports = [free_port() for _ in range(50)]
+    assert all(LOW <= p < ephemeral_low() for p in ports)
+    assert len(set(ports)) == 50
+
+
+def test_a_port_reserved_by_another_process_is_not_given_while_it_lives() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from commhub.ports import free_port\n"
+         "print(free_port(), flush=True); sys.stdin.readline()"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        theirs = int(child.stdout.readline())
+        # Nothing listens on it (the child only reserved it), yet the search starting there passes it by.
+        assert free_port(start=theirs) != theirs
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(30)
+    # Once that process has gone, its reservation goes with it.
+    assert free_port(start=theirs) == theirs or not _bindable(theirs)
+
+
+def test_a_port_something_listens_on_is_passed_by() -> None:
+    with socket.socket() as s:
+        for _ in range(1_000):
+            port = random.randrange(LOW, ephemeral_low())
+            try:
+                s.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
+        s.listen(1)
+        assert free_port(start=port) != port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
