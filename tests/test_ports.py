@@ -12,8 +12,9 @@ import socket
 import subprocess
 import sys
 
-from commhub.ports import LOW, ephemeral_low, free_port
 from hub_helpers import REPO
+
+from commhub.ports import LOW, ephemeral_low, free_port
 
 
 def test_ports_lie_below_the_ephemeral_range_and_are_not_given_twice() -> None:
