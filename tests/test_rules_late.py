@@ -161,3 +161,40 @@ def test_a_replayed_leak_that_ended_inside_the_replay_is_raised_and_a_short_one_
         h3.deliver("leak-b2", "water_leak", T0 + 30 + 20 * i, at + 0.1 * i, historical=True, wet=wet)
     h3.settle(at + 3 * REPLAY_GRACE_S)
     assert not h3.fired("water_leak")
+
+
+class _Saves(MemoryStates):
+    """MemoryStates that notes which rules' states are saved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[str] = []
+
+    def save(self, rule: str, key: str, st: Any) -> None:
+        self.saved.append(rule)
+        super().save(rule, key, st)
+
+
+def test_a_drained_queues_timers_wait_out_the_grace_without_the_timer_thread_postponing_them_each_tick() -> None:
+    # A restarted hub drains a door's queue: late, in turn, so straight to the rules (no hold), and each key it
+    # touches gets a timer already in the past. The timer thread loaded and saved every such key each pass
+    # only to postpone it, while the drain's batches wrote the same keys (a one-worker drain on PostgreSQL redid
+    # half its batches). Now such a timer is put past the grace at once, and the timer thread leaves it alone.
+    at = T0 + 400
+    h = Hub()
+    h.store = _Saves()
+    h.engine.seed(h.store, T0)
+    for seq, (body_type, stamped, received) in enumerate(
+            (("access_granted", T0 + 10, at), ("door_opened", T0 + 11, at + 0.5)), start=1):
+        fields = GRANT if body_type == "access_granted" else {"door": "main"}
+        h.tick(received)
+        h.process([h.event(env("door-b1", body_type, stamped, seq=seq, **fields))], received)
+    assert not h.holds(), "a queue of one device drained in turn goes straight to the rules"
+    h.store.saved.clear()
+    for i in range(1, int(REPLAY_GRACE_S)):  # each tick within the grace of the first late message
+        h.tick(at + i)
+    assert not h.store.saved, "the timer thread touched the queue's keys before its grace was over"
+    assert not h.fired("door_held_open")
+    h.settle(at + 0.5 + REPLAY_GRACE_S + 1)
+    # Still open once the grace is over, 400 s by then: raised, and stepped to medium at once.
+    assert [s.severity for s in h.fired("door_held_open")] == ["low", "medium"]

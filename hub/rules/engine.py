@@ -535,7 +535,7 @@ class Engine:
         absence = isinstance(rule, Absence)
         fanout = st.data.pop("fanout", None) if absence else None
         if ev.late and st.due is not None:
-            st.data[REPLAY] = True  # judged once the backlog is in, not between two of its messages
+            self._replay(st)
         elif st.due is None:
             st.data.pop(REPLAY, None)
         store.save(rule.id, key, st)
@@ -549,6 +549,21 @@ class Engine:
                     if kept is not None and kept.t <= ev.t:
                         del self._touches[(rule.id, key)]
         return sigs
+
+    def _replay(self, st: State) -> None:
+        """A timer set by a late delivery is judged once the backlog is in, not between two of its messages.
+
+        One due within REPLAY_GRACE_S of the batch is put there at once: the timer thread then leaves the key
+        alone while the backlog goes on moving it (before, it loaded and saved every such key each tick only
+        to postpone it, and a drain's batches redid the keys it had touched). One due later is flagged, and
+        postponed when it comes due.
+        """
+        received = self.ctx.received
+        if received is not None and st.due is not None and st.due < received + REPLAY_GRACE_S:
+            st.due = received + REPLAY_GRACE_S
+            st.data.pop(REPLAY, None)
+        else:
+            st.data[REPLAY] = True
 
     def _fan_out(self, rule: Absence, agent: State, fanout: dict[str, object], store: StateStore) -> None:
         # An agent's will (or planned stop) speaks for every device it serves: all go offline at once, and
