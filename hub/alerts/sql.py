@@ -1,10 +1,12 @@
-"""Dialect helpers: INSERT ... ON CONFLICT for SQLite and PostgreSQL, and row locks where they exist."""
+"""Dialect helpers: INSERT ... ON CONFLICT for SQLite and PostgreSQL, row locks where they exist, and
+PostgreSQL's statements for a batch's rule state."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table
+from sqlalchemy import Connection, Select, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -22,3 +24,28 @@ def locked(conn: Connection, stmt: Select[Any], skip: bool = False) -> Select[An
     if conn.dialect.name == "postgresql":
         return stmt.with_for_update(skip_locked=skip)
     return stmt
+
+
+# PostgreSQL's statements for a batch's rule state. The keys go as two arrays (unnest), so a statement's text is
+# the same for every batch and compiled once: a Core IN list of a batch's keys, built and compiled per batch, cost
+# more than the queries (half the CPU of a one-worker drain's batches, docs/performance.md, round 8). Row locks
+# are taken in byte order (COLLATE "C"), the order of Python's sorted(), as the callers sort the keys.
+_KEYS = 'unnest(CAST(:rules AS varchar[]), CAST(:keys AS varchar[])) AS k(rule, key)'
+_JOIN = f"rule_state s JOIN {_KEYS} ON s.rule = k.rule AND s.key = k.key"
+_ORDER = 'ORDER BY s.rule COLLATE "C", s.key COLLATE "C"'
+PG_STATES = text(f"SELECT s.rule, s.key, s.data, s.due, s.xmin::text FROM {_JOIN}")
+PG_PLACEHOLDERS = text(f"INSERT INTO rule_state (rule, key, data, due) SELECT k.rule, k.key, '{{}}', NULL FROM {_KEYS} "
+                       'ORDER BY k.rule COLLATE "C", k.key COLLATE "C" '
+                       "ON CONFLICT (rule, key) DO NOTHING RETURNING rule, key")
+PG_LOCK_STATES = text(f"SELECT s.rule, s.key, s.data, s.due FROM {_JOIN} {_ORDER} FOR UPDATE OF s")
+PG_LOCK_VERSIONS = text(f"SELECT s.rule, s.key, s.xmin::text FROM {_JOIN} {_ORDER} FOR UPDATE OF s")
+PG_DELETE = text(f"DELETE FROM rule_state s USING {_KEYS} WHERE s.rule = k.rule AND s.key = k.key")
+PG_UPSERT = text("INSERT INTO rule_state (rule, key, data, due) "
+                 "SELECT * FROM unnest(CAST(:rules AS varchar[]), CAST(:keys AS varchar[]), CAST(:data AS text[]), "
+                 "CAST(:due AS float8[])) "
+                 "ON CONFLICT (rule, key) DO UPDATE SET data = excluded.data, due = excluded.due")
+
+
+def pg_keys(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """The parameters of PostgreSQL's rule-state statements for these (rule, key) pairs."""
+    return {"rules": [p[0] for p in pairs], "keys": [p[1] for p in pairs]}

@@ -18,15 +18,11 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
-    String,
     Table,
-    and_,
     delete,
     func,
-    literal_column,
     or_,
     select,
     text,
@@ -39,7 +35,17 @@ from hub.alerts import notice as notices
 from hub.alerts.cache import VERSION_KEY, StateCache
 from hub.alerts.db import migrate
 from hub.alerts.models import Alert, HeldRun, Outbox, RuleState, Silence, Transition
-from hub.alerts.sql import insert, locked
+from hub.alerts.sql import (
+    PG_DELETE,
+    PG_LOCK_STATES,
+    PG_LOCK_VERSIONS,
+    PG_PLACEHOLDERS,
+    PG_STATES,
+    PG_UPSERT,
+    insert,
+    locked,
+    pg_keys,
+)
 from hub.routing.router import Decision, Router, matches
 from hub.routing.spec import Window
 from hub.rules.clock import RULE as CLOCK_RULE
@@ -71,17 +77,10 @@ def _decode(text: str) -> Any:
         return json.loads(text)
 
 
-def _keys_in(pairs: list[tuple[str, str]]) -> ColumnElement[bool]:
-    """(rule, key) IN pairs, as `rule = ? AND key IN (...)` per rule: SQLite scans the whole table for a row-value
-    IN list, and searches the primary key for this (a 10,000-device soak's CPU per message rose with the table)."""
-    by_rule: dict[str, list[str]] = {}
-    for rule, key in pairs:
-        by_rule.setdefault(rule, []).append(key)
-    return or_(*(and_(RS.c.rule == rule, RS.c.key.in_(keys)) for rule, keys in by_rule.items()))
-
-
 def _sqlite_keys_in(pairs: list[tuple[str, str]]) -> tuple[str, tuple[str, ...]]:
-    """_keys_in as SQLite text and parameters: building and compiling the expression cost more than the query."""
+    """(rule, key) IN pairs as SQLite text and parameters, as `rule = ? AND key IN (...)` per rule: SQLite scans
+    the whole table for a row-value IN list, and searches the primary key for this (a 10,000-device soak's CPU
+    per message rose with the table). Text: building and compiling a Core expression cost more than the query."""
     by_rule: dict[str, list[str]] = {}
     for rule, key in pairs:
         by_rule.setdefault(rule, []).append(key)
@@ -120,8 +119,6 @@ OB = cast(Table, Outbox.__table__)
 SI = cast(Table, Silence.__table__)
 # The advisory lock space of alert identities (hub.alerts.db.migrate uses the single-key lock 732100).
 _ALERT_LOCKS = 732101
-# PostgreSQL's row version: it changes with every update of the row, whoever makes it.
-_XMIN = literal_column("rule_state.xmin::text", String)
 
 # How often an alert kept quiet by a silence or maintenance window is looked at again: its delivery when the
 # window ends is at most this late.
@@ -416,12 +413,10 @@ class Tx:
         for i in range(0, len(todo), 400):
             chunk = todo[i:i + 400]
             if self.optimistic:
-                stmt = (select(RS.c.rule, RS.c.key, RS.c.data, RS.c.due, _XMIN)
-                        .where(_keys_in(chunk)))
                 for r, k in chunk:
                     self._states[(r, k)] = (None, None)
                     self._versions[(r, k)] = None
-                for row in conn.execute(stmt):
+                for row in conn.execute(PG_STATES, pg_keys(chunk)):
                     self._states[(row[0], row[1])] = (row[2], row[3])
                     self._versions[(row[0], row[1])] = row[4]
                 continue
@@ -442,7 +437,7 @@ class Tx:
                 continue
             for r, k in chunk:
                 self._states[(r, k)] = (None, None)
-            for row in self._lock(chunk, RS.c.data, RS.c.due)[1]:
+            for row in self._lock(chunk, versions=False)[1]:
                 self._states[(row[0], row[1])] = (row[2], row[3])
 
     def load(self, rule: str, key: str) -> State | None:
@@ -572,12 +567,11 @@ class Tx:
                 self._raw.executemany(_SQLITE_UPSERT, [(r["rule"], r["key"], r["data"], r["due"]) for r in rows])
             return
         if gone:
-            conn.execute(delete(RS).where(_keys_in(gone)))
+            conn.execute(PG_DELETE, pg_keys(gone))
         if rows:
-            stmt = insert(conn, RS)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["rule", "key"],
-                                                    set_={"data": stmt.excluded.data, "due": stmt.excluded.due}),
-                         rows)
+            conn.execute(PG_UPSERT, {"rules": [r["rule"] for r in rows], "keys": [r["key"] for r in rows],
+                                     "data": [r["data"] for r in rows],
+                                     "due": [None if r["due"] is None else float(r["due"]) for r in rows]})
 
     def _cached(self) -> StateCache:
         """The state cache (SQLite), valid at the version this transaction read at its first use of it."""
@@ -617,9 +611,9 @@ class Tx:
             self._versions.pop(k, None)
             self._dirty.discard(k)
 
-    def _lock(self, keys: list[tuple[str, str]], *columns: Any) -> tuple[set[tuple[str, str]], list[Any]]:
-        """Lock the rule state rows of these keys (sorted), 400 at a time: the keys whose row we inserted (as
-        placeholders) and the rows (rule, key, *columns).
+    def _lock(self, keys: list[tuple[str, str]], versions: bool) -> tuple[set[tuple[str, str]], list[Any]]:
+        """Lock the rule state rows of these keys (sorted; PostgreSQL), 400 at a time: the keys whose row we
+        inserted (as placeholders) and the rows (rule, key, version) or (rule, key, data, due).
 
         One way for every locking read, so every transaction takes rule state locks in one order: per chunk,
         placeholders for missing keys, then FOR UPDATE on all of them, both in key order. A placeholder makes a
@@ -627,18 +621,12 @@ class Tx:
         wait for it, then do nothing. SQLite needs neither (BEGIN IMMEDIATE).
         """
         conn = self.conn
-        pg = conn.dialect.name == "postgresql"
         added: set[tuple[str, str]] = set()
         rows: list[Any] = []
         for i in range(0, len(keys), 400):
-            chunk = keys[i:i + 400]
-            if pg:
-                stmt = (insert(conn, RS).values([{"rule": r, "key": k, "data": "{}", "due": None} for r, k in chunk])
-                        .on_conflict_do_nothing(index_elements=["rule", "key"]).returning(RS.c.rule, RS.c.key))
-                added.update((r[0], r[1]) for r in conn.execute(stmt))
-            # ORDER BY under FOR UPDATE: PostgreSQL locks the rows in this order.
-            rows.extend(conn.execute(locked(conn, select(RS.c.rule, RS.c.key, *columns).where(_keys_in(chunk))
-                                            .order_by(*_key_order(pg)))))
+            params = pg_keys(keys[i:i + 400])
+            added.update((r[0], r[1]) for r in conn.execute(PG_PLACEHOLDERS, params))
+            rows.extend(conn.execute(PG_LOCK_VERSIONS if versions else PG_LOCK_STATES, params))
         return added, rows
 
     def _claim(self, gone: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
@@ -651,7 +639,7 @@ class Tx:
         keys = sorted({*gone, *((r["rule"], r["key"]) for r in rows)} - self._mine)
         if not keys:
             return
-        added, locked_rows = self._lock(keys, _XMIN)
+        added, locked_rows = self._lock(keys, versions=True)
         current: dict[tuple[str, str], str] = {(r[0], r[1]): r[2] for r in locked_rows}
         stale = [k for k in keys if k in self._versions and k[0] != CLOCK_RULE
                  and ((k in added) != (self._versions[k] is None)
@@ -945,17 +933,6 @@ class Tx:
         self.conn.execute(insert(self.conn, OB), outbox)
         self.notices.append(n)
         return n
-
-
-def _key_order(pg: bool) -> tuple[Any, ...]:
-    """ORDER BY for row locks: on PostgreSQL in byte order (COLLATE "C"), the order Python's sorted() gives.
-
-    A database collation that ignores punctuation would sort "_clock" among the rule names, so two locking
-    steps of one transaction (placeholders in Python's order, FOR UPDATE in the database's) would disagree.
-    """
-    if pg:
-        return (RS.c.rule.collate("C"), RS.c.key.collate("C"))
-    return (RS.c.rule, RS.c.key)
 
 
 def _lock_id(key: str) -> int:
