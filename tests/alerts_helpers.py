@@ -627,3 +627,34 @@ def check_held_runs(store: Any) -> None:
     with store.tx() as tx:
         assert list(tx.kept([a, b])) == []
         assert [m[0] for m in tx.kept([other])] == ["gate-g1"]
+
+
+# Rule-state keys as a hostile or merely unusual world makes them (PostgreSQL gets them as array elements).
+ODD_KEYS = ["door-b1/main", "a,b", 'q"uote', "back\\slash", "{brace}", "NULL", "", " padded ", "网格/一号楼/单元",
+            "tab\there", "new\nline", "'single'", "x" * 200]
+
+
+def check_state_keys(store: Any) -> None:
+    """Rule state under odd keys is written, read (plain, optimistic and locked), changed and deleted as itself."""
+    from hub.rules.event import State
+    rule = "door_held_open"
+    with store.tx() as tx:
+        for i, k in enumerate(ODD_KEYS):
+            tx.save(rule, k, State({"i": i, "k": k}, T0 + i))
+    for optimistic in (True, False):
+        with store.tx(optimistic=optimistic) as tx:
+            tx.prefetch({(rule, k) for k in [*ODD_KEYS, "missing"]})
+            got = {k: tx.load(rule, k) for k in ODD_KEYS}
+            missing = tx.load(rule, "missing")  # none, or PostgreSQL's empty placeholder of a locking read
+            assert missing is None or (missing.data, missing.due) == ({}, None)
+        assert {k: (st.data, st.due) for k, st in got.items() if st} == \
+            {k: ({"i": i, "k": k}, T0 + i) for i, k in enumerate(ODD_KEYS)}
+    with store.tx(optimistic=True) as tx:  # changed (the optimistic claim locks and checks each row's version)
+        for i, k in enumerate(ODD_KEYS):
+            st = tx.load(rule, k)
+            tx.save(rule, k, State() if i % 2 else State({**st.data, "n": 1}, None))
+    with store.tx() as tx:
+        left = {k: tx.load(rule, k) for k in ODD_KEYS}
+    # Deleted: none (or an empty placeholder, as above).
+    assert {k: (st.data, st.due) for k, st in left.items() if st is not None and (st.data or st.due)} == \
+        {k: ({"i": i, "k": k, "n": 1}, None) for i, k in enumerate(ODD_KEYS) if i % 2 == 0}

@@ -20,6 +20,7 @@ from alerts_helpers import (
     SinkDriver,
     accepted,
     check_held_runs,
+    check_state_keys,
     env,
     make_config,
     msg,
@@ -77,6 +78,16 @@ def test_held_messages_come_back_merged_in_device_time_order_on_postgres(tmp_pat
     driver = SinkDriver(make_config(tmp_path, db_url=db, tick_s=60), FakeClock(T0)).start()
     try:
         check_held_runs(driver.sink.store)
+    finally:
+        driver.stop()
+
+
+def test_rule_state_under_odd_keys_is_kept_as_itself_on_postgres(tmp_path: Path, db: str) -> None:
+    # The keys reach PostgreSQL as array elements (unnest): quotes, commas, braces, "NULL" and the rest must
+    # come back as themselves, through the plain, optimistic and locking reads and the upsert and delete.
+    driver = SinkDriver(make_config(tmp_path, db_url=db, tick_s=60), FakeClock(T0)).start()
+    try:
+        check_state_keys(driver.sink.store)
     finally:
         driver.stop()
 

@@ -18,6 +18,7 @@ from alerts_helpers import (
     SinkDriver,
     accepted,
     check_held_runs,
+    check_state_keys,
     community,
     env,
     make_config,
@@ -54,6 +55,10 @@ def test_held_messages_come_back_merged_in_device_time_order(driver: SinkDriver,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reorder, "RUN_PART", 2)
     check_held_runs(driver.sink.store)
+
+
+def test_rule_state_under_odd_keys_is_kept_as_itself(driver: SinkDriver) -> None:
+    check_state_keys(driver.sink.store)
 
 
 def test_a_hold_row_an_older_hub_left_with_its_messages_inside_is_let_go_after_the_upgrade(
