@@ -198,3 +198,38 @@ def test_a_drained_queues_timers_wait_out_the_grace_without_the_timer_thread_pos
     h.settle(at + 0.5 + REPLAY_GRACE_S + 1)
     # Still open once the grace is over, 400 s by then: raised, and stepped to medium at once.
     assert [s.severity for s in h.fired("door_held_open")] == ["low", "medium"]
+
+
+def _split_drain(third: tuple[str, dict[str, Any]]) -> Hub:
+    """A worker draining a door's queue beside another: it meets the door first late and in turn (grant, opening:
+    straight to the rules); its next message (`third`, seq 4) comes after a gap (seq 3 went to the other
+    worker), so it is held; another device's share goes on arriving for three replay graces."""
+    at = T0 + 400
+    h = Hub()
+
+    def feed(device: str, seq: int, body_type: str, stamped: float, received: float, **fields: Any) -> None:
+        h.tick(received)
+        h.process([h.event(env(device, body_type, stamped, seq=seq, **fields))], received)
+
+    feed("door-b1", 1, "access_granted", T0 + 10, at, **GRANT)
+    feed("door-b1", 2, "door_opened", T0 + 11, at + 0.5, door="main")
+    feed("door-b1", 4, third[0], T0 + 20, at + 1.0, **third[1])
+    assert h.held("door-b1") == 1
+    for i in range(2, 3 * int(REPLAY_GRACE_S)):
+        feed("gas-b1", 2 * i, "gas_reading", T0 + 20 + i, at + i, lel_pct=1.0)
+    return h
+
+
+def test_a_late_opening_that_went_straight_in_waits_for_the_let_go_of_its_held_closing() -> None:
+    # The opening's timer used to be judged once the grace was over, before the closing was let go: a false
+    # door_held_open, seen in `bench scale --in-order` with two workers on a slow drain.
+    h = _split_drain(("door_closed", {"door": "main"}))
+    assert h.holds() and not h.fired("door_held_open"), "judged before the replay's held part was in"
+    h.settle(T0 + 400 + 3 * REPLAY_GRACE_S + SETTLE_S + 1)
+    assert not h.holds()
+    assert not h.fired("door_held_open") and not h.fired("door_forced_open")  # open 9 s: nothing to raise
+    # The same opening never closed: raised once the replay is in, not lost to the wait.
+    h = _split_drain(("access_granted", GRANT))  # another grant, no closing
+    assert not h.fired("door_held_open")
+    h.settle(T0 + 400 + 3 * REPLAY_GRACE_S + SETTLE_S + REPLAY_GRACE_S + 2)
+    assert [s.severity for s in h.fired("door_held_open")][:1] == ["low"]

@@ -553,17 +553,15 @@ class Engine:
     def _replay(self, st: State) -> None:
         """A timer set by a late delivery is judged once the backlog is in, not between two of its messages.
 
-        One due within REPLAY_GRACE_S of the batch is put there at once: the timer thread then leaves the key
-        alone while the backlog goes on moving it (before, it loaded and saved every such key each tick only
-        to postpone it, and a drain's batches redid the keys it had touched). One due later is flagged, and
-        postponed when it comes due.
+        A timer due within REPLAY_GRACE_S of the batch is put there at once, so the timer thread leaves the key
+        alone while the backlog goes on moving it (it used to load and save every such key each pass only to
+        postpone it, and a drain's batches then redid the keys it had touched). It is flagged as well: when it
+        comes due while a replay is still held, it waits for the let-go (tick).
         """
         received = self.ctx.received
         if received is not None and st.due is not None and st.due < received + REPLAY_GRACE_S:
             st.due = received + REPLAY_GRACE_S
-            st.data.pop(REPLAY, None)
-        else:
-            st.data[REPLAY] = True
+        st.data[REPLAY] = True
 
     def _fan_out(self, rule: Absence, agent: State, fanout: dict[str, object], store: StateStore) -> None:
         # An agent's will (or planned stop) speaks for every device it serves: all go offline at once, and
@@ -668,6 +666,7 @@ class Engine:
         holds = [key for rule_id, key in due if rule_id == HOLD]
         if holds or self.hold_full:  # first: the held messages came before any deadline due now
             out.extend(self._let_go(holds, now, store))
+        held: bool | None = None  # whether a replay is still held (any worker's), asked once a pass if needed
         for rule_id, key in due:
             if rule_id == HOLD:
                 continue
@@ -678,18 +677,23 @@ class Engine:
                 if pending is not None:  # a sign of life still in memory comes first
                     out.extend(self._feed(rule, key, pending, store))
             st = store.load(rule_id, key)
-            if st is None:
-                continue
+            if st is None or st.due is None or st.due > now:
+                continue  # moved since the pass began (the let-go, or a sign of life, fed it)
             if rule is None:  # a rule removed from the pack: drop its timers
                 st.due = None
                 store.save(rule_id, key, st)
                 continue
-            if st.data.pop(REPLAY, None):
+            if st.data.get(REPLAY):
                 # Set by a late message: live, the messages after it (a door closing, a count falling) would
-                # have come before this deadline; wait for the rest of the replay before judging.
-                st.due = now + REPLAY_GRACE_S
-                store.save(rule_id, key, st)
-                continue
+                # have come before this deadline. Some may be in a hold still (another device's share of the
+                # replay, or this device's once a gap in its seqs said another worker has the rest).
+                if held is None:
+                    held = store.span(HOLD)[0] > 0
+                if held:
+                    st.due = now + REPLAY_GRACE_S
+                    store.save(rule_id, key, st)
+                    continue
+                del st.data[REPLAY]
             try:
                 sigs = rule.on_timer(st, key, now)
             except Exception:
