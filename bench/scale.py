@@ -114,15 +114,23 @@ class _PgWatch:
 
     def alerts(self) -> dict[str, float]:
         """What the rules raised: alerts, their transitions, and fires counted (the same backlog should give the
-        same numbers whatever the worker count; more means rules that saw a device's events out of order)."""
+        same numbers whatever the worker count; more means rules that saw a device's events out of order).
+
+        `alerts_silent_at_feed_end`: devices raised offline and still silent as the count is taken. The feed
+        ends and its devices fall silent with it (a camera is offline 30 s after its last message), so these
+        are the world the feed leaves, not the rules' mistakes; an offline alert the rules cleared again is not
+        counted here (it fired while the device was alive).
+        """
         import psycopg
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            alerts, fires, moves = conn.execute(
-                "SELECT count(*), coalesce(sum(count), 0), (SELECT count(*) FROM alert_transitions) FROM alerts"
+            alerts, fires, moves, silent = conn.execute(
+                "SELECT count(*), coalesce(sum(count), 0), (SELECT count(*) FROM alert_transitions), "
+                "count(*) FILTER (WHERE rule = 'device_offline' AND condition_active) FROM alerts"
             ).fetchall()[0]
             top = conn.execute("SELECT rule, count(*) FROM alerts GROUP BY rule ORDER BY 2 DESC LIMIT 5").fetchall()
         self.top_rules = ", ".join(f"{r} {n}" for r, n in top)
-        return {"alerts": alerts, "alert_fires": fires, "alert_transitions": moves}
+        return {"alerts": alerts, "alert_fires": fires, "alert_transitions": moves,
+                "alerts_silent_at_feed_end": silent, "alerts_not_explained_by_feed_end": alerts - silent}
 
     def stop(self) -> dict[str, float]:
         """Stop sampling; the figures of the interval."""
@@ -390,6 +398,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"workers_{w}_min_worker_share: {res['min_worker_share']:.2f}")
         for k in ("hub_batch_tx", "hub_batches_redone", *(f"hub_retries_{c}" for c in _RETRIES),
                   *(f"hub_stale_{c}" for c in _STALE), "alerts", "alert_fires", "alert_transitions",
+                  "alerts_silent_at_feed_end", "alerts_not_explained_by_feed_end",
                   *(f"pg_{s}" for s in _STATS), "pg_lock_wait_backend_s", "pg_lock_waits_logged"):
             if k in res:
                 print(f"workers_{w}_{k}: {res[k]:.1f}" if k == "pg_lock_wait_backend_s" else
