@@ -38,7 +38,7 @@ from hub.rules.spec import RulePack
 
 log = logging.getLogger(__name__)
 
-REPLAY = "replay"  # state flag: the key's timer was set by a late delivery, and more of its backlog may follow
+REPLAY = "replay"  # state: the key's timer was set by a late delivery (True), or waits for a held replay since (a time)
 # How long (on the engine's clock) a timer set by a late delivery waits for the rest of the backlog: a replay
 # arrives as a burst, so a door's opening and closing come within this of each other however late both are.
 REPLAY_GRACE_S = 10.0
@@ -556,7 +556,7 @@ class Engine:
         A timer due within REPLAY_GRACE_S of the batch is put there at once, so the timer thread leaves the key
         alone while the backlog goes on moving it (it used to load and save every such key each pass only to
         postpone it, and a drain's batches then redid the keys it had touched). It is flagged as well: when it
-        comes due while a replay is still held, it waits for the let-go (tick).
+        comes due while a replay is still held, it waits for the let-go, up to HOLD_MAX_S (tick).
         """
         received = self.ctx.received
         if received is not None and st.due is not None and st.due < received + REPLAY_GRACE_S:
@@ -683,14 +683,18 @@ class Engine:
                 st.due = None
                 store.save(rule_id, key, st)
                 continue
-            if st.data.get(REPLAY):
+            waiting = st.data.get(REPLAY)
+            if waiting:
                 # Set by a late message: live, the messages after it (a door closing, a count falling) would
                 # have come before this deadline. Some may be in a hold still (another device's share of the
-                # replay, or this device's once a gap in its seqs said another worker has the rest).
+                # replay, or this device's once a gap in its seqs said another worker has the rest). It waits
+                # for them at most HOLD_MAX_S: replays held one after another must not hold it back for good.
                 if held is None:
                     held = store.span(HOLD)[0] > 0
-                if held:
-                    st.due = now + REPLAY_GRACE_S
+                began = now if waiting is True else float(waiting)
+                if held and now < began + HOLD_MAX_S:
+                    st.data[REPLAY] = began
+                    st.due = min(now + REPLAY_GRACE_S, began + HOLD_MAX_S)
                     store.save(rule_id, key, st)
                     continue
                 del st.data[REPLAY]
