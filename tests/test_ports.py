@@ -11,9 +11,12 @@ import random
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from hub_helpers import REPO
 
+from commhub import ports
 from commhub.ports import LOW, ephemeral_low, free_port
 
 
@@ -61,3 +64,17 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_without_the_kernels_range_or_room_below_it_ports_still_come(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    kernels = ephemeral_low()
+    monkeypatch.setattr(ports, "_RANGE_FILE", tmp_path / "missing")
+    assert ports.ephemeral_low() == 32_768  # unreadable: Linux's default
+    odd = tmp_path / "range"
+    odd.write_text("garbage\n")
+    monkeypatch.setattr(ports, "_RANGE_FILE", odd)
+    assert ports.ephemeral_low() == 32_768
+    odd.write_text(f"{ports.LOW + 10}\t60999\n")  # almost no room below the range: the kernel picks, as bind(0)
+    port = free_port()
+    assert port >= kernels and _bindable(port)  # from the kernel's own range
