@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live-rate", type=float, default=2000.0, help="msg/s of the steady live phase (0 = skip)")
     parser.add_argument("--live-seconds", type=float, default=20.0, help="length of the live phase")
     parser.add_argument("--no-storm", action="store_true", help="skip the alert-storm run")
+    parser.add_argument("--in-order", action="store_true",
+                        help="queue each backlog in device-time order from one client (as a broker queues live "
+                             "traffic while the hub is down) instead of per topic by parallel mosquitto_pub")
     parser.add_argument("--fleet-messages", type=int, default=5000,
                         help="messages per device for hub_rss_mb_10k_devices (0 = skip that line)")
     parser.add_argument("--in-process", action="store_true",
@@ -190,9 +193,13 @@ def _simple_messages(n: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def _queue(broker: Mosquitto, messages: Sequence[tuple[str, bytes]], workdir: Path, tag: str) -> Queue:
+def _queue(broker: Mosquitto, messages: Sequence[tuple[str, bytes]], workdir: Path, tag: str,
+           in_order: bool = False) -> Queue:
     def go() -> int:
-        feeds.publish_backlog(broker, messages, workdir, tag)
+        if in_order:
+            feeds.publish_in_order(broker, messages, tag)
+        else:
+            feeds.publish_backlog(broker, messages, workdir, tag)
         return len(messages)
     return go
 
@@ -247,18 +254,21 @@ def run_realistic(args: argparse.Namespace, broker: Mosquitto, influx: Influxd, 
     print(f"devices: {len({t.split('/')[4] for t, _ in backlog})}", flush=True)
     print(f"body_types: {len(feed.by_type)}", flush=True)
     print(f"feed_build_s: {time.perf_counter() - t:.1f}", flush=True)
-    raw = rawsub.measure(broker, FILTER, _queue(broker, backlog, workdir, "raw"))
+    order = args.in_order
+    print(f"backlog_order: {'device time, one publisher' if order else 'per topic, parallel mosquitto_pub'}",
+          flush=True)
+    raw = rawsub.measure(broker, FILTER, _queue(broker, backlog, workdir, "raw", order))
     _print_raw(raw)
-    off = measure_hub(broker, influx, workdir, _queue(broker, backlog, workdir, "off"), db="rules_off")
+    off = measure_hub(broker, influx, workdir, _queue(broker, backlog, workdir, "off", order), db="rules_off")
     _print_hub("hub_rules_off", off, raw)
     after = live_phase(broker, live, args.live_rate) if n_live else None
-    on = measure_hub(broker, influx, workdir, _queue(broker, backlog, workdir, "on"), db="rules_on", rules=True,
+    on = measure_hub(broker, influx, workdir, _queue(broker, backlog, workdir, "on", order), db="rules_on", rules=True,
                      after=after)
     _print_hub("hub_rules_on", on, raw)
     runs = [off, on]
     if not args.no_storm:
         stormy = feeds.storm(feeds.Feed(list(backlog)))
-        storm = measure_hub(broker, influx, workdir, _queue(broker, stormy.messages, workdir, "storm"),
+        storm = measure_hub(broker, influx, workdir, _queue(broker, stormy.messages, workdir, "storm", order),
                             db="rules_storm", rules=True)
         _print_hub("hub_rules_storm", storm, raw)
         print(f"storm_cost_ratio: {storm['cpu_us_per_msg'] / on['cpu_us_per_msg']:.2f}")
