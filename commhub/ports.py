@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import random
 import socket
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 LOW = 10_000  # below this, ports are more likely to belong to well-known services
 _LOCK_DIR = Path(tempfile.gettempdir()) / "commhub-ports"
@@ -41,7 +44,6 @@ def _bindable(host: str, port: int) -> bool:
 
 
 def _lock(port: int) -> bool:
-    _LOCK_DIR.mkdir(mode=0o777, parents=True, exist_ok=True)
     fd = os.open(_LOCK_DIR / str(port), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,10 +71,17 @@ def free_port(host: str = "127.0.0.1", start: int | None = None) -> int:
     """A TCP port nobody listens on, outside the ephemeral range, reserved for this process.
 
     `start` is where the search begins (a random port of the range if None). If the ephemeral range leaves fewer
-    than 1,000 ports above LOW, the kernel picks one as `bind(0)` does, without the guarantees above.
+    than 1,000 ports above LOW, or the lock directory cannot be written, the kernel picks one as `bind(0)` does,
+    without the guarantees above.
     """
     high = ephemeral_low()
     if high - LOW < 1_000:
+        return _kernel_port(host)
+    try:
+        _LOCK_DIR.mkdir(mode=0o777, parents=True, exist_ok=True)
+        os.close(os.open(_LOCK_DIR / "probe", os.O_RDWR | os.O_CREAT, 0o666))
+    except OSError as e:
+        log.warning("no port reservations (%s: %s); the kernel picks the port", _LOCK_DIR, e)
         return _kernel_port(host)
     span = high - LOW
     first = random.randrange(LOW, high) if start is None else start

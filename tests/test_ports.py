@@ -78,3 +78,12 @@ def test_without_the_kernels_range_or_room_below_it_ports_still_come(tmp_path: P
     odd.write_text(f"{ports.LOW + 10}\t60999\n")  # almost no room below the range: the kernel picks, as bind(0)
     port = free_port()
     assert port >= kernels and _bindable(port)  # from the kernel's own range
+
+
+def test_a_lock_directory_that_cannot_be_made_leaves_the_choice_to_the_kernel(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(ports, "_LOCK_DIR", blocker / "commhub-ports")  # under a file: mkdir fails, even as root
+    port = free_port()
+    assert port >= ephemeral_low() and _bindable(port)
