@@ -157,3 +157,13 @@ def test_misrouted_means_raised_in_time_but_not_routed_as_expected() -> None:
     # Routed wrongly at first, then to the property before the deadline: on time.
     fixed = [wrong, _seen(1, "low", t0 + 60)]
     assert score(sc, fixed, lambda a: a.opened_at, lambda a: True).expected[0].status == "on_time"
+
+
+def test_an_incidents_quiet_window_does_not_cut_a_background_access_in_two() -> None:
+    # Seed 31's tenth authorized near miss at a door: the incident silences the door's normal life until 5 s
+    # after its closing. A background exit request fell just inside that window and its opening just after it,
+    # so the rules saw an opening with no authorization: door_forced_open, then forced_entry_incident.
+    sc = next(v for v in variants(COMMUNITY, 31, 10, ("forced_open",)) if v.name == "gen_forced_open_near_31_9")
+    result, _ = run_offline(sc, COMMUNITY)
+    unexpected = [(u.code, u.where) for u in result.unexpected if u.in_scope]
+    assert result.passed, f"{sc.name}: unexpected {unexpected}"
