@@ -34,7 +34,8 @@ def ephemeral_low() -> int:
         return 32_768
 
 
-def _bindable(host: str, port: int) -> bool:
+def bindable(host: str, port: int) -> bool:
+    """Whether a TCP socket can bind this port now (nothing listens there, no connection holds it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
@@ -44,6 +45,7 @@ def _bindable(host: str, port: int) -> bool:
 
 
 def _lock(port: int) -> bool:
+    """Reserve a port for this process; False when another process holds it (OSError: no lock file at all)."""
     fd = os.open(_LOCK_DIR / str(port), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -77,19 +79,18 @@ def free_port(host: str = "127.0.0.1", start: int | None = None) -> int:
     high = ephemeral_low()
     if high - LOW < 1_000:
         return _kernel_port(host)
+    span = high - LOW
+    first = random.randrange(LOW, high) if start is None else start
     try:
         _LOCK_DIR.mkdir(mode=0o777, parents=True, exist_ok=True)
-        os.close(os.open(_LOCK_DIR / "probe", os.O_RDWR | os.O_CREAT, 0o666))
+        for i in range(span):
+            port = LOW + (first - LOW + i) % span
+            if port in _held or not _lock(port):
+                continue
+            if bindable(host, port):
+                return port
+            _unlock(port)
     except OSError as e:
         log.warning("no port reservations (%s: %s); the kernel picks the port", _LOCK_DIR, e)
         return _kernel_port(host)
-    span = high - LOW
-    first = random.randrange(LOW, high) if start is None else start
-    for i in range(span):
-        port = LOW + (first - LOW + i) % span
-        if port in _held or not _lock(port):
-            continue
-        if _bindable(host, port):
-            return port
-        _unlock(port)
     raise OSError(f"no free port in {LOW}..{high - 1}")

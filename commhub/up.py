@@ -6,7 +6,6 @@ import argparse
 import importlib.util
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import yaml
 
 from commhub.config import Config, load
 from commhub.mqtt import API_ACCOUNT, HUB_ACCOUNT
-from commhub.ports import free_port
+from commhub.ports import bindable, free_port
 from commhub.provision import provision
 from commhub.services import BrokerAuth, Influxd, Mosquitto
 from edge_agents.camera.config import source_kind
@@ -40,12 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _port(preferred: int) -> int:
     """The preferred port when nothing listens there, else a free one."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            return free_port()
+    return preferred if bindable("127.0.0.1", preferred) else free_port()
 
 
 class _Child:

@@ -17,7 +17,7 @@ import pytest
 from hub_helpers import REPO
 
 from commhub import ports
-from commhub.ports import LOW, ephemeral_low, free_port
+from commhub.ports import LOW, bindable, ephemeral_low, free_port
 
 
 def test_ports_lie_below_the_ephemeral_range_and_are_not_given_twice() -> None:
@@ -41,7 +41,7 @@ def test_a_port_reserved_by_another_process_is_not_given_while_it_lives() -> Non
         child.stdin.close()
         child.wait(30)
     # Once that process has gone, its reservation goes with it.
-    assert free_port(start=theirs) == theirs or not _bindable(theirs)
+    assert free_port(start=theirs) == theirs or not bindable("127.0.0.1", theirs)
 
 
 def test_a_port_something_listens_on_is_passed_by() -> None:
@@ -57,15 +57,6 @@ def test_a_port_something_listens_on_is_passed_by() -> None:
         assert free_port(start=port) != port
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_without_the_kernels_range_or_room_below_it_ports_still_come(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     kernels = ephemeral_low()
@@ -77,7 +68,7 @@ def test_without_the_kernels_range_or_room_below_it_ports_still_come(tmp_path: P
     assert ports.ephemeral_low() == 32_768
     odd.write_text(f"{ports.LOW + 10}\t60999\n")  # almost no room below the range: the kernel picks, as bind(0)
     port = free_port()
-    assert port >= kernels and _bindable(port)  # from the kernel's own range
+    assert port >= kernels and bindable("127.0.0.1", port)  # from the kernel's own range
 
 
 def test_a_lock_directory_that_cannot_be_made_leaves_the_choice_to_the_kernel(tmp_path: Path,
@@ -86,4 +77,4 @@ def test_a_lock_directory_that_cannot_be_made_leaves_the_choice_to_the_kernel(tm
     blocker.write_text("")
     monkeypatch.setattr(ports, "_LOCK_DIR", blocker / "commhub-ports")  # under a file: mkdir fails, even as root
     port = free_port()
-    assert port >= ephemeral_low() and _bindable(port)
+    assert port >= ephemeral_low() and bindable("127.0.0.1", port)
