@@ -177,3 +177,17 @@ def publish_in_order(broker: Mosquitto, messages: Sequence[tuple[str, bytes]], t
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def queue_backlog(broker: Mosquitto, messages: Sequence[tuple[str, bytes]], workdir: Path, tag: str,
+                  in_order: bool) -> None:
+    """Queue a backlog as a bench's `--in-order` says: device-time order from one client, else per topic."""
+    if in_order:
+        publish_in_order(broker, messages, tag)
+    else:
+        publish_backlog(broker, messages, workdir, tag)
+
+
+def backlog_order(in_order: bool) -> str:
+    """The `backlog_order:` figure for a bench's `--in-order`."""
+    return "device time, one publisher" if in_order else "per topic, parallel mosquitto_pub"

@@ -196,10 +196,7 @@ def _simple_messages(n: int) -> list[tuple[str, bytes]]:
 def _queue(broker: Mosquitto, messages: Sequence[tuple[str, bytes]], workdir: Path, tag: str,
            in_order: bool = False) -> Queue:
     def go() -> int:
-        if in_order:
-            feeds.publish_in_order(broker, messages, tag)
-        else:
-            feeds.publish_backlog(broker, messages, workdir, tag)
+        feeds.queue_backlog(broker, messages, workdir, tag, in_order)
         return len(messages)
     return go
 
@@ -255,8 +252,7 @@ def run_realistic(args: argparse.Namespace, broker: Mosquitto, influx: Influxd, 
     print(f"body_types: {len(feed.by_type)}", flush=True)
     print(f"feed_build_s: {time.perf_counter() - t:.1f}", flush=True)
     order = args.in_order
-    print(f"backlog_order: {'device time, one publisher' if order else 'per topic, parallel mosquitto_pub'}",
-          flush=True)
+    print(f"backlog_order: {feeds.backlog_order(order)}", flush=True)
     raw = rawsub.measure(broker, FILTER, _queue(broker, backlog, workdir, "raw", order))
     _print_raw(raw)
     off = measure_hub(broker, influx, workdir, _queue(broker, backlog, workdir, "off", order), db="rules_off")

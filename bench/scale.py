@@ -312,10 +312,7 @@ def run(args: argparse.Namespace) -> int:
 
     def queue(tag: str) -> Queue:
         def go() -> int:
-            if args.in_order:
-                feeds.publish_in_order(broker, _ending_now(msgs), tag)
-            else:
-                feeds.publish_backlog(broker, _ending_now(msgs), workdir, tag)
+            feeds.queue_backlog(broker, _ending_now(msgs), workdir, tag, args.in_order)
             return n
         return go
 
@@ -378,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"cores: {os.cpu_count()}")
     print(f"load_average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"rules: {'on' if rules else 'off'}")
-    print(f"backlog_order: {'device time, one publisher' if args.in_order else 'per topic, parallel mosquitto_pub'}")
+    print(f"backlog_order: {feeds.backlog_order(args.in_order)}")
     print(f"alert_store: {store}{' (own temporary server)' if pg is not None else ''}")
     print(f"raw_paho_qos1_msgs_per_s: {raw:.0f}")
     for w, res in results.items():
