@@ -32,13 +32,12 @@ def locked(conn: Connection, stmt: Select[Any], skip: bool = False) -> Select[An
 # are taken in byte order (COLLATE "C"), the order of Python's sorted(), as the callers sort the keys.
 _KEYS = 'unnest(CAST(:rules AS varchar[]), CAST(:keys AS varchar[])) AS k(rule, key)'
 _JOIN = f"rule_state s JOIN {_KEYS} ON s.rule = k.rule AND s.key = k.key"
-_ORDER = 'ORDER BY s.rule COLLATE "C", s.key COLLATE "C"'
+_ORDER = 'ORDER BY {0}.rule COLLATE "C", {0}.key COLLATE "C"'  # the lock order, for a table alias
 PG_STATES = text(f"SELECT s.rule, s.key, s.data, s.due, s.xmin::text FROM {_JOIN}")
 PG_PLACEHOLDERS = text(f"INSERT INTO rule_state (rule, key, data, due) SELECT k.rule, k.key, '{{}}', NULL FROM {_KEYS} "
-                       'ORDER BY k.rule COLLATE "C", k.key COLLATE "C" '
-                       "ON CONFLICT (rule, key) DO NOTHING RETURNING rule, key")
-PG_LOCK_STATES = text(f"SELECT s.rule, s.key, s.data, s.due FROM {_JOIN} {_ORDER} FOR UPDATE OF s")
-PG_LOCK_VERSIONS = text(f"SELECT s.rule, s.key, s.xmin::text FROM {_JOIN} {_ORDER} FOR UPDATE OF s")
+                       f"{_ORDER.format('k')} ON CONFLICT (rule, key) DO NOTHING RETURNING rule, key")
+PG_LOCK_STATES = text(f"SELECT s.rule, s.key, s.data, s.due FROM {_JOIN} {_ORDER.format('s')} FOR UPDATE OF s")
+PG_LOCK_VERSIONS = text(f"SELECT s.rule, s.key, s.xmin::text FROM {_JOIN} {_ORDER.format('s')} FOR UPDATE OF s")
 PG_DELETE = text(f"DELETE FROM rule_state s USING {_KEYS} WHERE s.rule = k.rule AND s.key = k.key")
 PG_UPSERT = text("INSERT INTO rule_state (rule, key, data, due) "
                  "SELECT * FROM unnest(CAST(:rules AS varchar[]), CAST(:keys AS varchar[]), CAST(:data AS text[]), "
