@@ -90,6 +90,11 @@ def devices_filter(root: str) -> str:
     return f"{_check_level('root', root)}/{VERSION}/#"
 
 
+def site_filter(root: str, site: str) -> str:
+    """Filter matching every device topic of one site (a community): what its hub takes from a shared broker."""
+    return f"{_check_level('root', root)}/{VERSION}/{_check_level('site', site)}/#"
+
+
 def shared(group: str, topic_filter: str) -> str:
     """Wrap a filter in an MQTT 5 shared subscription."""
     _check_level("share group", group)

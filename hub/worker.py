@@ -339,7 +339,7 @@ class Worker:
         if not self._left_group_at:
             if client.socket() is None or not self._connected.is_set():
                 return False
-            client.unsubscribe(self._filter())
+            client.unsubscribe([self._filter(), self._legacy_filter()])
             self._left_group_at = time.monotonic()
             log.info("retiring: left the group, draining what the broker still holds for %s", self.cfg.hub.worker_id)
             return False
@@ -347,11 +347,18 @@ class Worker:
         return quiet >= 2.0 and not self._pending and self._held is None
 
     def _filter(self) -> str:
+        # This community's site only: on a broker several communities share (a district), every other site's
+        # traffic is another hub's, not a dead letter here.
+        site = topics.site_filter(self.cfg.mqtt.root, self.cfg.community.site.id)
+        return topics.shared(self.cfg.hub.share_group, site)
+
+    def _legacy_filter(self) -> str:
+        """Every site under the root: what a hub before the per-site filter subscribed to in its session."""
         return topics.shared(self.cfg.hub.share_group, topics.devices_filter(self.cfg.mqtt.root))
 
     # ---- MQTT callbacks: hand messages on, nothing else ------------------------------------------
 
-    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             self._refused(f"broker refused the connection: {reason}", reason.value)
             return
@@ -364,6 +371,11 @@ class Worker:
             # otherwise resend every device's retained state on each (re)subscribe, despite MQTT 5 §4.8.2.
             opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
             client.subscribe(self._filter(), options=opts)
+            if getattr(flags, "session_present", False):
+                # A session an older hub left may still hold the all-sites subscription: it would go on
+                # delivering every community's traffic on the broker. Unsubscribing one that is not there is
+                # harmless (the broker answers "no subscription existed").
+                client.unsubscribe(self._legacy_filter())
         else:
             self._connected.set()
         log.info("connected to %s:%d, subscribed as %s", self.cfg.mqtt.host, self.cfg.mqtt.port, group)

@@ -27,7 +27,7 @@ def write_config(tmp: Path, broker: Mosquitto, influx: Influxd | None, database:
                  community: Path = SAMPLE_COMMUNITY, site: str | None = None, **sections: dict[str, Any]) -> Path:
     """A hub config file under tmp pointing at the given services; extra sections are merged in.
 
-    site: a copy of the community whose site id is this one (the hub refuses topics of other sites).
+    site: a copy of the community whose site id is this one (the hub takes only its own site's topics).
     """
     if site is not None:
         model = yaml.safe_load(community.read_text())

@@ -81,3 +81,19 @@ def test_shared_subscription() -> None:
         topics.shared("hub", "commhub/#/x")
     with pytest.raises(TopicError):
         topics.shared("h/b", "commhub/v1/#")
+
+
+def test_a_sites_filter_takes_its_own_devices_and_no_other_sites() -> None:
+    mine = topics.site_filter("commhub", "sunrise")
+    assert topics.matches(mine, topics.telemetry("commhub", "sunrise", "gas", "g1"))
+    assert topics.matches(mine, topics.snapshot("commhub", "sunrise", "camera", "c1", "s1"))
+    assert not topics.matches(mine, topics.telemetry("commhub", "sunset", "gas", "g1"))
+    assert not topics.matches(mine, topics.telemetry("commhub", "sunrise2", "gas", "g1"))  # a prefix is not the site
+    assert not topics.matches(mine, topics.dead_letter("commhub"))
+    assert topics.matches(topics.devices_filter("commhub"), topics.telemetry("commhub", "sunset", "gas", "g1"))
+
+
+@pytest.mark.parametrize("site", ["", "a/b", "+", "#", "$sys", "a\x00b"])
+def test_a_site_that_would_widen_or_break_the_filter_is_refused(site: str) -> None:
+    with pytest.raises(TopicError):
+        topics.site_filter("commhub", site)
