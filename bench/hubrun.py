@@ -143,11 +143,26 @@ def measure_raw(broker: Mosquitto, topic_filter: str, queue: Callable[[], int]) 
     return n / elapsed
 
 
+SAMPLE_COMMUNITY = REPO / "configs" / "community" / "sample.yaml"
+SAMPLE_SITE = str(yaml.safe_load(SAMPLE_COMMUNITY.read_text())["site"]["id"])
+
+
+def community_site(i: int) -> str:
+    """The site id of the i-th community of a bench (0: the sample community's own; others: copies of it)."""
+    return SAMPLE_SITE if i == 0 else f"{SAMPLE_SITE}-c{i}"
+
+
 def hub_config(broker: Mosquitto, influx: Influxd, workdir: Path, db: str, rules: bool,
-               alerts: dict[str, Any] | None = None, **hub: Any) -> Path:
-    """A hub config for the sample community, the alerting chain on or off."""
+               alerts: dict[str, Any] | None = None, site: str = SAMPLE_SITE, **hub: Any) -> Path:
+    """A hub config for the sample community (under another site id: a copy of it), the alerting chain on or off."""
+    community = SAMPLE_COMMUNITY
+    if site != SAMPLE_SITE:
+        model = yaml.safe_load(SAMPLE_COMMUNITY.read_text())
+        model["site"]["id"] = site
+        community = workdir / f"community-{site}.yaml"
+        community.write_text(yaml.safe_dump(model, allow_unicode=True))
     cfg: dict[str, Any] = {
-        "community": str(REPO / "configs" / "community" / "sample.yaml"),
+        "community": str(community),
         "mqtt": {"host": broker.host, "port": broker.port},
         "influx": {"url": influx.url, "database": db, "transport": "auto"},
         "hub": {"worker_id": "bench-hub", "spool": {"dir": str(workdir / f"spool-{db}")},

@@ -74,16 +74,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure_hub(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int = 1,
                 db: str = "bench", rules: bool = False, after: After | None = None,
-                alerts: dict[str, Any] | None = None, started: Callable[[list[HubProc]], None] | None = None,
+                alerts: dict[str, Any] | list[dict[str, Any]] | None = None,
+                started: Callable[[list[HubProc]], None] | None = None, communities: int = 1,
                 **hub: Any) -> dict[str, float]:
     """Drain the backlog queue() publishes with `workers` hub processes on one shared subscription.
 
     With `started`, the drain is timed from when the first hub is connected (no message is taken before), not
     from the hubs' start, and started(hubs) is called then: the hubs' start-up (imports, migrations, seeds) is
     then outside the time, except what a later hub's overlaps the drain.
+
+    With `communities` > 1, each community (the sample community under its own site id: hubrun.community_site)
+    has `workers` hubs of its own, its own InfluxDB database and alert store (`alerts`: a list, one a community),
+    all on the same broker and servers, as a district runs them; queue() publishes every community's backlog.
     """
-    cfg_path = hubrun.hub_config(broker, influx, workdir, db, rules, alerts, **hub)
-    hubs = [HubProc(cfg_path, f"bench-{db}-{i}", workdir / f"hub-{db}-{i}.log") for i in range(workers)]
+    stores = alerts if isinstance(alerts, list) else [alerts or {}] * communities
+    dbs = [db if communities == 1 else f"{db}c{i}" for i in range(communities)]
+    hubs: list[HubProc] = []
+    for i, (site_db, store) in enumerate(zip(dbs, stores, strict=True)):
+        cfg_path = hubrun.hub_config(broker, influx, workdir, site_db, rules, store, hubrun.community_site(i), **hub)
+        hubs += [HubProc(cfg_path, f"bench-{site_db}-{k}", workdir / f"hub-{site_db}-{k}.log") for k in range(workers)]
     for h in hubs:  # the first start creates the persistent sessions, so the backlog queues for them
         h.start()
     for h in hubs:
@@ -122,7 +131,8 @@ def measure_hub(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue,
         wait_for(drained, DRAIN_TIMEOUT_S, f"hub {db}: backlog of {n} stored and ruled", 0.1)
         # And the messages a backlog's disorder kept in the rules' hold gone through the rules: its settle (a
         # quiet moment) and the rules' work on them count as the drain's.
-        waited = hubrun.wait_rules_done(hubrun.alerts_url(workdir, db, alerts)) if rules else 0.0
+        waited = sum(hubrun.wait_rules_done(hubrun.alerts_url(workdir, d, store))
+                     for d, store in zip(dbs, stores, strict=True)) if rules else 0.0
         elapsed = time.perf_counter() - t0
         cpu = sum(cpu_seconds(h.pid) for h in hubs) - base_cpu
         out = {"msgs_per_s": n / elapsed, "cpu_us_per_msg": cpu / max(1.0, n - base_msgs) * 1e6,
@@ -137,7 +147,7 @@ def measure_hub(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue,
         for h in hubs:
             h.stop()
             hubrun.forget_session(broker, h.worker_id)
-    out["points_in_influxdb"] = hubrun.influx_count(influx.url, db)
+    out["points_in_influxdb"] = sum(hubrun.influx_count(influx.url, d) for d in dbs)
     out["messages"] = n + out.get("live_msgs", 0)
     return out
 

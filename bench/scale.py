@@ -16,6 +16,11 @@ the database saw during the drain: transactions committed and rolled back and de
 backend-seconds spent waiting for a lock (`pg_stat_activity` sampled every 0.1 s), lock waits longer than
 `deadlock_timeout` (`log_lock_waits`), and the hub's own counters (batch transactions, batches whose stale
 keys were fed again, retries by cause).
+
+`--communities` measures a district's layout instead: N workers are N communities with one worker each (the
+sample community under its own site id, with its own alert database and InfluxDB database, each fed the whole
+backlog), on the one broker, PostgreSQL and influxd. Each hub subscribes to its own site's topics only, so the
+communities share the machine and the servers but no queue, no rule state and no hold.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-order", action="store_true",
                         help="queue the backlog in device-time order from one client (a hub outage's queue), not "
                              "per topic by parallel mosquitto_pub")
+    parser.add_argument("--communities", action="store_true",
+                        help="a district's layout: each worker count is that many communities with one worker each "
+                             "(the sample community under its own site id, alert database and InfluxDB database, "
+                             "each fed the whole backlog), on one broker, PostgreSQL and influxd")
     parser.add_argument("--idle-s", type=float, default=20.0,
                         help="seconds to measure idle workers (no traffic, no /metrics polls) a worker count; 0: skip")
 
@@ -71,9 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _PgWatch:
     """Contention figures of one database while the workers drain: stats deltas and sampled lock waits."""
 
-    def __init__(self, url: str, log: Path | None) -> None:
-        self.dsn = url.replace("postgresql+psycopg://", "postgresql://")
-        self.database = self.dsn.rsplit("/", 1)[1].split("?", 1)[0]
+    def __init__(self, urls: list[str], log: Path | None) -> None:
+        self.dsns = [url.replace("postgresql+psycopg://", "postgresql://") for url in urls]
+        self.dsn = self.dsns[0]
+        self.databases = [dsn.rsplit("/", 1)[1].split("?", 1)[0] for dsn in self.dsns]
         self.log = log
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,8 +96,8 @@ class _PgWatch:
         self.top_rules = ""
 
     def _stats(self, conn: Any) -> dict[str, int]:
-        row = conn.execute(f"SELECT {', '.join(_STATS)} FROM pg_stat_database WHERE datname = %s",
-                           (self.database,)).fetchone()
+        row = conn.execute(f"SELECT {', '.join(f'sum({k})' for k in _STATS)} FROM pg_stat_database "
+                           "WHERE datname = ANY(%s)", (self.databases,)).fetchone()
         return dict(zip(_STATS, (int(v) for v in row), strict=True))
 
     def start(self) -> None:
@@ -104,8 +114,8 @@ class _PgWatch:
         import psycopg
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while not self._stop.wait(_SAMPLE_S):
-                rows = conn.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE datname = %s "
-                                    "AND pid <> pg_backend_pid() AND state <> 'idle'", (self.database,)).fetchall()
+                rows = conn.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE datname = ANY(%s) "
+                                    "AND pid <> pg_backend_pid() AND state <> 'idle'", (self.databases,)).fetchall()
                 self.samples += 1
                 for kind, name in rows:
                     if kind == "Lock":
@@ -122,12 +132,19 @@ class _PgWatch:
         counted here (it fired while the device was alive).
         """
         import psycopg
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            alerts, fires, moves, silent = conn.execute(
-                "SELECT count(*), coalesce(sum(count), 0), (SELECT count(*) FROM alert_transitions), "
-                "count(*) FILTER (WHERE rule = 'device_offline' AND condition_active) FROM alerts"
-            ).fetchall()[0]
-            top = conn.execute("SELECT rule, count(*) FROM alerts GROUP BY rule ORDER BY 2 DESC LIMIT 5").fetchall()
+        totals = [0, 0, 0, 0]  # alerts, fires, transitions, silent at the feed's end
+        by_rule: dict[str, int] = {}
+        for dsn in self.dsns:  # one alert database a community
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*), coalesce(sum(count), 0), (SELECT count(*) FROM alert_transitions), "
+                    "count(*) FILTER (WHERE rule = 'device_offline' AND condition_active) FROM alerts"
+                ).fetchall()[0]
+                for rule, k in conn.execute("SELECT rule, count(*) FROM alerts GROUP BY rule").fetchall():
+                    by_rule[rule] = by_rule.get(rule, 0) + int(k)
+            totals = [a + int(b) for a, b in zip(totals, row, strict=True)]
+        alerts, fires, moves, silent = totals
+        top = sorted(by_rule.items(), key=lambda kv: -kv[1])[:5]
         self.top_rules = ", ".join(f"{r} {n}" for r, n in top)
         return {"alerts": alerts, "alert_fires": fires, "alert_transitions": moves,
                 "alerts_silent_at_feed_end": silent, "alerts_not_explained_by_feed_end": alerts - silent}
@@ -238,8 +255,10 @@ def _split(msgs: Sequence[tuple[str, bytes]], url: str, workdir: Path, sinks: in
 
 
 def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, workers: int, rules: bool,
-             alerts: dict[str, Any], watch: _PgWatch | None, waits: dict[int, str],
+             alerts: list[dict[str, Any]], watch: _PgWatch | None, waits: dict[int, str],
              services: dict[str, int]) -> dict[str, float]:
+    """One drain by `workers` hubs: on one shared subscription (one alert store), or, with one alert store for
+    each, one hub per community (--communities)."""
     start: list[machine.Snapshot] = []
     publishers: list[float] = []
 
@@ -291,8 +310,9 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
             out[f"hub_stale_{kind}"] = sum(h.metric(f"commhub_alert_tx_stale_{kind}_total") for h in hubs)
         return out
 
-    return measure_hub(broker, influx, workdir, queued, workers=workers, db=f"w{workers}", rules=rules,
-                       after=after, alerts=alerts, started=started)
+    communities = len(alerts)
+    return measure_hub(broker, influx, workdir, queued, workers=workers // communities, db=f"w{workers}",
+                       rules=rules, after=after, alerts=alerts, started=started, communities=communities)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -310,10 +330,15 @@ def run(args: argparse.Namespace) -> int:
     if pg is not None:
         pg.start()
 
-    def queue(tag: str) -> Queue:
+    if args.communities and args.db_url and not args.sqlite:
+        raise SystemExit("--communities needs an alert database a community: our own PostgreSQL or --sqlite")
+
+    def queue(tag: str, communities: int = 1) -> Queue:
         def go() -> int:
-            feeds.queue_backlog(broker, _ending_now(msgs), workdir, tag, args.in_order)
-            return n
+            backlog = _ending_now(msgs)
+            feeds.queue_backlog(broker, [(_resite(t, i), p) for i in range(communities) for t, p in backlog],
+                                workdir, tag, args.in_order)
+            return n * communities
         return go
 
     rules = not args.rules_off
@@ -324,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
     split: dict[int, float] = {}
     try:
         raw = measure_raw(broker, FILTER, queue("raw"))
-        if args.split and pg is not None and rules:
+        if args.split and pg is not None and rules and not args.communities:
             import psycopg
             for w in (1, 2):
                 with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
@@ -332,24 +357,29 @@ def run(args: argparse.Namespace) -> int:
                     conn.execute(f"CREATE DATABASE scale_split_w{w}")
                 split[w] = _split(_ending_now(msgs), pg.url_for(f"scale_split_w{w}"), workdir, w)
         for w in counts:
-            url, watch = "", None
+            groups = w if args.communities else 1  # alert stores: one a community
+            urls: list[str] = []
+            watch = None
             if pg is not None:
                 import psycopg
+                names = [f"scale_w{w}" if groups == 1 else f"scale_w{w}_c{i}" for i in range(groups)]
                 with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
                                      autocommit=True) as conn:
-                    conn.execute(f"CREATE DATABASE scale_w{w}")
-                url = pg.url_for(f"scale_w{w}")
-                watch = _PgWatch(url, pg.log_path)
+                    for name in names:
+                        conn.execute(f"CREATE DATABASE {name}")
+                urls = [pg.url_for(name) for name in names]
+                watch = _PgWatch(urls, pg.log_path)
             elif args.db_url and not args.sqlite:
-                url = args.db_url
-                watch = _PgWatch(url, None) if url.startswith("postgresql") else None
-            alerts = {"db_url": url} if url else {}
+                urls = [args.db_url]
+                watch = _PgWatch(urls, None) if args.db_url.startswith("postgresql") else None
+            alerts = [{"db_url": url} for url in urls] if urls else [{}] * groups
             services = {"mosquitto": _pid(broker.proc), "influxd": _pid(influx.proc)}
             if pg is not None:
                 services["postgres"] = _pid(pg.proc)
-            results[w] = _measure(broker, influx, workdir, queue(f"w{w}"), w, rules, alerts,
+            results[w] = _measure(broker, influx, workdir, queue(f"w{w}", groups), w, rules, alerts,
                                   watch if rules else None, waits, services)
-            if pg is not None and rules and args.idle_s > 0:
+            results[w]["expected_points"] = n * groups
+            if pg is not None and rules and args.idle_s > 0 and not args.communities:
                 import psycopg
                 with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
                                      autocommit=True) as conn:
@@ -376,6 +406,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"load_average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"rules: {'on' if rules else 'off'}")
     print(f"backlog_order: {feeds.backlog_order(args.in_order)}")
+    print("layout: " + ("one worker a community (N workers: N communities, each its own site, alert database and "
+                        "InfluxDB database, each fed the backlog), on one broker, influxd and database server"
+                        if args.communities else "N workers on one shared subscription, one community"))
     print(f"alert_store: {store}{' (own temporary server)' if pg is not None else ''}")
     print(f"raw_paho_qos1_msgs_per_s: {raw:.0f}")
     for w, res in results.items():
@@ -412,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
         _print_machine(w, res)
     if results:
         _print_ceiling(counts, results)
-    ok = all(res["points_in_influxdb"] == n for res in results.values())
+    ok = all(res["points_in_influxdb"] == res["expected_points"] for res in results.values())
     print(f"all_accounted_for: {'yes' if ok else 'NO'}")
     base = results[counts[0]]
     for w in counts[1:]:
@@ -504,6 +537,11 @@ def _ending_now(msgs: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
             .replace("+00:00", "Z")
         out.append((topic, json.dumps(d, separators=(",", ":")).encode()))
     return out
+
+
+def _resite(topic: str, i: int) -> str:
+    """A topic of the sample community as the i-th community's (hubrun.community_site; 0: unchanged)."""
+    return topic.replace(f"/{hubrun.SAMPLE_SITE}/", f"/{hubrun.community_site(i)}/", 1)
 
 
 def _net(res: dict[str, float]) -> float:
