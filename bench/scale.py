@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _PgWatch:
-    """Contention figures of one database while the workers drain: stats deltas and sampled lock waits."""
+    """Contention figures of the drain's databases (one, or one a community) while the workers drain: stats
+    deltas and sampled lock waits."""
 
     def __init__(self, urls: list[str], log: Path | None) -> None:
         self.dsns = [url.replace("postgresql+psycopg://", "postgresql://") for url in urls]
@@ -317,6 +318,8 @@ def _measure(broker: Mosquitto, influx: Influxd, workdir: Path, queue: Queue, wo
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print."""
+    if args.communities and args.db_url and not args.sqlite:
+        raise SystemExit("--communities needs an alert database a community: our own PostgreSQL or --sqlite")
     cfg = load(REPO / "configs" / "commhub.yaml")
     msgs = feeds.simulate(cfg, args.messages).messages
     n = len(msgs)
@@ -329,9 +332,6 @@ def run(args: argparse.Namespace) -> int:
     influx.start()
     if pg is not None:
         pg.start()
-
-    if args.communities and args.db_url and not args.sqlite:
-        raise SystemExit("--communities needs an alert database a community: our own PostgreSQL or --sqlite")
 
     def queue(tag: str, communities: int = 1) -> Queue:
         def go() -> int:
