@@ -629,9 +629,11 @@ def check_held_runs(store: Any) -> None:
         assert [m[0] for m in tx.kept([other])] == ["gate-g1"]
 
 
-# Rule-state keys as a hostile or merely unusual world makes them (PostgreSQL gets them as array elements).
+# Rule-state keys as a hostile or merely unusual world makes them (PostgreSQL gets them as array elements, and in
+# the upsert inside one JSON text).
 ODD_KEYS = ["door-b1/main", "a,b", 'q"uote', "back\\slash", "{brace}", "NULL", "", " padded ", "网格/一号楼/单元",
-            "tab\there", "new\nline", "'single'", "x" * 200]
+            "tab\there", "new\nline", "'single'", "x" * 200, '{"rule": "x", "key": "y"}', "\\u0000", "]},{",
+            "line\u2028sep", "门🚪", "null", "\\"]
 
 
 def check_state_keys(store: Any) -> None:

@@ -45,6 +45,7 @@ from hub.alerts.sql import (
     insert,
     locked,
     pg_keys,
+    pg_rows,
 )
 from hub.routing.router import Decision, Router, matches
 from hub.routing.spec import Window
@@ -569,9 +570,7 @@ class Tx:
         if gone:
             conn.execute(PG_DELETE, pg_keys(gone))
         if rows:
-            conn.execute(PG_UPSERT, {"rules": [r["rule"] for r in rows], "keys": [r["key"] for r in rows],
-                                     "data": [r["data"] for r in rows],
-                                     "due": [None if r["due"] is None else float(r["due"]) for r in rows]})
+            conn.execute(PG_UPSERT, pg_rows(rows))
 
     def _cached(self) -> StateCache:
         """The state cache (SQLite), valid at the version this transaction read at its first use of it."""
