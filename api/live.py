@@ -41,8 +41,11 @@ class Subscriber:
 class LiveHub:
     """One MQTT subscription per API process; thread-safe publish into asyncio queues."""
 
-    def __init__(self, mqtt: MqttConfig, client_id: str, queue_size: int = 1000) -> None:
+    def __init__(self, mqtt: MqttConfig, client_id: str, queue_size: int = 1000, site: str | None = None) -> None:
         self.mqtt = mqtt
+        # This community's site: on a broker several communities share, the others' notices are not ours (their
+        # grid ids may be ours too, and their notice ids come from another alert store).
+        self.site = site
         self.client_id = client_id
         self.queue_size = queue_size
         self._client: Any = None
@@ -72,9 +75,9 @@ class LiveHub:
         if getattr(reason, "is_failure", False):
             log.warning("live alerts: broker refused the connection: %s", reason)
             return
-        client.subscribe(topics.alerts_filter(self.mqtt.root), qos=1)
+        client.subscribe(topics.alerts_filter(self.mqtt.root, self.site), qos=1)
         self.connected = True
-        log.info("live alerts: subscribed to %s", topics.alerts_filter(self.mqtt.root))
+        log.info("live alerts: subscribed to %s", topics.alerts_filter(self.mqtt.root, self.site))
 
     def _on_disconnect(self, *_a: Any) -> None:
         self.connected = False
@@ -92,6 +95,8 @@ class LiveHub:
         with self._lock:
             fresh = []
             for n in notices:
+                if self.site is not None and n.site != self.site:
+                    continue  # another community's, whatever topic it came on
                 if n.notice_id in self._seen:
                     continue
                 self._seen[n.notice_id] = None

@@ -36,7 +36,8 @@ class Services:
         self.data = DataServices(cfg, self.store)
         self.metrics = ApiMetrics()
         self.audit.on_write = self.metrics.audit_rows.inc
-        self.live = LiveHub(cfg.mqtt, f"api-{os.getpid()}-{id(self):x}", cfg.api.sse_queue) if live else None
+        self.live = LiveHub(cfg.mqtt, f"api-{os.getpid()}-{id(self):x}", cfg.api.sse_queue,
+                            cfg.community.site.id) if live else None
 
     def start(self) -> None:
         """Migrate (safe beside running hubs), then connect to the broker in the background."""

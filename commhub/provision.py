@@ -107,7 +107,7 @@ def accounts_for(cfg: Config, *, simulator: bool = False) -> list[Account]:
     api_writes = [topics.event(root, site, d.kind.value, d.id) for d in community.devices
                   if d.kind is DeviceKind.PATROL]
     api_writes.append(topics.event(root, site, DeviceKind.REPORT_DESK.value, API_REPORT_DEVICE))
-    out.append(Account(API_ACCOUNT, write=tuple(api_writes), read=(topics.alerts_filter(root),)))
+    out.append(Account(API_ACCOUNT, write=tuple(api_writes), read=(topics.alerts_filter(root, site),)))
     out.append(_agent(cfg, "access", select_devices(community, ACCESS_KINDS, cfg.agent.access.devices,
                                                       "agent.access").values()))
     out.append(_agent(cfg, "facility", select_devices(community, FACILITY_KINDS, cfg.agent.facility.devices,

@@ -118,9 +118,11 @@ def alert(root: str, site: str, grid: str, severity: str) -> str:
                      _check_level("severity", severity)])
 
 
-def alerts_filter(root: str) -> str:
-    """Filter matching every alert notification."""
-    return f"{hub_root(root)}/alerts/#"
+def alerts_filter(root: str, site: str | None = None) -> str:
+    """Filter matching every alert notification (of one site, when given: a community's on a shared broker)."""
+    if site is None:
+        return f"{hub_root(root)}/alerts/#"
+    return f"{hub_root(root)}/alerts/{_check_level('site', site)}/#"
 
 
 def parse(topic: str, root: str | None = None) -> TopicParts:

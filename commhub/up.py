@@ -16,6 +16,7 @@ from typing import IO
 
 import yaml
 
+from commhub import topics
 from commhub.config import Config, load
 from commhub.mqtt import API_ACCOUNT, HUB_ACCOUNT
 from commhub.ports import bindable, free_port
@@ -179,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
             "--data-urlencode 'q=SHOW MEASUREMENTS'",
             f"  hub metrics     http://127.0.0.1:{metrics_port}/metrics",
             f"  dead letters    mosquitto_sub -p {broker.port} {login[HUB_ACCOUNT]} -t '{root}/hub/v1/deadletter' -v",
-            f"  alerts          mosquitto_sub -p {broker.port} {login[API_ACCOUNT]} -t '{root}/hub/v1/alerts/#' -v",
+            f"  alerts          mosquitto_sub -p {broker.port} {login[API_ACCOUNT]} "
+            f"-t '{topics.alerts_filter(root, cfg.community.site.id)}' -v",
         ]
         if replay:
             lines.append(f"  cameras         {', '.join(replay)} (OpenCV on recorded footage)")

@@ -3,6 +3,7 @@ Last-Event-ID reconnects with no gap and no repeat."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ import httpx
 import pytest
 from alerts_helpers import T0, FakeClock, Rig
 from api_helpers import ApiServer, SseReader, add_accounts, api_config, wait_until
+from hub_helpers import raw_client
 from sqlalchemy import text
 
 from api.app import create_app
+from commhub import topics
 
 pytestmark = pytest.mark.broker
 
@@ -92,6 +95,35 @@ def test_hub_alerts_reach_clients_by_jurisdiction_and_reconnect_misses_and_repea
     assert {n["grid"] for _, n in again.events} == {"g1"}
     assert any(n["transition"] == "acknowledged" and n["by"] == "sec" for _, n in again.events)
     assert any(n["transition"] == "commented" and n["by"] == "hub-desk" for _, n in again.events)
+
+
+def test_a_neighbouring_communitys_notices_on_the_same_broker_reach_no_one_here(live: Live) -> None:
+    # Two communities on one broker (a district): the neighbour's cells may have our grid ids, and its notice ids
+    # come from its own alert store, so they may equal ours. Neither may reach our clients, nor take the place of
+    # our own notice of the same id in the de-duplication.
+    url = live.server.url
+    site = live.app.state.services.cfg.community.site.id
+    root = live.app.state.services.cfg.mqtt.root
+    sec = SseReader(url, live.server.login("sec")).start()
+    gw1 = SseReader(url, live.server.login("gw1")).start()
+    live.sos("b3")  # a real g2 notice, as the model of the neighbour's
+    model = sec.wait_for(lambda n: n["grid"] == "g2")
+    nxt = max(live.notice_ids(("g1", "g2"), 0)) + 1  # the id our next transition gets
+    pub = raw_client(live.rig.broker, f"neighbour-{site}")
+    try:
+        for topic in (topics.alert(root, "elsewhere", "g1", "high"),  # its own topic
+                      topics.alert(root, site, "g1", "high")):  # or ours, mislabelled
+            notice = {**model, "site": "elsewhere", "grid": "g1", "building": "b1", "notice_id": nxt}
+            pub.publish(topic, json.dumps(notice), qos=1).wait_for_publish(10)
+    finally:
+        pub.disconnect()
+    live.sos("b1")
+    ours = gw1.wait_for(lambda n: n["grid"] == "g1" and n["transition"] == "opened")
+    assert ours["site"] == site and ours["notice_id"] == nxt
+    sec.wait_for(lambda n: n["grid"] == "g1")
+    gw1.close()
+    sec.close()
+    assert {n["site"] for _, n in [*gw1.events, *sec.events]} == {site}
 
 
 def test_stream_needs_credentials_and_is_audited(live: Live) -> None:

@@ -221,11 +221,16 @@ def test_device_cannot_read_alerts_and_hub_cannot_publish_as_device(env: Env) ->
     watcher = _plain(env, HUB_ACCOUNT)
     try:
         agent_sub = agent.subscribe(topics.alerts_filter(root))
-        assert api.subscribe(topics.alerts_filter(root)) == [1]
+        assert api.subscribe(topics.alerts_filter(root, site)) == [1]
+        # Another community's alerts on the same broker: the API's account does not read them.
+        foreign_sub = api.subscribe(topics.alerts_filter(root, "elsewhere"))
         assert watcher.subscribe(topics.devices_filter(root)) == [1]
+        foreign = topics.alert(root, "elsewhere", "g1", "critical")
         alert = topics.alert(root, site, "g1", "critical")
+        assert hub.publish(foreign) == 0
         assert hub.publish(alert) == 0
         assert api._wait(lambda: alert in api.messages)
+        assert foreign_sub == [0x87] or foreign not in api.messages  # published first: it would be here by now
         assert agent_sub == [0x87] or alert not in agent.messages
         assert agent.messages == []
         # The hub may write under commhub/hub/v1 only; the API only people's input (patrol check-ins).
@@ -257,7 +262,7 @@ def test_tls_with_the_generated_ca_for_hub_api_and_agent(env: Env, tmp_path: Pat
     agent.add_device(dev_id, DeviceKind(kind))
     try:
         assert hub.subscribe(topics.devices_filter(root)) == [1]
-        assert api.subscribe(topics.alerts_filter(root)) == [1]
+        assert api.subscribe(topics.alerts_filter(root, site)) == [1]
         agent.start()
         assert agent.wait_connected(WAIT), "the agent did not connect over TLS"
         from commhub.wire import Heartbeat

@@ -97,3 +97,12 @@ def test_a_sites_filter_takes_its_own_devices_and_no_other_sites() -> None:
 def test_a_site_that_would_widen_or_break_the_filter_is_refused(site: str) -> None:
     with pytest.raises(TopicError):
         topics.site_filter("commhub", site)
+
+
+def test_a_sites_alerts_filter_takes_its_own_cells_and_no_other_sites() -> None:
+    mine = topics.alerts_filter("commhub", "sunrise")
+    assert topics.matches(mine, topics.alert("commhub", "sunrise", "g1", "high"))
+    assert not topics.matches(mine, topics.alert("commhub", "sunset", "g1", "high"))
+    assert topics.matches(topics.alerts_filter("commhub"), topics.alert("commhub", "sunset", "g1", "high"))
+    with pytest.raises(TopicError):
+        topics.alerts_filter("commhub", "+")
