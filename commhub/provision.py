@@ -96,12 +96,14 @@ def accounts_for(cfg: Config, *, simulator: bool = False) -> list[Account]:
 
     root = cfg.mqtt.root
     hub_root = topics.hub_root(root)
-    out = [
-        # The hub's account may also read its dead letters: the operator's way to watch them.
-        Account(HUB_ACCOUNT, write=(f"{hub_root}/#",), read=(topics.devices_filter(root), topics.dead_letter(root))),
-    ]
     community = cfg.community
     site = community.site.id
+    out = [
+        # The hub reads its own site's device topics (what it subscribes to; another community on the broker is
+        # not its business) and its dead letters: the operator's way to watch them.
+        Account(HUB_ACCOUNT, write=(f"{hub_root}/#",),
+                read=(topics.site_filter(root, site), topics.dead_letter(root))),
+    ]
     # The API publishes people's input on device topics: patrol check-ins as the checkpoint's event, and
     # residents' reports as events of the report desk (api/data/people.py); nothing else.
     api_writes = [topics.event(root, site, d.kind.value, d.id) for d in community.devices

@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
             "",
             f"commhub is up: community '{cfg.community.site.id}' with {devices} devices, data under {run_dir}",
             f"  MQTT broker     mqtt://127.0.0.1:{broker.port}   accounts, ACL and secrets in {mqtt_dir}",
-            f"                  watch: mosquitto_sub -p {broker.port} {login[HUB_ACCOUNT]} -t '{root}/v1/#' -v",
+            f"                  watch: mosquitto_sub -p {broker.port} {login[HUB_ACCOUNT]} "
+            f"-t '{topics.site_filter(root, cfg.community.site.id)}' -v",
             f"  InfluxDB        {influx.url}  database '{cfg.influx.database}'",
             f"                  curl -sG {influx.url}/query --data-urlencode db={cfg.influx.database} "
             "--data-urlencode 'q=SHOW MEASUREMENTS'",

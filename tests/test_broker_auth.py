@@ -197,7 +197,7 @@ def test_agent_publishes_only_for_its_own_devices(env: Env) -> None:
     hub = _plain(env, HUB_ACCOUNT)
     agent = _plain(env, access)
     try:
-        assert hub.subscribe(topics.devices_filter(root)) == [1]
+        assert hub.subscribe(topics.site_filter(root, site)) == [1]
         own = topics.event(root, site, own_kind, own_id)
         other = topics.event(root, site, other_kind, other_id)
         elsewhere = topics.event(root, "evil", own_kind, own_id)
@@ -224,7 +224,7 @@ def test_device_cannot_read_alerts_and_hub_cannot_publish_as_device(env: Env) ->
         assert api.subscribe(topics.alerts_filter(root, site)) == [1]
         # Another community's alerts on the same broker: the API's account does not read them.
         foreign_sub = api.subscribe(topics.alerts_filter(root, "elsewhere"))
-        assert watcher.subscribe(topics.devices_filter(root)) == [1]
+        assert watcher.subscribe(topics.site_filter(root, site)) == [1]
         foreign = topics.alert(root, "elsewhere", "g1", "critical")
         alert = topics.alert(root, site, "g1", "critical")
         assert hub.publish(foreign) == 0
@@ -261,7 +261,7 @@ def test_tls_with_the_generated_ca_for_hub_api_and_agent(env: Env, tmp_path: Pat
                       tmp_path / "agent", env.cfg.agent)
     agent.add_device(dev_id, DeviceKind(kind))
     try:
-        assert hub.subscribe(topics.devices_filter(root)) == [1]
+        assert hub.subscribe(topics.site_filter(root, site)) == [1]
         assert api.subscribe(topics.alerts_filter(root, site)) == [1]
         agent.start()
         assert agent.wait_connected(WAIT), "the agent did not connect over TLS"
@@ -375,7 +375,7 @@ def test_certificate_identity_is_the_username_on_the_tls_listener(env: Env, tmp_
     clients = [agent, hub, impostor, hub_as_agent]
     try:
         assert [c.connect() for c in clients] == [0, 0, 0, 0], "a certificate of our CA is the login"
-        assert hub.subscribe(topics.devices_filter(root)) == [1]
+        assert hub.subscribe(topics.site_filter(root, site)) == [1]
         assert agent.publish(other) == 0x87, "an agent may not publish for another agent's device"
         assert agent.publish(own) == 0
         assert impostor.publish(own) == 0x87, "a certificate of another account cannot act as the agent"
@@ -397,3 +397,16 @@ def test_certificate_identity_is_the_username_on_the_tls_listener(env: Env, tmp_
     with pytest.raises(ValueError, match="require_certificate"):
         Mosquitto(tmp_path / "b2", tls=BrokerTls(issued["ca"].cert, issued["broker"].cert, issued["broker"].key,
                                                  require_certificate=False, use_identity_as_username=True))
+
+
+def test_the_hub_and_api_accounts_read_only_their_own_sites_topics() -> None:
+    # A broker several communities share: neither account of one community reads another's devices or alerts.
+    cfg = load(REPO / "configs" / "commhub.yaml")
+    root, site = cfg.mqtt.root, cfg.community.site.id
+    accounts = {a.name: a for a in accounts_for(cfg)}
+    assert set(accounts[HUB_ACCOUNT].read) == {topics.site_filter(root, site), topics.dead_letter(root)}
+    assert accounts[API_ACCOUNT].read == (topics.alerts_filter(root, site),)
+    neighbour = (topics.telemetry(root, "elsewhere", "gas", "gas-b01-u1-202"),
+                 topics.alert(root, "elsewhere", "g1", "high"))
+    for account in accounts.values():
+        assert not any(topics.matches(f, t) for f in account.read for t in neighbour), account.name
