@@ -58,7 +58,7 @@ def from_payload(payload: bytes | bytearray, received_mono: float) -> ObservedAl
 
 
 class AlertListener:
-    """Subscribes to every alert notice under the root and keeps those of one site."""
+    """Subscribes to one site's alert notices (and keeps only those naming it, whatever topic they came on)."""
 
     def __init__(self, cfg: MqttConfig, site: str) -> None:
         self.cfg = cfg
@@ -86,7 +86,8 @@ class AlertListener:
         if reason.is_failure:
             log.error("alert listener: connect refused: %s", reason)
             return
-        client.subscribe(topics.alerts_filter(self.cfg.root), qos=1)
+        # Its site's only: the API account it logs in with reads no other site's alerts on a provisioned broker.
+        client.subscribe(topics.alerts_filter(self.cfg.root, self.site), qos=1)
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         now = time.monotonic()
