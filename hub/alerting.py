@@ -20,6 +20,7 @@ from commhub.config import Config
 from commhub.wire import AlertNotice
 from hub.alerts.db import make_engine
 from hub.alerts.store import AlertStore, StateConflict, Tx
+from hub.clockwatch import ClockWatch
 from hub.ingest.message import Accepted
 from hub.metrics import HubMetrics
 from hub.notify.live import LiveFeed
@@ -97,6 +98,9 @@ class AlertingSink:
         self._next_due = 0.0
         self._due_lock = threading.Lock()
         self._checked_at = -math.inf  # time.monotonic() of the last timer pass
+        # The host's clock being set (the real clock only: an injected one, a test's or a scenario's, jumps
+        # on purpose): said when seen, for the operator; timers are not moved (hub.clockwatch).
+        self.clock_watch = ClockWatch() if clock is time.time else None
 
     def start(self) -> None:
         """Migrate the schema, start absence timers, notifiers and the timer thread."""
@@ -154,6 +158,13 @@ class AlertingSink:
                       lambda: self.handle_cpu_s)
         metrics.gauge("commhub_alert_timer_cpu_seconds_total", "CPU time the alerting sink spent on timer passes",
                       lambda: self.timer_cpu_s)
+        watch = self.clock_watch
+        for way in ("back", "forward"):
+            metrics.gauge(f"commhub_clock_set_{way}_total", f"Times the host's clock was seen set {way} (timers then "
+                          f"{'come late by the step' if way == 'back' else 'in the skipped span fall due at once'})",
+                          lambda way=way: 0 if watch is None else getattr(watch, way))  # type: ignore[misc]
+            metrics.gauge(f"commhub_clock_set_{way}_seconds_total", f"Seconds the host's clock was set {way}, summed",
+                          lambda way=way: 0.0 if watch is None else getattr(watch, f"{way}_s"))  # type: ignore[misc]
 
     def handle(self, batch: Sequence[Accepted]) -> None:
         """Run the rules over one batch and apply their signals, in one transaction."""
@@ -367,6 +378,7 @@ class AlertingSink:
         # due, a write-back is, or every RECHECK_S (four passes a second cost an idle worker 17-24 ms of CPU a
         # second on PostgreSQL).
         while not self._stop.wait(self.cfg.alerts.tick_s):
+            self.look_at_clock()
             if not self.timers_due():
                 continue
             cpu0 = time.thread_time()
@@ -375,6 +387,17 @@ class AlertingSink:
             except Exception:
                 log.exception("alert timers failed; trying again next tick")
             self.timer_cpu_s += time.thread_time() - cpu0
+
+    def look_at_clock(self) -> float:
+        """Say so when the host's clock was set since the last look (hub.clockwatch); returns the step."""
+        step = 0.0 if self.clock_watch is None else self.clock_watch.look()
+        if step < 0:
+            log.warning("the host's clock was set back %.0f s: every rule timer, escalation and absence deadline "
+                        "comes that much later than it should (stored timers are not moved)", -step)
+        elif step > 0:
+            log.warning("the host's clock was set forward %.0f s: every timer due in the skipped span fell due at "
+                        "once (devices silent for it are raised offline)", step)
+        return step
 
     def _notify(self, notices: list[AlertNotice]) -> None:
         self.live.publish(notices)
