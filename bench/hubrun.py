@@ -6,6 +6,7 @@ can arrive only after the whole queued backlog, so every wait is for an outcome,
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -144,23 +145,32 @@ def measure_raw(broker: Mosquitto, topic_filter: str, queue: Callable[[], int]) 
 
 
 SAMPLE_COMMUNITY = REPO / "configs" / "community" / "sample.yaml"
-SAMPLE_SITE = str(yaml.safe_load(SAMPLE_COMMUNITY.read_text())["site"]["id"])
+
+
+@functools.cache
+def _sample_model() -> dict[str, Any]:
+    """The sample community's model, parsed once, when first needed (half a second of YAML: not at import)."""
+    return dict(yaml.safe_load(SAMPLE_COMMUNITY.read_text()))
+
+
+def sample_site() -> str:
+    """The sample community's site id."""
+    return str(_sample_model()["site"]["id"])
 
 
 def community_site(i: int) -> str:
     """The site id of the i-th community of a bench (0: the sample community's own; others: copies of it)."""
-    return SAMPLE_SITE if i == 0 else f"{SAMPLE_SITE}-c{i}"
+    return sample_site() if i == 0 else f"{sample_site()}-c{i}"
 
 
 def hub_config(broker: Mosquitto, influx: Influxd, workdir: Path, db: str, rules: bool,
-               alerts: dict[str, Any] | None = None, site: str = SAMPLE_SITE, **hub: Any) -> Path:
+               alerts: dict[str, Any] | None = None, site: str | None = None, **hub: Any) -> Path:
     """A hub config for the sample community (under another site id: a copy of it), the alerting chain on or off."""
     community = SAMPLE_COMMUNITY
-    if site != SAMPLE_SITE:
-        model = yaml.safe_load(SAMPLE_COMMUNITY.read_text())
-        model["site"]["id"] = site
+    if site is not None and site != sample_site():
+        model = _sample_model()
         community = workdir / f"community-{site}.yaml"
-        community.write_text(yaml.safe_dump(model, allow_unicode=True))
+        community.write_text(yaml.safe_dump({**model, "site": {**model["site"], "id": site}}, allow_unicode=True))
     cfg: dict[str, Any] = {
         "community": str(community),
         "mqtt": {"host": broker.host, "port": broker.port},

@@ -541,7 +541,7 @@ def _ending_now(msgs: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 def _resite(topic: str, i: int) -> str:
     """A topic of the sample community as the i-th community's (hubrun.community_site; 0: unchanged)."""
-    return topic.replace(f"/{hubrun.SAMPLE_SITE}/", f"/{hubrun.community_site(i)}/", 1)
+    return topic.replace(f"/{hubrun.sample_site()}/", f"/{hubrun.community_site(i)}/", 1)
 
 
 def _net(res: dict[str, float]) -> float:
