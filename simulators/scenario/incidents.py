@@ -119,14 +119,16 @@ class _Expander:
         self.plan.overrides.append(Override(dev.id, t0, t1, rewrite))
 
     def forced_open(self, inc: s.ForcedOpen, dev: Device, t: float) -> None:
-        self.override(dev, t - 15.0, t + inc.open_for + 5.0, _mute_door(t + inc.open_for + 5.0))
+        end = t + inc.open_for + 5.0
+        self.override(dev, t - 15.0, end, _mute_door(end))
         if inc.authorized:
             self.inject(dev, t - 2.0, ExitRequest(door=DOOR))
         self.inject(dev, t, DoorOpened(door=DOOR))
         self.inject(dev, t + inc.open_for, DoorClosed(door=DOOR))
 
     def held_open(self, inc: s.HeldOpen, dev: Device, t: float) -> None:
-        self.override(dev, t - 15.0, t + inc.open_for + 6.0, _mute_door(t + inc.open_for + 6.0))
+        end = t + inc.open_for + 6.0
+        self.override(dev, t - 15.0, end, _mute_door(end))
         who = ref(self.site, dev.id, "held", str(int(t)))  # one credential per incident, not per door
         self.inject(dev, t, AccessGranted(door=DOOR, credential_ref=who, method="card"))
         self.inject(dev, t + 1.0, DoorOpened(door=DOOR))
